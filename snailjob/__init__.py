@@ -1,0 +1,93 @@
+"""snail-job-python: the Python client of the SnailJob job scheduler.
+
+Write jobs as decorated functions, register them, run the client::
+
+    import snailjob as sj
+
+    @sj.job("testJobExecutor")
+    def my_job(args: sj.JobArgs) -> sj.ExecuteResult:
+        sj.SnailLog.REMOTE.info("params: %s", args.job_params)
+        return sj.ExecuteResult.success()
+
+    sj.ExecutorManager.register(my_job)
+    sj.client_main()
+
+Importing this package has no side effects: no threads, files or handlers.
+"""
+
+import logging as _logging
+from typing import Any as _Any
+
+from snailjob._version import __version__
+from snailjob.args import JobArgs, MapArgs, MergeReduceArgs, ReduceArgs, ShardingJobArgs, WfContext
+from snailjob.client import Client
+from snailjob.compat import (
+    ExecutorManager,
+    SnailContextManager,
+    ThreadPoolCache,
+    client_main,
+    configure_settings,
+    get_snailjob_settings,
+)
+from snailjob.context import TaskContext, current_task
+from snailjob.errors import (
+    ConfigurationError,
+    ExecutorRegistrationError,
+    MapError,
+    NotInJobError,
+    SnailJobError,
+    TaskInterrupted,
+    TransportError,
+)
+from snailjob.executors import ExecutorRegistry, MapExecutor, MapReduceExecutor, job
+from snailjob.log import RemoteLogHandler, SnailLog
+from snailjob.mapreduce import mr_do_map
+from snailjob.settings import Settings
+from snailjob.wire.enums import ROOT_MAP
+from snailjob.wire.models import ExecuteResult
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+__all__ = [
+    "ROOT_MAP",
+    "Client",
+    "ConfigurationError",
+    "ExecuteResult",
+    "ExecutorManager",
+    "ExecutorRegistrationError",
+    "ExecutorRegistry",
+    "JobArgs",
+    "MapArgs",
+    "MapError",
+    "MapExecutor",
+    "MapReduceExecutor",
+    "MergeReduceArgs",
+    "NotInJobError",
+    "ReduceArgs",
+    "RemoteLogHandler",
+    "Settings",
+    "ShardingJobArgs",
+    "SnailContextManager",
+    "SnailJobError",
+    "SnailLog",
+    "TaskContext",
+    "TaskInterrupted",
+    "ThreadPoolCache",
+    "TransportError",
+    "WfContext",
+    "__version__",
+    "client_main",
+    "configure_settings",
+    "current_task",
+    "get_snailjob_settings",
+    "job",
+    "mr_do_map",
+]
+
+
+def __getattr__(name: str) -> _Any:
+    # 0.1.3 exposed ``snailjob.settings`` (built at import); here it is built
+    # on first access.
+    if name == "settings":
+        return get_snailjob_settings()
+    raise AttributeError(f"module 'snailjob' has no attribute {name!r}")

@@ -1,0 +1,192 @@
+"""Arguments handed to executors (the 0.1.3 dataclasses, plus task ids) and
+their construction from a dispatch.
+
+``argsStr`` is decoded as protocol.md section 4.4 describes: a JSON object
+``{"jobParams": ..., "maps": ..., "reduces": ...}``.  Blank text gives
+``job_params=None``; text that is not a JSON object is passed through as the
+raw ``job_params`` string, as the Java client does.  ``maps`` and ``reduces``
+are given exactly as the server sends them (for reduce and merge: lists of
+strings, one per upstream result).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from snailjob.wire.enums import JobTaskTypeEnum, MapReduceStageEnum
+from snailjob.wire.models import DispatchJobRequest
+
+
+class WfContext:
+    """The workflow-context keys a task adds or changes (thread-safe)."""
+
+    def __init__(self, context: Optional[Dict[str, Any]] = None) -> None:
+        self._context: Dict[str, Any] = dict(context or {})
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def from_dict(context: Dict[str, Any]) -> "WfContext":
+        return WfContext(copy.deepcopy(context))
+
+    def to_dict(self) -> Dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._context)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._context[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            return self._context[key]
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            del self._context[key]
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._context
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._context)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+
+@dataclass
+class JobArgs:
+    """Arguments of a cluster or broadcast task (and the base of the others).
+
+    ``job_params`` is the job's parameter text as the console holds it (a
+    string; decode JSON yourself).  ``wf_context`` is the whole workflow
+    context at dispatch; ``append_context`` records a change that is sent back
+    with the result and merged by the server into the workflow.
+    """
+
+    job_params: Any = None
+    executor_info: Optional[str] = None
+    task_batch_id: Optional[int] = None
+    job_id: Optional[int] = None
+    wf_context: Dict[str, Any] = field(default_factory=dict)
+    change_wf_context: WfContext = field(default_factory=WfContext)
+    # new in this client
+    task_id: Optional[int] = None
+    task_type: Optional[int] = None
+    workflow_task_batch_id: Optional[int] = None
+    workflow_node_id: Optional[int] = None
+    retry_count: int = 0
+
+    def append_context(self, key: str, value: Any) -> None:
+        """Add or change a workflow-context key (sent with this task's result)."""
+        if self.change_wf_context is None:
+            self.change_wf_context = WfContext()
+        self.change_wf_context[key] = value
+
+    def get_wf_context(self, key: str) -> Any:
+        """A workflow-context value: this task's own change if it made one,
+        else the value at dispatch, else ``None``."""
+        if not key:
+            return None
+        if self.change_wf_context is not None and key in self.change_wf_context:
+            return self.change_wf_context[key]
+        return (self.wf_context or {}).get(key)
+
+
+@dataclass
+class ShardingJobArgs(JobArgs):
+    """A sharding task: ``job_params`` is this shard's element of the job's
+    parameter array."""
+
+    sharding_total: Optional[int] = None
+    sharding_index: Optional[int] = None
+
+
+@dataclass
+class MapArgs(JobArgs):
+    """A map task.  ``map_result`` is the sub-task item this task received
+    (``""`` for ``ROOT_MAP``)."""
+
+    task_name: Optional[str] = None
+    map_result: Any = None
+
+
+@dataclass
+class ReduceArgs(JobArgs):
+    """A reduce task: ``map_result`` is a list of strings, one per map task
+    result (JSON text for non-string results)."""
+
+    map_result: Any = None
+
+
+@dataclass
+class MergeReduceArgs(JobArgs):
+    """A merge task: ``reduces`` is a list of strings, one per reduce result."""
+
+    reduces: Any = None
+
+
+def decode_args_str(args_str: Optional[str]) -> Tuple[Any, Any, Any]:
+    """``(job_params, maps, reduces)`` from a dispatch's ``argsStr``."""
+    if args_str is None or not args_str.strip():
+        return None, None, None
+    try:
+        holder = json.loads(args_str)
+    except (ValueError, RecursionError):
+        return args_str, None, None
+    if not isinstance(holder, dict):
+        return args_str, None, None
+    return holder.get("jobParams"), holder.get("maps"), holder.get("reduces")
+
+
+def decode_wf_context(text: Optional[str]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """The workflow context as a dict, and a warning when it was unusable."""
+    if text is None or not text.strip():
+        return {}, None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}, "wfContext is not valid JSON; the job sees an empty context"
+    if not isinstance(value, dict):
+        return {}, f"wfContext is a JSON {type(value).__name__}, not an object; the job sees an empty context"
+    return value, None
+
+
+def build_args(request: DispatchJobRequest) -> Tuple[JobArgs, List[str]]:
+    """The args object for a dispatch, and warnings about unusable input."""
+    job_params, maps, reduces = decode_args_str(request.argsStr)
+    wf_context, warning = decode_wf_context(request.wfContext)
+    common: Dict[str, Any] = dict(
+        job_params=job_params,
+        executor_info=request.executorInfo,
+        task_batch_id=request.taskBatchId,
+        job_id=request.jobId,
+        wf_context=wf_context,
+        change_wf_context=WfContext(),
+        task_id=request.taskId,
+        task_type=request.taskType,
+        workflow_task_batch_id=request.workflowTaskBatchId,
+        workflow_node_id=request.workflowNodeId,
+        retry_count=request.retryCount or 0,
+    )
+    warnings = [warning] if warning else []
+    task_type, stage = request.taskType, request.mrStage
+    args: JobArgs
+    if task_type == JobTaskTypeEnum.SHARDING:
+        args = ShardingJobArgs(sharding_total=request.shardingTotal,
+                               sharding_index=request.shardingIndex, **common)
+    elif task_type == JobTaskTypeEnum.MAP_REDUCE and stage == MapReduceStageEnum.REDUCE:
+        args = ReduceArgs(map_result=maps, **common)
+    elif task_type == JobTaskTypeEnum.MAP_REDUCE and stage == MapReduceStageEnum.MERGE_REDUCE:
+        args = MergeReduceArgs(reduces=reduces, **common)
+    elif task_type in (JobTaskTypeEnum.MAP, JobTaskTypeEnum.MAP_REDUCE):
+        args = MapArgs(task_name=request.taskName, map_result=maps, **common)
+    else:
+        args = JobArgs(**common)
+    return args, warnings

@@ -1,0 +1,450 @@
+"""``Client``: one SnailJob node.  It wires the executor registry to one
+outbound gRPC channel, a heartbeat thread, the inbound gRPC server, the
+dispatcher and the outbound queues, and owns their lifecycle.
+
+Several clients can run in one process (each with its own settings, port and
+executors); ``client_main()`` runs one built from the environment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import signal
+import threading
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+from pydantic import ValidationError
+
+from snailjob._version import __version__
+from snailjob.args import build_args
+from snailjob.context import TaskContext
+from snailjob.delivery import LogShipper, ResultOutbox, backoff, call_with_retry
+from snailjob.dispatcher import Dispatcher, Task
+from snailjob.errors import MapError, SnailJobError, TransportError
+from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
+from snailjob.log import install_remote_handler
+from snailjob.settings import Settings, new_host_id
+from snailjob.transport import GrpcTransport, InboundServer, Reply, Transport
+from snailjob.wire import enums
+from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object
+from snailjob.wire.models import (
+    DispatchJobRequest,
+    DispatchJobResultRequest,
+    ExecuteResult,
+    JobExecutorRequest,
+    MapTaskRequest,
+    StopJobRequest,
+    WireExecuteResult,
+)
+
+logger = logging.getLogger(__name__)
+
+_live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def live_clients() -> List["Client"]:
+    """Clients started and not yet stopped in this process."""
+    return list(_live_clients)
+
+
+TransportFactory = Callable[[str, Callable[[], Dict[str, str]]], Transport]
+
+
+class Client:
+    """A SnailJob client node.
+
+    >>> client = Client(Settings.load(), executors=[my_job])
+    >>> client.run()            # blocks until SIGINT/SIGTERM
+
+    or, embedded: ``with Client(settings, executors=[...]) as client: ...``.
+    ``stop()`` is idempotent and safe to call from any thread.
+    """
+
+    def __init__(self, settings: Optional[Settings] = None,
+                 executors: Union[ExecutorRegistry, Iterable[Executor]] = (),
+                 transport_factory: Optional[TransportFactory] = None) -> None:
+        self.settings = settings if settings is not None else Settings.load()
+        if isinstance(executors, ExecutorRegistry):
+            self.registry = executors
+        else:
+            self.registry = ExecutorRegistry()
+            for executor in executors:
+                self.registry.register(executor)
+        self._transport_factory = transport_factory or GrpcTransport
+        self.host_id = self.settings.snail_host_id or new_host_id()
+        self.host_port = self.settings.snail_host_port
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._accepting = False
+        self._stopping = threading.Event()
+        self._server_up = False
+        self._registered = False
+        self._last_problem: Optional[str] = None
+        self._transport: Optional[Transport] = None
+        self._inbound: Optional[InboundServer] = None
+        self._heartbeat: Optional[threading.Thread] = None
+        self.dispatcher = Dispatcher(self._on_outcome)
+        self._outbox: Optional[ResultOutbox] = None
+        self._logs: Optional[LogShipper] = None
+        self._headers: Dict[str, str] = {}
+
+    # --- public lifecycle -------------------------------------------------
+
+    def register(self, executor: Executor) -> None:
+        """Add an executor; allowed before and after ``start()``."""
+        self.registry.register(executor)
+        if self._registered:
+            self._registered = False  # re-register on the next beat
+
+    def start(self) -> "Client":
+        """Bind the inbound server, open the channel and start the heartbeat.
+
+        Returns at once; the client keeps (re)connecting in the background.
+        """
+        with self._lock:
+            if self._state != "new":
+                raise SnailJobError(f"client already {self._state}; create a new Client to start again")
+            self._state = "starting"
+        s = self.settings
+        install_remote_handler()
+        package = logging.getLogger("snailjob")
+        if package.level == logging.NOTSET:
+            package.setLevel(s.snail_log_level)
+        self._inbound = InboundServer(s.snail_bind_host, s.snail_host_port, self._handle_inbound,
+                                      workers=s.snail_inbound_workers)
+        self.host_port = self._inbound.port
+        self._headers = self._build_headers()
+        self._transport = self._transport_factory(s.server_target, lambda: self._headers)
+        self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout, s.snail_report_retry_seconds)
+        self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
+                                s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
+        self._outbox.start()
+        self._logs.start()
+        self._inbound.start()
+        self._accepting = True
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="snailjob-heartbeat",
+                                           daemon=True)
+        self._heartbeat.start()
+        with self._lock:
+            self._state = "running"
+        _live_clients.add(self)
+        logger.info("snailjob client %s listening on %s:%s (advertised %s:%s), server %s, group %s",
+                    self.host_id, s.snail_bind_host, self.host_port, s.snail_host_ip, self.host_port,
+                    s.server_target, s.snail_group_name)
+        return self
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop the node: refuse new dispatches, wait up to ``grace`` seconds
+        (default ``SNAIL_SHUTDOWN_GRACE``) for running tasks, interrupt the
+        rest, deliver pending results and logs, then close the channel."""
+        with self._lock:
+            if self._state != "running":
+                if self._state == "new":
+                    self._state = "stopped"
+                return
+            self._state = "stopping"
+        grace = self.settings.snail_shutdown_grace if grace is None else grace
+        self._accepting = False
+        try:
+            if not self.dispatcher.wait_idle(grace):
+                logger.warning("tasks still running after %.1fs; interrupting them", grace)
+                self.dispatcher.stop_all("shutdown")
+                self.dispatcher.wait_idle(2.0)
+            self._stopping.set()
+            if self._outbox is not None:
+                self._outbox.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
+            if self._logs is not None:
+                self._logs.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
+            if self._inbound is not None:
+                self._inbound.stop(grace=0.5)
+            if self._heartbeat is not None:
+                self._heartbeat.join(timeout=self.settings.snail_rpc_timeout + 1)
+        finally:
+            self.dispatcher.close()
+            if self._transport is not None:
+                self._transport.close()
+            _live_clients.discard(self)
+            with self._lock:
+                self._state = "stopped"
+            logger.info("snailjob client %s stopped", self.host_id)
+
+    def run(self, install_signal_handlers: bool = True) -> None:
+        """Start, block until SIGINT or SIGTERM, then stop gracefully.
+
+        A second signal during the grace period stops at once.
+        """
+        stop_requested = threading.Event()
+        signals_seen = [0]
+        previous: Dict[Any, Any] = {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            signals_seen[0] += 1
+            if signals_seen[0] > 1:
+                logger.warning("second signal: stopping now")
+                self.dispatcher.stop_all("shutdown")
+            stop_requested.set()
+
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            while not stop_requested.wait(0.5):
+                pass
+            logger.info("signal received: stopping (grace %.0fs)", self.settings.snail_shutdown_grace)
+            self.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> "Client":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    @property
+    def server_up(self) -> bool:
+        """True while the last heartbeat reached the server."""
+        return self._server_up
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
+
+    def stats(self) -> Dict[str, int]:
+        """Counters for monitoring and tests."""
+        outbox, logs = self._outbox, self._logs
+        return {
+            "results_delivered": outbox.delivered if outbox else 0,
+            "results_dropped": outbox.dropped if outbox else 0,
+            "results_refused": outbox.refused if outbox else 0,
+            "results_pending": outbox.pending() if outbox else 0,
+            "logs_shipped": logs.shipped if logs else 0,
+            "logs_dropped": logs.dropped if logs else 0,
+            "logs_buffered": logs.buffered() if logs else 0,
+            "tasks_active": self.dispatcher.running_count(),
+            "batches_active": self.dispatcher.batch_count(),
+        }
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until queued results are delivered; False on timeout."""
+        return self._outbox.flush(timeout) if self._outbox else True
+
+    # --- headers, heartbeat, registration ----------------------------------
+
+    def _build_headers(self) -> Dict[str, str]:
+        s = self.settings
+        return {
+            "host-id": self.host_id,
+            "host-ip": s.snail_host_ip,
+            "host-port": str(self.host_port),
+            "namespace": s.snail_namespace,
+            "group-name": s.snail_group_name,
+            "token": s.snail_token,
+            "executor-type": str(int(enums.ExecutorTypeEnum.PYTHON)),
+            "system-version": __version__,
+            "label": s.label_json,
+        }
+
+    def _redact(self, text: str) -> str:
+        text = text.replace(self.settings.snail_token, "***")
+        return re.sub(r"(token:)[^\]\s,]*", r"\1***", text)
+
+    def _heartbeat_loop(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                ok = self._beat_once()
+            except Exception:  # the heartbeat must survive anything
+                logger.exception("heartbeat failed unexpectedly")
+                ok = False
+            if ok:
+                attempt = 0
+                pause = self.settings.snail_heartbeat_interval
+            else:
+                attempt += 1
+                pause = min(self.settings.snail_heartbeat_interval, backoff(attempt, first=0.5))
+            self._stopping.wait(pause)
+
+    def _beat_once(self) -> bool:
+        assert self._transport is not None
+        s = self.settings
+        try:
+            reply = self._transport.call(enums.URI_BEAT, encode_body("PING"), s.snail_rpc_timeout)
+        except TransportError as exc:
+            self._server_down(str(exc))
+            return False
+        if not reply.ok:
+            self._server_down(f"server refused the heartbeat: {self._redact(reply.message)}")
+            return False
+        if not self._server_up:
+            logger.info("connected to SnailJob server %s as %s", s.server_target, self.host_id)
+            self._server_up = True
+            self._last_problem = None
+            self._registered = False
+        if not self._registered:
+            self._registered = self._register_executors()
+        return True
+
+    def _server_down(self, problem: str) -> None:
+        if self._server_up or self._last_problem != problem:
+            logger.warning("SnailJob server %s unavailable: %s (retrying)",
+                           self.settings.server_target, self._redact(problem))
+        self._server_up = False
+        self._registered = False
+        self._last_problem = problem
+
+    def _register_executors(self) -> bool:
+        assert self._transport is not None
+        names = self.registry.names()
+        if not names:
+            return True
+        payload = [JobExecutorRequest(executorInfo=n).to_wire() for n in names]
+        try:
+            reply = self._transport.call(enums.URI_REGISTER_EXECUTORS, encode_body(payload),
+                                         self.settings.snail_rpc_timeout)
+        except TransportError as exc:
+            logger.warning("executor registration failed: %s", exc)
+            return False
+        if not reply.accepted:
+            logger.warning("server refused executor registration: %s", self._redact(reply.message))
+            return False
+        logger.info("registered executors: %s", ", ".join(names))
+        return True
+
+    # --- inbound ----------------------------------------------------------
+
+    def _handle_inbound(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
+        token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
+        if token is None:
+            logger.warning("refused %s: no SJ-TOKEN header", uri[:100])
+            return Reply(0, "SJ-TOKEN header missing", False)
+        if not hmac.compare_digest(token.encode("utf-8", "replace"),
+                                   self.settings.snail_token.encode("utf-8", "replace")):
+            logger.warning("refused %s: SJ-TOKEN does not match SNAIL_TOKEN", uri[:100])
+            return Reply(0, "SJ-TOKEN does not match this client's token", False)
+        path = uri.split("?", 1)[0]
+        if path == enums.URI_DISPATCH:
+            return self._on_dispatch(body)
+        if path == enums.URI_STOP:
+            return self._on_stop(body)
+        if path == enums.URI_SYNC_VERSION:
+            return Reply(1, "", None)
+        logger.debug("unsupported server call %s answered with null", path[:100])
+        return Reply(1, "", None)
+
+    def _on_dispatch(self, body: str) -> Reply:
+        try:
+            raw = first_object(decode_body(body), "dispatch")
+            request = DispatchJobRequest.model_validate(raw)
+        except BodyError as exc:
+            return self._refuse(0, f"invalid dispatch request: {exc}")
+        except ValidationError as exc:
+            return self._refuse(0, f"invalid dispatch request: {_summarize(exc)}")
+        if not self._accepting:
+            return self._refuse(1, f"client {self.host_id} is shutting down; "
+                                   "dispatch it to another node", request)
+        if request.executorType != enums.ExecutorTypeEnum.PYTHON:
+            return self._refuse(1, f"executorType {request.executorType} is not Python (2); "
+                                   "this is a Python client", request)
+        spec = self.registry.get(request.executorInfo)
+        if spec is None:
+            known = ", ".join(self.registry.names()) or "none"
+            return self._refuse(1, f"no executor named {request.executorInfo!r} on this client "
+                                   f"(registered: {known})", request)
+        try:
+            func = spec.resolve(request.taskType, request.mrStage, request.taskName)
+        except UnknownTask as exc:
+            return self._refuse(1, str(exc), request)
+        args, warnings = build_args(request)
+        ctx = TaskContext(request, args, threading.Event(), self)
+        if warnings:
+            ctx.extra["warnings"] = warnings
+        self.dispatcher.submit(Task(request, func, args, ctx))
+        return Reply(1, "", True)
+
+    def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:
+        where = f" (task {request.taskId}, batch {request.taskBatchId})" if request else ""
+        logger.warning("dispatch refused%s: %s", where, message)
+        return Reply(status, message, False)
+
+    def _on_stop(self, body: str) -> Reply:
+        try:
+            request = StopJobRequest.model_validate(first_object(decode_body(body), "stop"))
+        except BodyError as exc:
+            return Reply(0, f"invalid stop request: {exc}", False)
+        except ValidationError as exc:
+            return Reply(0, f"invalid stop request: {_summarize(exc)}", False)
+        self.dispatcher.stop_batch(request.taskBatchId)
+        if self._outbox is not None:
+            self._outbox.discard_batch(request.taskBatchId)
+        return Reply(1, "", True)
+
+    # --- outcomes, map reports, logs (TaskServices) ------------------------
+
+    def _on_outcome(self, task: Task, outcome: ExecuteResult) -> None:
+        req = task.request
+        changed = task.args.change_wf_context.to_dict() if task.args.change_wf_context is not None else {}
+        success = outcome.is_success
+        report = DispatchJobResultRequest(
+            jobId=req.jobId, taskBatchId=req.taskBatchId, taskId=req.taskId,
+            workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,
+            taskType=req.taskType, groupName=req.groupName or self.settings.snail_group_name,
+            taskStatus=int(enums.JobTaskStatusEnum.SUCCESS if success else enums.JobTaskStatusEnum.FAIL),
+            executeResult=WireExecuteResult(status=int(enums.StatusEnum.YES if success else enums.StatusEnum.NO),
+                                            result=outcome.result, message=outcome.message or ""),
+            retryScene=req.retryScene, retry=req.retry, retryStatus=req.retryStatus,
+            wfContext=dumps(changed) if changed else None,
+        )
+        assert self._outbox is not None
+        self._outbox.put(req.taskBatchId, enums.URI_REPORT_RESULT, encode_body(report.to_wire()),
+                         describe=f"result of task {req.taskId} (batch {req.taskBatchId})")
+
+    @property
+    def map_batch_size(self) -> int:
+        return self.settings.snail_map_batch_size
+
+    @property
+    def log_identity(self) -> Dict[str, str]:
+        s = self.settings
+        return {"namespace": s.snail_namespace, "group": s.snail_group_name,
+                "host": s.snail_host_ip, "port": str(self.host_port)}
+
+    def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
+        req = task.request
+        changed = task.args.change_wf_context.to_dict() if task.args.change_wf_context is not None else {}
+        payload = MapTaskRequest(
+            jobId=req.jobId, taskBatchId=req.taskBatchId, parentId=req.taskId,
+            workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,
+            wfContext=dumps(changed) if changed else None, taskName=next_task_name, subTask=items)
+        assert self._transport is not None
+        try:
+            reply = call_with_retry(self._transport, enums.URI_REPORT_MAP, encode_body(payload.to_wire()),
+                                    self.settings.snail_rpc_timeout, self.settings.snail_report_retry_seconds,
+                                    stop=task.stop_event)
+        except TransportError as exc:
+            raise MapError(f"could not report {len(items)} sub-task(s) of {next_task_name!r}: {exc}") from None
+        if not reply.accepted:
+            raise MapError(f"server refused {len(items)} sub-task(s) of {next_task_name!r}: "
+                           f"{reply.message or 'no reason given'}")
+        logger.debug("reported %d sub-task(s) %r of task %s", len(items), next_task_name, req.taskId)
+
+    def ship_log(self, entry: Dict[str, Any]) -> None:
+        if self._logs is not None:
+            self._logs.offer(entry)
+
+
+def _summarize(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

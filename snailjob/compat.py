@@ -1,0 +1,111 @@
+"""The module-level API of snail-job-python 0.1.3, kept for existing programs.
+
+``ExecutorManager`` and ``client_main`` use a default registry that tests can
+replace (``ExecutorManager.registry = ExecutorRegistry()``); everything else
+delegates to ``Client``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Optional
+
+from snailjob.client import Client, live_clients
+from snailjob.context import current_task, current_task_or_none
+from snailjob.executors import Executor, ExecutorRegistry
+from snailjob.log import configure_local_logging
+from snailjob.settings import Settings
+from snailjob.wire.models import DispatchJobRequest
+
+
+class ExecutorManager:
+    """0.1.3's registry of executors, used by ``client_main()``."""
+
+    registry: ExecutorRegistry = ExecutorRegistry()
+
+    @classmethod
+    def register(cls, executor: Executor) -> None:
+        """Register an ``@job`` function, a ``MapExecutor`` or a
+        ``MapReduceExecutor``; ``ExecutorRegistrationError`` (a
+        ``SnailJobError``) explains a wrong argument or a duplicate name."""
+        cls.registry.register(executor)
+        for client in live_clients():
+            if client.registry is cls.registry:
+                client.register(executor)
+
+
+class ThreadPoolCache:
+    """0.1.3's access to a batch's stop event."""
+
+    @staticmethod
+    def event_is_set(task_batch_id: int) -> bool:
+        """True once batch ``task_batch_id`` was stopped (from the console, by
+        the server's timeout, or by this client's ``executorTimeout``)."""
+        ctx = current_task_or_none()
+        if ctx is not None and ctx.task_batch_id == task_batch_id:
+            return ctx.stop_event.is_set()
+        for client in live_clients():
+            event = client.dispatcher.stop_event(task_batch_id)
+            if event is not None:
+                return event.is_set()
+        return False
+
+    @staticmethod
+    def get_stop_event(task_batch_id: int) -> Optional[threading.Event]:
+        ctx = current_task_or_none()
+        if ctx is not None and ctx.task_batch_id == task_batch_id:
+            return ctx.stop_event
+        for client in live_clients():
+            event = client.dispatcher.stop_event(task_batch_id)
+            if event is not None:
+                return event
+        return None
+
+
+class SnailContextManager:
+    """0.1.3's accessors of the running task (prefer ``snailjob.current_task``)."""
+
+    @staticmethod
+    def get_job_context() -> DispatchJobRequest:
+        return current_task().request
+
+    @staticmethod
+    def get_log_context() -> Dict[str, Any]:
+        ctx = current_task()
+        return {"jobId": ctx.job_id, "taskBatchId": ctx.task_batch_id, "taskId": ctx.task_id}
+
+
+_settings_lock = threading.Lock()
+_settings: Optional[Settings] = None
+
+
+def get_snailjob_settings() -> Settings:
+    """The settings ``client_main()`` uses, read from the environment and
+    ``.env`` on first call (0.1.3 read them at import)."""
+    global _settings
+    with _settings_lock:
+        if _settings is None:
+            _settings = Settings.load()
+        return _settings
+
+
+def configure_settings(**overrides: Any) -> Settings:
+    """Replace the settings ``client_main()`` uses (fields as in 0.1.3, e.g.
+    ``snail_server_host="10.0.0.5"``); the environment fills the rest."""
+    global _settings
+    with _settings_lock:
+        _settings = Settings.load(**overrides)
+        return _settings
+
+
+def client_main(settings: Optional[Settings] = None) -> None:
+    """Run a client with the registered executors until SIGINT or SIGTERM.
+
+    Local logging: see ``snailjob.log.configure_local_logging`` (a console
+    handler only if the program configured none; a file only if
+    ``SNAIL_LOG_LOCAL_FILENAME`` is set).
+    """
+    settings = settings or get_snailjob_settings()
+    configure_local_logging(settings.snail_log_level, settings.snail_log_format,
+                            settings.snail_log_local_filename, settings.snail_log_local_backup_count)
+    Client(settings, executors=ExecutorManager.registry).run()

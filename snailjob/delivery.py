@@ -1,0 +1,331 @@
+"""Outbound queues: task results and job logs, delivered in the background
+with deadlines and bounded retries, so that job threads never wait on the
+network.
+
+``ResultOutbox`` keeps results until the server accepts them or the retry
+window (``SNAIL_REPORT_RETRY_SECONDS``) runs out; ``LogShipper`` batches log
+entries (50 entries or 5 s) in a bounded buffer and counts what it had to
+drop.  ``call_with_retry`` is the synchronous form used by ``mr_do_map``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from snailjob.errors import TransportError
+from snailjob.transport import Reply, Transport
+from snailjob.wire import enums
+from snailjob.wire.codec import encode_body
+
+logger = logging.getLogger(__name__)
+
+_BACKOFF_FIRST = 0.2
+_BACKOFF_MAX = 5.0
+
+
+def backoff(attempt: int, first: float = _BACKOFF_FIRST, cap: float = _BACKOFF_MAX) -> float:
+    """Capped exponential backoff with full jitter (seconds)."""
+    return random.uniform(0.5, 1.0) * min(cap, first * (2 ** min(attempt, 16)))
+
+
+def call_with_retry(transport: Transport, uri: str, body: str, rpc_timeout: float,
+                    total: float, stop: Optional[threading.Event] = None) -> Reply:
+    """Call until the server answers (any status) or ``total`` seconds pass.
+
+    Transport errors are retried with backoff; the last one is raised.
+    """
+    give_up = time.monotonic() + total
+    attempt = 0
+    while True:
+        try:
+            return transport.call(uri, body, rpc_timeout)
+        except TransportError:
+            attempt += 1
+            pause = backoff(attempt)
+            if time.monotonic() + pause > give_up or (stop is not None and stop.is_set()):
+                raise
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
+
+
+@dataclass(order=True)
+class _Pending:
+    not_before: float
+    seq: int
+    key: Any = field(compare=False)
+    uri: str = field(compare=False)
+    body: str = field(compare=False)
+    expires: float = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+    describe: str = field(default="", compare=False)
+
+
+class ResultOutbox:
+    """Delivers task results with at most ``max_in_flight`` calls at once.
+
+    ``key`` identifies the batch of an item so that ``discard_batch`` can drop
+    results of a stopped batch that are not sent yet.
+    """
+
+    def __init__(self, transport: Transport, rpc_timeout: float, retry_seconds: float,
+                 max_in_flight: int = 32) -> None:
+        self._transport = transport
+        self._rpc_timeout = rpc_timeout
+        self._retry_seconds = retry_seconds
+        self._queue: Deque[_Pending] = collections.deque()
+        self._waiting: List[_Pending] = []  # items in backoff
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._max_in_flight = max_in_flight
+        self._seq = 0
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        self.delivered = 0
+        self.dropped = 0
+        self.refused = 0
+        self.on_transport_error: Optional[Callable[[TransportError], None]] = None
+        self.on_delivered: Optional[Callable[[], None]] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="snailjob-results", daemon=True)
+        self._thread.start()
+
+    def put(self, key: Any, uri: str, body: str, describe: str = "") -> None:
+        now = time.monotonic()
+        with self._cond:
+            self._seq += 1
+            self._queue.append(_Pending(now, self._seq, key, uri, body,
+                                        now + self._retry_seconds, describe=describe))
+            self._cond.notify()
+
+    def discard_batch(self, key: Any) -> int:
+        """Drop undelivered items of ``key``; the number dropped."""
+        with self._cond:
+            before = len(self._queue) + len(self._waiting)
+            self._queue = collections.deque(p for p in self._queue if p.key != key)
+            self._waiting = [p for p in self._waiting if p.key != key]
+            return before - len(self._queue) - len(self._waiting)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + len(self._waiting) + self._in_flight
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until nothing is pending; False if ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._queue or self._waiting or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Flush for up to ``timeout`` seconds, then stop; False if items remained."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            left = len(self._queue) + len(self._waiting)
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if left:
+            logger.error("%d task result(s) could not be delivered before shutdown", left)
+        return flushed
+
+    def _next_ready(self) -> Optional[_Pending]:
+        now = time.monotonic()
+        if self._waiting:
+            self._waiting.sort()
+            if self._waiting[0].not_before <= now:
+                return self._waiting.pop(0)
+        if self._queue:
+            return self._queue.popleft()
+        return None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                item = None
+                while not self._closed:
+                    if self._in_flight < self._max_in_flight:
+                        item = self._next_ready()
+                        if item is not None:
+                            break
+                    wait = 0.5
+                    if self._waiting:
+                        wait = max(0.0, min(wait, min(p.not_before for p in self._waiting) - time.monotonic()))
+                    self._cond.wait(wait if wait > 0 else 0.001)
+                if item is None:
+                    return
+                self._in_flight += 1
+            self._send(item)
+
+    def _send(self, item: _Pending) -> None:
+        def done(reply: Optional[Reply], error: Optional[TransportError]) -> None:
+            self._finished(item, reply, error)
+
+        try:
+            self._transport.call_future(item.uri, item.body, self._rpc_timeout, done)
+        except Exception as exc:  # a broken transport must not kill the thread
+            self._finished(item, None, TransportError(repr(exc)))
+
+    def _finished(self, item: _Pending, reply: Optional[Reply], error: Optional[TransportError]) -> None:
+        notify_delivered = False
+        with self._cond:
+            self._in_flight -= 1
+            if reply is not None:
+                if reply.accepted:
+                    self.delivered += 1
+                    notify_delivered = True
+                else:
+                    self.refused += 1
+                    logger.error("server refused %s: %s", item.describe or item.uri, reply.message)
+            else:
+                item.attempts += 1
+                now = time.monotonic()
+                item.not_before = now + backoff(item.attempts)
+                if item.not_before > item.expires or self._closed:
+                    self.dropped += 1
+                    logger.error("gave up delivering %s after %d attempts: %s",
+                                 item.describe or item.uri, item.attempts, error)
+                else:
+                    self._waiting.append(item)
+            self._cond.notify_all()
+        if error is not None and self.on_transport_error is not None:
+            self.on_transport_error(error)
+        if notify_delivered and self.on_delivered is not None:
+            self.on_delivered()
+
+
+class LogShipper:
+    """Buffers job-log entries and ships them in batches on its own thread.
+
+    ``offer`` never blocks and does no I/O.  The buffer holds at most
+    ``max_buffer`` entries; beyond that the oldest are dropped and counted,
+    and the count is logged once the server accepts logs again.
+    """
+
+    def __init__(self, transport: Transport, rpc_timeout: float, batch_size: int = 50,
+                 interval: float = 5.0, max_buffer: int = 10000) -> None:
+        self._transport = transport
+        self._rpc_timeout = rpc_timeout
+        self.batch_size = batch_size
+        self.interval = interval
+        self._buffer: Deque[Dict[str, Any]] = collections.deque(maxlen=max_buffer)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._first_at: Optional[float] = None
+        self._thread: Optional[threading.Thread] = None
+        self._sending = 0
+        self.dropped = 0
+        self._dropped_reported = 0
+        self.shipped = 0
+        self.batches = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="snailjob-logs", daemon=True)
+        self._thread.start()
+
+    def offer(self, entry: Dict[str, Any]) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._buffer) == self._buffer.maxlen:
+                self.dropped += 1
+            self._buffer.append(entry)
+            if self._first_at is None:
+                self._first_at = time.monotonic()
+            if len(self._buffer) >= self.batch_size:
+                self._cond.notify()
+
+    def buffered(self) -> int:
+        with self._cond:
+            return len(self._buffer) + self._sending
+
+    def _take(self, force: bool) -> List[Dict[str, Any]]:
+        """A batch to send now, or [] (caller holds the lock)."""
+        if not self._buffer:
+            return []
+        due = self._first_at is not None and time.monotonic() - self._first_at >= self.interval
+        if not (force or due or len(self._buffer) >= self.batch_size):
+            return []
+        n = min(self.batch_size, len(self._buffer))
+        batch = [self._buffer.popleft() for _ in range(n)]
+        self._first_at = time.monotonic() if self._buffer else None
+        self._sending = len(batch)
+        return batch
+
+    def _run(self) -> None:
+        attempt = 0
+        while True:
+            with self._cond:
+                batch = self._take(force=self._closed)
+                while not batch:
+                    if self._closed:
+                        return
+                    wait = self.interval
+                    if self._first_at is not None:
+                        wait = max(0.001, self._first_at + self.interval - time.monotonic())
+                    self._cond.wait(wait)
+                    batch = self._take(force=self._closed)
+            if self._send(batch):
+                attempt = 0
+            else:
+                attempt += 1
+                with self._cond:
+                    if self._closed:
+                        self.dropped += len(batch)
+                        self._sending = 0
+                        continue
+                    self._requeue(batch)
+                    self._cond.wait(backoff(attempt))
+
+    def _requeue(self, batch: List[Dict[str, Any]]) -> None:
+        room = (self._buffer.maxlen or 0) - len(self._buffer)
+        keep = batch[-room:] if room > 0 else []
+        self.dropped += len(batch) - len(keep)
+        self._buffer.extendleft(reversed(keep))
+        self._first_at = self._first_at or time.monotonic()
+        self._sending = 0
+
+    def _send(self, batch: List[Dict[str, Any]]) -> bool:
+        try:
+            reply = self._transport.call(enums.URI_REPORT_LOG, encode_body(batch), self._rpc_timeout)
+        except TransportError as exc:
+            logger.debug("log shipping failed: %s", exc)
+            return False
+        except Exception:
+            logger.exception("log shipping failed")
+            return False
+        with self._cond:
+            self._sending = 0
+            self.batches += 1
+            if reply.ok:
+                self.shipped += len(batch)
+            else:
+                self.dropped += len(batch)
+                logger.warning("server refused %d log entries: %s", len(batch), reply.message)
+            lost = self.dropped - self._dropped_reported
+            self._dropped_reported = self.dropped
+        if lost:
+            logger.warning("%d job log entries were dropped while the server could not take them", lost)
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Ship what is buffered (up to ``timeout`` seconds), then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)

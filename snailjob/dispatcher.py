@@ -1,0 +1,369 @@
+"""Runs dispatched tasks: one pool of worker threads per ``taskBatchId``
+(at most ``parallelNum`` threads), per-batch stop events, client-side
+``executorTimeout`` and interruption.
+
+Worker threads are started on demand and exit when their batch has no more
+queued work (after ``linger`` seconds idle; at once for cluster batches, which
+have a single task), so nothing grows with the number of batches seen.
+
+Interruption: a stop or a timeout sets the batch's stop event (what
+``ThreadPoolCache.event_is_set`` reads) and raises ``TaskInterrupted`` in each
+running task's thread.  CPython delivers that exception only between
+bytecodes: code blocked in one long C call (``time.sleep(600)``, a socket read
+without timeout, a C extension's loop) is interrupted only when that call
+returns.  Stopped tasks are never reported; the server records them as STOP.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+from snailjob.args import JobArgs
+from snailjob.context import TaskContext, enter, leave
+from snailjob.errors import TaskInterrupted
+from snailjob.wire.enums import JobTaskTypeEnum
+from snailjob.wire.models import DispatchJobRequest, ExecuteResult
+
+logger = logging.getLogger(__name__)
+
+_QUEUED, _RUNNING, _DONE, _STOPPED = "queued", "running", "done", "stopped"
+_STOP_MEMORY = 4096  # stopped batches remembered for event_is_set()
+
+
+def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
+    """Set (or, with ``None``, clear) a pending async exception of a thread."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None)
+
+
+@dataclass
+class Task:
+    request: DispatchJobRequest
+    func: Callable[..., Any]
+    args: JobArgs
+    context: TaskContext
+    state: str = _QUEUED
+    thread_id: Optional[int] = None
+    interrupted: bool = False
+    timer: Optional["_TimerHandle"] = None
+    received: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Batch:
+    batch_id: int
+    parallel: int
+    single: bool
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    queue: Deque[Task] = field(default_factory=deque)
+    running: Set[int] = field(default_factory=set)  # ids of running Task objects
+    tasks: Dict[int, Task] = field(default_factory=dict)
+    workers: int = 0
+    idle: int = 0
+    cond: Optional[threading.Condition] = None
+
+
+Outcome = Callable[[Task, ExecuteResult], None]
+
+
+class Dispatcher:
+    """Queues tasks per batch and runs them on the batch's worker threads.
+
+    ``on_outcome(task, result)`` is called (on the worker thread, never while a
+    lock is held) for every task that ends without being stopped; it must not
+    block on the network.
+    """
+
+    def __init__(self, on_outcome: Outcome, linger: float = 1.0) -> None:
+        self._on_outcome = on_outcome
+        self._linger = linger
+        self._lock = threading.Lock()
+        self._batches: Dict[int, _Batch] = {}
+        self._stopped: "OrderedDict[int, threading.Event]" = OrderedDict()
+        self._timers = _TimerWheel()
+        self._accepting = True
+        self._names = itertools.count(1)
+
+    # --- queries ----------------------------------------------------------
+
+    def stop_event(self, batch_id: int) -> Optional[threading.Event]:
+        """The stop event of a live or recently stopped batch."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is not None:
+                return batch.stop_event
+            return self._stopped.get(batch_id)
+
+    def batch_stop_event(self, request: DispatchJobRequest) -> threading.Event:
+        """The stop event a new task of this batch will share."""
+        with self._lock:
+            return self._batch_for(request).stop_event
+
+    def running_count(self) -> int:
+        with self._lock:
+            return sum(len(b.running) + len(b.queue) for b in self._batches.values())
+
+    def batch_count(self) -> int:
+        with self._lock:
+            return len(self._batches)
+
+    def worker_count(self) -> int:
+        with self._lock:
+            return sum(b.workers for b in self._batches.values())
+
+    # --- submit -----------------------------------------------------------
+
+    def _batch_for(self, request: DispatchJobRequest) -> _Batch:
+        batch = self._batches.get(request.taskBatchId)
+        if batch is None:
+            single = request.taskType == JobTaskTypeEnum.CLUSTER
+            batch = _Batch(request.taskBatchId, max(1, min(request.parallelNum or 1, 256)), single)
+            batch.cond = threading.Condition(self._lock)
+            self._batches[request.taskBatchId] = batch
+            self._stopped.pop(request.taskBatchId, None)
+        return batch
+
+    def submit(self, task: Task) -> None:
+        """Queue a task; it starts as soon as its batch has a free worker."""
+        request = task.request
+        with self._lock:
+            batch = self._batch_for(request)
+            task.context.stop_event = batch.stop_event
+            batch.queue.append(task)
+            batch.tasks[id(task)] = task
+            if batch.idle:
+                assert batch.cond is not None
+                batch.cond.notify()
+            elif batch.workers < batch.parallel:
+                batch.workers += 1
+                name = f"snailjob-{request.taskBatchId}-{next(self._names)}"
+                threading.Thread(target=self._worker, args=(batch,), name=name, daemon=True).start()
+        timeout = request.executorTimeout
+        if timeout is not None and timeout > 0:
+            task.timer = self._timers.schedule(
+                task.received + timeout, lambda: self._timed_out(task, timeout))
+
+    # --- stop -------------------------------------------------------------
+
+    def stop_batch(self, batch_id: int, reason: str = "stop") -> int:
+        """Stop a batch: set its event, drop queued tasks, interrupt running
+        ones.  Returns how many tasks were affected (0 for an unknown batch)."""
+        with self._lock:
+            batch = self._batches.pop(batch_id, None)
+            if batch is None:
+                return 0
+            batch.stop_event.set()
+            self._remember_stopped(batch_id, batch.stop_event)
+            affected = 0
+            for task in list(batch.tasks.values()):
+                if task.state == _QUEUED:
+                    task.state = _STOPPED
+                    affected += 1
+                elif task.state == _RUNNING:
+                    task.state = _STOPPED
+                    affected += 1
+                    if task.thread_id is not None and not task.interrupted:
+                        task.interrupted = True
+                        _raise_in_thread(task.thread_id, TaskInterrupted)
+                if task.timer is not None:
+                    task.timer.cancel()
+            batch.queue.clear()
+            assert batch.cond is not None
+            batch.cond.notify_all()
+        if affected:
+            logger.info("batch %s %s: %d task(s) interrupted or dropped", batch_id, reason, affected)
+        return affected
+
+    def _remember_stopped(self, batch_id: int, event: threading.Event) -> None:
+        self._stopped[batch_id] = event
+        while len(self._stopped) > _STOP_MEMORY:
+            self._stopped.popitem(last=False)
+
+    def _timed_out(self, task: Task, timeout: int) -> None:
+        with self._lock:
+            if task.state not in (_QUEUED, _RUNNING):
+                return
+        logger.warning("task %s of batch %s exceeded executorTimeout=%ss; stopping the batch",
+                       task.request.taskId, task.request.taskBatchId, timeout)
+        self.stop_batch(task.request.taskBatchId, reason="timed out")
+
+    def stop_all(self, reason: str = "shutdown") -> int:
+        with self._lock:
+            ids = list(self._batches)
+        return sum(self.stop_batch(i, reason) for i in ids)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no task is queued or running; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                busy = any(b.tasks for b in self._batches.values())
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._timers.close()
+
+    # --- workers ----------------------------------------------------------
+
+    def _next(self, batch: _Batch, holder: List[Optional[Task]]) -> bool:
+        """Take the batch's next task into ``holder``; False when the worker
+        should exit."""
+        assert batch.cond is not None
+        with self._lock:
+            while True:
+                if batch.queue and not batch.stop_event.is_set():
+                    task = batch.queue.popleft()
+                    task.state = _RUNNING
+                    task.thread_id = threading.get_ident()
+                    batch.running.add(id(task))
+                    holder[0] = task
+                    return True
+                if batch.stop_event.is_set() or batch.single:
+                    break
+                batch.idle += 1
+                notified = batch.cond.wait(self._linger)
+                batch.idle -= 1
+                if not notified and not batch.queue:
+                    break
+            batch.workers -= 1
+            if batch.workers == 0 and not batch.tasks and self._batches.get(batch.batch_id) is batch:
+                del self._batches[batch.batch_id]
+            return False
+
+    def _finish(self, batch: _Batch, task: Task) -> None:
+        with self._lock:
+            if task.interrupted:
+                # The exception may still be pending if the task ended on its own
+                # just as it was stopped; it must not hit the next task.
+                _raise_in_thread(threading.get_ident(), None)
+            if task.state == _RUNNING:
+                task.state = _DONE
+            batch.running.discard(id(task))
+            batch.tasks.pop(id(task), None)
+            if task.timer is not None:
+                task.timer.cancel()
+
+    def _worker(self, batch: _Batch) -> None:
+        holder: List[Optional[Task]] = [None]
+        while True:
+            try:
+                if holder[0] is not None:
+                    self._finish(batch, holder[0])
+                    holder[0] = None
+                if not self._next(batch, holder):
+                    return
+                assert holder[0] is not None
+                self._execute(holder[0])
+            except TaskInterrupted:
+                continue  # a stop that landed outside the job function
+            except BaseException:  # never let a worker die with a task RUNNING
+                logger.exception("internal error in worker of batch %s", batch.batch_id)
+
+    def _execute(self, task: Task) -> None:
+        token = enter(task.context)
+        try:
+            for warning in task.context.extra.get("warnings", ()):
+                logging.getLogger("snailjob.remote").warning("%s", warning)
+            outcome = run_function(task.func, task.args)
+        except TaskInterrupted:
+            return
+        finally:
+            leave(token)
+        with self._lock:
+            if task.state != _RUNNING:
+                return  # stopped while finishing: no report
+            task.state = _DONE
+        self._on_outcome(task, outcome)
+
+
+def run_function(func: Callable[..., Any], args: JobArgs) -> ExecuteResult:
+    """Call an executor and turn what it did into an ``ExecuteResult``:
+    an ``ExecuteResult`` as given, ``None`` or any other value as success
+    (the value is the result), an exception as failure with its text."""
+    try:
+        value = func(args)
+    except TaskInterrupted:
+        raise
+    except BaseException as exc:  # SystemExit in a job must not end the worker
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        logging.getLogger("snailjob.remote").error(
+            "executor raised %s", text, exc_info=(type(exc), exc, exc.__traceback__))
+        return ExecuteResult.failure(result=None, message=text)
+    if isinstance(value, ExecuteResult):
+        return value
+    return ExecuteResult.success(value)
+
+
+@dataclass(order=True)
+class _TimerHandle:
+    when: float
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _TimerWheel:
+    """One thread running callbacks at monotonic deadlines (started lazily)."""
+
+    def __init__(self) -> None:
+        self._heap: List[_TimerHandle] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    def schedule(self, when: float, callback: Callable[[], None]) -> _TimerHandle:
+        handle = _TimerHandle(when, next(self._seq), callback)
+        with self._cond:
+            if len(self._heap) > 1024 and handle.seq % 1024 == 0:
+                # drop cancelled handles so long timeouts do not pile up
+                self._heap = [h for h in self._heap if not h.cancelled]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, handle)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="snailjob-timeouts", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return handle
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    while self._heap and self._heap[0].cancelled:
+                        heapq.heappop(self._heap)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0].when <= now:
+                        handle = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(self._heap[0].when - now if self._heap else None)
+            try:
+                handle.callback()
+            except Exception:
+                logger.exception("timeout callback failed")
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify_all()
+
+
+__all__: Tuple[str, ...] = ("Dispatcher", "Task", "run_function")

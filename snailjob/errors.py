@@ -1,0 +1,40 @@
+"""The exception tree of snailjob.
+
+``SnailJobError`` is the base (and the 0.1.3 name).  ``TaskInterrupted`` is
+deliberately *not* an ``Exception``: it is raised inside a job's thread to stop
+it, and a job's ``except Exception`` must not swallow it.
+"""
+
+from __future__ import annotations
+
+
+class SnailJobError(RuntimeError):
+    """Base class of every error raised by snailjob."""
+
+
+class ConfigurationError(SnailJobError):
+    """A setting has an invalid value; the message names the variable."""
+
+
+class ExecutorRegistrationError(SnailJobError):
+    """An executor could not be registered (wrong type, duplicate name...)."""
+
+
+class MapError(SnailJobError):
+    """``mr_do_map`` was called wrongly or the server refused the sub-tasks."""
+
+
+class NotInJobError(SnailJobError):
+    """A job-context API was called outside a running job."""
+
+
+class TransportError(SnailJobError):
+    """A call to the server failed at the gRPC level (unreachable, deadline)."""
+
+
+class TaskInterrupted(BaseException):
+    """Raised inside a job's thread when its batch is stopped or times out.
+
+    It derives from ``BaseException`` so that ``except Exception`` in job code
+    does not catch it.  Catch it only to clean up, then re-raise.
+    """

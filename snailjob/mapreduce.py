@@ -1,0 +1,75 @@
+"""``mr_do_map``: fan a map task out into sub-tasks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List, Sequence
+
+from snailjob.context import current_task
+from snailjob.errors import MapError
+from snailjob.wire.enums import ROOT_MAP, JobTaskTypeEnum, MapReduceStageEnum
+from snailjob.wire.models import ExecuteResult
+
+_MAX_CHUNK_BYTES = 4 * 1024 * 1024  # well inside the server's 10 MiB limit
+
+
+def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
+    """Create one sub-task per item of ``task_list``, each run by the map
+    function named ``next_task_name`` and receiving the item as
+    ``args.map_result``.
+
+    Call it from a map task (usually ``ROOT_MAP``) and return its result.
+    The sub-tasks are reported before the calling task's own result; large
+    lists are split into several reports (``SNAIL_MAP_BATCH_SIZE`` items each).
+    Workflow-context keys the task appended so far travel with the sub-tasks.
+    Raises ``MapError`` on bad arguments or when the server refuses them; the
+    task then fails.  Items must be JSON values (dict, list, str, number...).
+    """
+    if not isinstance(next_task_name, str) or not next_task_name.strip():
+        raise MapError(f"next_task_name must be a non-blank string, got {next_task_name!r}")
+    if next_task_name == ROOT_MAP:
+        raise MapError(f"next_task_name cannot be {ROOT_MAP}")
+    if isinstance(task_list, (str, bytes, dict)) or not isinstance(task_list, Sequence):
+        raise MapError(f"task_list must be a list of items, got {type(task_list).__name__}")
+    if len(task_list) == 0:
+        raise MapError(f"task_list for {next_task_name!r} is empty")
+    ctx = current_task()
+    request = ctx.request
+    is_map = request.taskType == JobTaskTypeEnum.MAP or (
+        request.taskType == JobTaskTypeEnum.MAP_REDUCE
+        and request.mrStage in (None, MapReduceStageEnum.MAP))
+    if not is_map:
+        raise MapError(f"mr_do_map can only be called from a map task (task type {request.taskType}, "
+                       f"stage {request.mrStage})")
+    encoded = _encode_items(task_list)
+    for chunk in _chunks(encoded, ctx.services.map_batch_size):
+        if ctx.is_stopped():
+            raise MapError("the batch was stopped while its sub-tasks were being reported")
+        ctx.services.report_map(ctx, [json.loads(text) for text in chunk], next_task_name)
+    return ExecuteResult.success()
+
+
+def _encode_items(items: Sequence[Any]) -> List[str]:
+    encoded = []
+    for index, item in enumerate(items):
+        try:
+            encoded.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise MapError(f"task_list[{index}] ({type(item).__name__}) is not a JSON value: {exc}") from None
+    return encoded
+
+
+def _chunks(encoded: List[str], size: int) -> List[List[str]]:
+    chunks: List[List[str]] = []
+    current: List[str] = []
+    current_bytes = 0
+    for text in encoded:
+        length = len(text.encode("utf-8"))
+        if current and (len(current) >= size or current_bytes + length > _MAX_CHUNK_BYTES):
+            chunks.append(current)
+            current, current_bytes = [], 0
+        current.append(text)
+        current_bytes += length
+    if current:
+        chunks.append(current)
+    return chunks

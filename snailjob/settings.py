@@ -1,0 +1,140 @@
+"""Client settings, read from ``SNAIL_*`` environment variables and ``.env``.
+
+The names are those of snail-job-python 0.1.3, plus the new ones documented
+in CONFIGURATION.md.  Nothing is read at import: ``Settings.load()`` reads the
+environment (and ``.env``) when a client is built, and a bad value raises
+``ConfigurationError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any, Dict, Optional, Union
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from snailjob._version import __version__
+from snailjob.errors import ConfigurationError
+
+DEFAULT_NAMESPACE = "764d604ec6fc45f68cd92514c40e9e1a"
+DEFAULT_TOKEN = "SJ_Wyz3dmsdbDOkDujOTSSoBjGQP1BMsVnj"
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class Settings(BaseSettings):
+    """Every setting of the client; see CONFIGURATION.md for each one."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore",
+                                      validate_default=True, frozen=True)
+
+    # --- server and this node (0.1.3 names) ---
+    snail_server_host: str = "127.0.0.1"
+    snail_server_port: int = Field(17888, ge=1, le=65535)
+    snail_host_ip: str = "127.0.0.1"
+    snail_host_port: int = Field(17889, ge=0, le=65535)
+    snail_namespace: str = DEFAULT_NAMESPACE
+    snail_group_name: str = "snail_job_demo_group"
+    snail_token: str = Field(DEFAULT_TOKEN, repr=False)
+    snail_labels: str = "env:dev,app:demo"
+
+    # --- logging (0.1.3 names) ---
+    snail_log_level: str = "INFO"
+    snail_log_format: str = "%(asctime)s | %(name)-22s | %(levelname)-8s | %(message)s"
+    snail_log_remote_interval: float = Field(5.0, gt=0)
+    snail_log_remote_buffer_size: int = Field(50, gt=0)
+    snail_log_local_filename: Optional[str] = None
+    snail_log_local_backup_count: int = Field(60, ge=0)
+
+    # --- new in this client ---
+    snail_host_id: Optional[str] = None
+    snail_bind_host: str = "0.0.0.0"
+    snail_heartbeat_interval: float = Field(10.0, gt=0, le=25)
+    snail_rpc_timeout: float = Field(5.0, gt=0)
+    snail_report_retry_seconds: float = Field(300.0, ge=0)
+    snail_map_batch_size: int = Field(200, ge=1, le=5000)
+    snail_inbound_workers: int = Field(16, ge=2, le=512)
+    snail_log_remote_max_buffer: int = Field(10000, ge=1)
+    snail_shutdown_grace: float = Field(30.0, ge=0)
+
+    @field_validator("snail_log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in _LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LEVELS)}")
+        return value.upper()
+
+    @field_validator("snail_labels")
+    @classmethod
+    def _labels(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            if ":" not in item:
+                raise ValueError(f"label {item!r} is not key:value")
+        return value
+
+    @field_validator("snail_host_id")
+    @classmethod
+    def _host_id(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and ("@" in value or not value.strip()):
+            raise ValueError("must be non-blank and must not contain '@'")
+        return value
+
+    @field_validator("snail_server_host", "snail_host_ip", "snail_namespace",
+                     "snail_group_name", "snail_token", "snail_bind_host")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @classmethod
+    def load(cls, env_file: Union[str, None] = ".env", **overrides: Any) -> "Settings":
+        """Build settings from the environment, ``env_file`` and ``overrides``.
+
+        Overrides take precedence and use the field names
+        (``snail_server_port=17888``).  Raises ``ConfigurationError`` whose
+        message names each offending ``SNAIL_*`` variable.
+        """
+        try:
+            return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                name = str(err["loc"][0]).upper() if err["loc"] else "?"
+                problems.append(f"{name}={err.get('input')!r}: {err['msg']}"
+                                if name != "SNAIL_TOKEN" else f"{name}: {err['msg']}")
+            raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+
+    @property
+    def label_dict(self) -> Dict[str, str]:
+        """Labels as a dict, always with ``state=up`` (the server routes only to
+        nodes whose labels contain it)."""
+        labels: Dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.snail_labels.split(","))):
+            key, value = item.split(":", 1)
+            labels[key.strip()] = value.strip()
+        labels.setdefault("state", "up")
+        return labels
+
+    @property
+    def label_json(self) -> str:
+        return json.dumps(self.label_dict, separators=(",", ":"))
+
+    @property
+    def server_target(self) -> str:
+        return f"{self.snail_server_host}:{self.snail_server_port}"
+
+    # 0.1.3 exposed these as settings attributes.
+    @property
+    def root_map(self) -> str:
+        return "ROOT_MAP"
+
+    @property
+    def snail_version(self) -> str:
+        return __version__
+
+
+def new_host_id() -> str:
+    """A random node id, ``py-`` followed by 12 hex digits."""
+    return "py-" + secrets.token_hex(6)

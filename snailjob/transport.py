@@ -1,0 +1,198 @@
+"""gRPC transport: one long-lived channel to the server, and the inbound
+server the SnailJob server calls back into.
+
+Both directions use the single method ``/UnaryRequest/unaryRequest``.  Every
+outbound call carries a deadline.  ``Transport`` is the seam tests can swap:
+anything with ``call`` and ``call_future`` will do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol
+
+import grpc
+
+from snailjob.errors import TransportError
+from snailjob.wire import snailjob_pb2 as pb
+from snailjob.wire.codec import decode_data, dumps
+
+logger = logging.getLogger(__name__)
+
+METHOD = "/UnaryRequest/unaryRequest"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server sends up to 10 MiB
+_req_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A ``GrpcResult``: ``status`` 1 = accepted, ``data`` decoded from JSON."""
+
+    status: int
+    message: str
+    data: Any
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 1
+
+    @property
+    def accepted(self) -> bool:
+        """Accepted and, where the server answers a boolean, ``true``."""
+        return self.status == 1 and self.data is not False
+
+
+class Transport(Protocol):
+    def call(self, uri: str, body: str, timeout: float) -> Reply: ...
+
+    def call_future(self, uri: str, body: str, timeout: float,
+                    done: Callable[[Optional[Reply], Optional[TransportError]], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _channel_options() -> list:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # The server sends GOAWAY to clients that ping more often than every
+        # 5 minutes, so no keepalive pings from this side.
+        ("grpc.keepalive_time_ms", 2**31 - 1),
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.min_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+class GrpcTransport:
+    """Calls the server over one channel; ``headers`` are sent on every call."""
+
+    def __init__(self, target: str, headers: Callable[[], Mapping[str, str]]) -> None:
+        self._target = target
+        self._headers = headers
+        self._channel = grpc.insecure_channel(target, options=_channel_options())
+        self._method = self._channel.unary_unary(
+            METHOD,
+            request_serializer=pb.GrpcSnailJobRequest.SerializeToString,
+            response_deserializer=pb.GrpcResult.FromString,
+        )
+        self._closed = False
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    def _request(self, uri: str, body: str) -> pb.GrpcSnailJobRequest:
+        return pb.GrpcSnailJobRequest(
+            reqId=next(_req_ids),
+            metadata=pb.Metadata(uri=uri, headers=dict(self._headers())),
+            body=body,
+        )
+
+    def call(self, uri: str, body: str, timeout: float) -> Reply:
+        """One call with a deadline; ``TransportError`` on any gRPC failure."""
+        try:
+            result = self._method(self._request(uri, body), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _transport_error(uri, exc) from None
+        except ValueError as exc:  # channel closed
+            raise TransportError(f"{uri}: {exc}") from None
+        return Reply(result.status, result.message, decode_data(result.data))
+
+    def call_future(self, uri: str, body: str, timeout: float,
+                    done: Callable[[Optional[Reply], Optional[TransportError]], None]) -> None:
+        """Start a call; ``done(reply, error)`` runs on a gRPC thread."""
+        try:
+            fut = self._method.future(self._request(uri, body), timeout=timeout)
+        except ValueError as exc:
+            done(None, TransportError(f"{uri}: {exc}"))
+            return
+
+        def _finished(f: Any) -> None:
+            try:
+                result = f.result()
+            except grpc.RpcError as exc:
+                done(None, _transport_error(uri, exc))
+            except Exception as exc:  # cancelled, closed channel
+                done(None, TransportError(f"{uri}: {exc!r}"))
+            else:
+                done(Reply(result.status, result.message, decode_data(result.data)), None)
+
+        fut.add_done_callback(_finished)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+
+def _transport_error(uri: str, exc: grpc.RpcError) -> TransportError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    name = code.name if code is not None else "UNKNOWN"
+    err = TransportError(f"{uri}: {name}: {details}")
+    err.code = name  # type: ignore[attr-defined]
+    return err
+
+
+InboundHandler = Callable[[str, Dict[str, str], str], Reply]
+
+
+class InboundServer:
+    """The gRPC server the SnailJob server calls (dispatch, stop, ...).
+
+    ``handler(uri, headers, body)`` must return quickly; it is called on one
+    of ``workers`` threads.  An exception in it becomes a ``status=0`` reply,
+    never a gRPC error.
+    """
+
+    def __init__(self, bind_host: str, port: int, handler: InboundHandler, workers: int = 16) -> None:
+        self._handler = handler
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snailjob-inbound"),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.so_reuseport", 0)],
+        )
+        method = grpc.unary_unary_rpc_method_handler(
+            self._serve,
+            request_deserializer=pb.GrpcSnailJobRequest.FromString,
+            response_serializer=pb.GrpcResult.SerializeToString,
+        )
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": method}),))
+        address = f"{_bracket(bind_host)}:{port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise TransportError(f"cannot listen on {address}: {exc}") from None
+        if self.port == 0:
+            raise TransportError(f"cannot listen on {address} (port in use?)")
+        self._stopped = threading.Event()
+
+    def _serve(self, request: pb.GrpcSnailJobRequest, context: grpc.ServicerContext) -> pb.GrpcResult:
+        uri = request.metadata.uri
+        try:
+            reply = self._handler(uri, dict(request.metadata.headers), request.body)
+            status, message, data = reply.status, reply.message, reply.data
+        except Exception as exc:  # the inbound server must never fail a call
+            logger.exception("inbound handler failed for %s", uri[:200])
+            status, message, data = 0, f"client error: {type(exc).__name__}", None
+        return pb.GrpcResult(reqId=request.reqId, status=status, message=message or "", data=dumps(data))
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self._server.stop(grace).wait(timeout=(grace or 0) + 5)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

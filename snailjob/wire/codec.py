@@ -1,0 +1,94 @@
+"""JSON encoding of request bodies and reply data, as the Java server expects.
+
+The body of every call is one JSON array of the Java method's arguments
+(protocol.md section 2.2); ``GrpcResult.data`` is JSON text.  Values that
+JSON cannot carry (sets, dataclasses, arbitrary objects, NaN) are converted
+rather than allowed to fail a report: a result must never be lost because it
+did not serialise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, List, Optional
+
+from pydantic import BaseModel
+
+
+class BodyError(ValueError):
+    """A request body that is not what the protocol requires."""
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities (which Jackson rejects) by their text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that the server's Jackson parser accepts, never raising
+    for an unusual value."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False, default=_fallback)
+    except ValueError:
+        # NaN/Infinity somewhere (possibly inside a converted object): round-trip
+        # through a permissive encoding, then clean.
+        loose = json.loads(json.dumps(value, default=_fallback))
+        return json.dumps(_finite(loose), separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_body(*args: Any) -> str:
+    """The body of an outbound call: a JSON array of the arguments."""
+    return dumps(list(args))
+
+
+def decode_body(body: str) -> List[Any]:
+    """Parse an inbound body; it must be a JSON array."""
+    if not body or not body.strip():
+        raise BodyError("body is empty; expected a JSON array")
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BodyError(f"body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(value, list):
+        raise BodyError(f"body is a JSON {type(value).__name__}; expected a JSON array")
+    return value
+
+
+def first_object(args: List[Any], what: str) -> dict:
+    """``args[0]`` as a JSON object, or a ``BodyError`` naming ``what``."""
+    if not args:
+        raise BodyError(f"{what}: body is an empty array; expected [{{...}}]")
+    if not isinstance(args[0], dict):
+        raise BodyError(f"{what}: first element is a JSON {type(args[0]).__name__}; expected an object")
+    return args[0]
+
+
+def decode_data(data: str) -> Optional[Any]:
+    """Parse ``GrpcResult.data``; blank or invalid text gives ``None``."""
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -1,0 +1,179 @@
+"""Pydantic models of the JSON payloads, with the Java server's field names.
+
+Every name here is spelled exactly as the server's DTO spells it; golden tests
+in ``tests/test_wire_golden.py`` pin the JSON the client sends.  Incoming
+models ignore unknown fields (the server adds fields between versions) and
+outgoing models omit ``None`` fields, as the server's own Jackson setup does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from snailjob.wire.enums import StatusEnum
+
+
+class _Incoming(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Outgoing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_wire(self) -> Dict[str, Any]:
+        """The JSON-ready dict, without ``None`` fields (server: NON_NULL)."""
+        return self.model_dump(mode="python", exclude_none=True)
+
+
+# --- server -> client -----------------------------------------------------
+
+
+class DispatchJobRequest(_Incoming):
+    """Body element of ``/job/dispatch/v1`` (``DispatchJobRequest.java``)."""
+
+    namespaceId: Optional[str] = None
+    jobId: int
+    jobBizId: Optional[str] = None
+    taskBatchId: int
+    taskId: int
+    taskType: int
+    groupName: Optional[str] = None
+    parallelNum: int = 1
+    executorType: int
+    executorInfo: str
+    executorTimeout: Optional[int] = None
+    taskName: Optional[str] = None
+    mrStage: Optional[int] = None
+    argsStr: Optional[str] = None
+    shardingTotal: Optional[int] = None
+    shardingIndex: Optional[int] = None
+    workflowTaskBatchId: Optional[int] = None
+    workflowNodeId: Optional[int] = None
+    wfContext: Optional[str] = None
+    retryCount: Optional[int] = None
+    retryScene: Optional[int] = None
+    retry: bool = False
+    retryStatus: bool = False
+
+    @field_validator("executorInfo")
+    @classmethod
+    def _executor_info_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("executorInfo is blank")
+        return value
+
+
+class StopJobRequest(_Incoming):
+    """Body element of ``/job/stop/v1``."""
+
+    jobId: Optional[int] = None
+    taskBatchId: int
+    groupName: Optional[str] = None
+
+
+# --- client -> server -----------------------------------------------------
+
+
+class ExecuteResult(BaseModel):
+    """What an executor returns: ``status`` 1 = success, 0 = failure.
+
+    ``result`` is stored by the server as the task's result text (a string as
+    is, anything else as JSON); ``message`` is the reason shown in alarms.
+    """
+
+    status: int = StatusEnum.YES
+    result: Any = None
+    message: str = ""
+
+    @staticmethod
+    def success(result: Any = None, message: str = "Task executed successfully") -> "ExecuteResult":
+        return ExecuteResult(status=StatusEnum.YES, result=result, message=message)
+
+    @staticmethod
+    def failure(result: Any = None, message: Optional[str] = None) -> "ExecuteResult":
+        """A failed outcome.
+
+        As in 0.1.3, the first argument is the ``result``; when no ``message``
+        is given and ``result`` is a string, that string is also used as the
+        ``message`` so the server's alarm shows the reason.
+        """
+        if message is None:
+            message = result if isinstance(result, str) and result else "Task execution failed"
+        return ExecuteResult(status=StatusEnum.NO, result=result, message=message)
+
+    @property
+    def is_success(self) -> bool:
+        return int(self.status) == StatusEnum.YES
+
+
+class WireExecuteResult(_Outgoing):
+    status: int
+    result: Any = None
+    message: str = ""
+
+
+class DispatchJobResultRequest(_Outgoing):
+    """Body element of ``/report/dispatch/result``."""
+
+    jobId: int
+    taskBatchId: int
+    workflowTaskBatchId: Optional[int] = None
+    workflowNodeId: Optional[int] = None
+    taskId: int
+    taskType: int
+    groupName: Optional[str] = None
+    taskStatus: int
+    executeResult: WireExecuteResult
+    retryScene: Optional[int] = None
+    # ``retry`` is a Java primitive: never null (2.x rejects null primitives).
+    retry: bool = False
+    retryStatus: bool = False
+    wfContext: Optional[str] = None
+
+
+class MapTaskRequest(_Outgoing):
+    """Body element of ``/batch/report/job/map/task/v1``."""
+
+    jobId: int
+    taskBatchId: int
+    parentId: int
+    workflowTaskBatchId: Optional[int] = None
+    workflowNodeId: Optional[int] = None
+    wfContext: Optional[str] = None
+    taskName: str
+    subTask: List[Any] = Field(min_length=1)
+
+
+class JobExecutorRequest(_Outgoing):
+    """One element of the list sent to ``/register/job/executors``."""
+
+    executorInfo: str
+
+
+class TaskLogField(_Outgoing):
+    name: str
+    value: Optional[str] = None
+
+    def to_wire(self) -> Dict[str, Any]:
+        # ``value`` stays even when null: the entry is a name/value pair.
+        return {"name": self.name, "value": self.value}
+
+
+class JobLogTask(_Outgoing):
+    """One entry of ``/batch/server/report/log`` (``JobLogTaskRequest``)."""
+
+    logType: str = "JOB"
+    namespaceId: str
+    groupName: str
+    jobId: int
+    taskBatchId: int
+    taskId: int
+    realTime: int
+    fieldList: List[TaskLogField]
+
+    def to_wire(self) -> Dict[str, Any]:
+        data = self.model_dump(exclude={"fieldList"})
+        data["fieldList"] = [f.to_wire() for f in self.fieldList]
+        return data
