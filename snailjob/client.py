@@ -86,7 +86,8 @@ class Client:
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
         self._heartbeat: Optional[threading.Thread] = None
-        self.dispatcher = Dispatcher(self._on_outcome)
+        self.dispatcher = Dispatcher(self._on_outcome,
+                                     interrupt_delay=self.settings.snail_interrupt_delay)
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
         self._headers: Dict[str, str] = {}

@@ -53,6 +53,7 @@ class Task:
     state: str = _QUEUED
     thread_id: Optional[int] = None
     interrupted: bool = False
+    finished: bool = False
     timer: Optional["_TimerHandle"] = None
     received: float = field(default_factory=time.monotonic)
 
@@ -82,9 +83,10 @@ class Dispatcher:
     block on the network.
     """
 
-    def __init__(self, on_outcome: Outcome, linger: float = 1.0) -> None:
+    def __init__(self, on_outcome: Outcome, linger: float = 1.0, interrupt_delay: float = 1.0) -> None:
         self._on_outcome = on_outcome
         self._linger = linger
+        self._interrupt_delay = interrupt_delay
         self._lock = threading.Lock()
         self._batches: Dict[int, _Batch] = {}
         self._stopped: "OrderedDict[int, threading.Event]" = OrderedDict()
@@ -154,33 +156,43 @@ class Dispatcher:
     # --- stop -------------------------------------------------------------
 
     def stop_batch(self, batch_id: int, reason: str = "stop") -> int:
-        """Stop a batch: set its event, drop queued tasks, interrupt running
-        ones.  Returns how many tasks were affected (0 for an unknown batch)."""
+        """Stop a batch: set its stop event, drop its queued tasks, and after
+        ``interrupt_delay`` seconds interrupt the tasks still running (a job
+        that watches the event can return on its own first).  Returns how many
+        tasks were affected (0 for an unknown or finished batch)."""
         with self._lock:
             batch = self._batches.pop(batch_id, None)
             if batch is None:
                 return 0
             batch.stop_event.set()
             self._remember_stopped(batch_id, batch.stop_event)
-            affected = 0
+            running = []
             for task in list(batch.tasks.values()):
-                if task.state == _QUEUED:
-                    task.state = _STOPPED
-                    affected += 1
-                elif task.state == _RUNNING:
-                    task.state = _STOPPED
-                    affected += 1
-                    if task.thread_id is not None and not task.interrupted:
-                        task.interrupted = True
-                        _raise_in_thread(task.thread_id, TaskInterrupted)
+                if task.state == _RUNNING:
+                    running.append(task)
+                task.state = _STOPPED
                 if task.timer is not None:
                     task.timer.cancel()
+            affected = len(batch.tasks)
             batch.queue.clear()
             assert batch.cond is not None
             batch.cond.notify_all()
+        if running:
+            if self._interrupt_delay > 0:
+                self._timers.schedule(time.monotonic() + self._interrupt_delay,
+                                      lambda: self._interrupt(running))
+            else:
+                self._interrupt(running)
         if affected:
-            logger.info("batch %s %s: %d task(s) interrupted or dropped", batch_id, reason, affected)
+            logger.info("batch %s %s: %d task(s) stopped", batch_id, reason, affected)
         return affected
+
+    def _interrupt(self, tasks: List[Task]) -> None:
+        with self._lock:
+            for task in tasks:
+                if not task.finished and not task.interrupted and task.thread_id is not None:
+                    task.interrupted = True
+                    _raise_in_thread(task.thread_id, TaskInterrupted)
 
     def _remember_stopped(self, batch_id: int, event: threading.Event) -> None:
         self._stopped[batch_id] = event
@@ -250,6 +262,7 @@ class Dispatcher:
                 _raise_in_thread(threading.get_ident(), None)
             if task.state == _RUNNING:
                 task.state = _DONE
+            task.finished = True
             batch.running.discard(id(task))
             batch.tasks.pop(id(task), None)
             if task.timer is not None:

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     snail_inbound_workers: int = Field(16, ge=2, le=512)
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
+    snail_interrupt_delay: float = Field(1.0, ge=0)
 
     @field_validator("snail_log_level")
     @classmethod

@@ -1,0 +1,143 @@
+"""Result delivery and log shipping: retries, bounds, drop counts, flushes."""
+
+import logging
+import threading
+import time
+
+import snailjob as sj
+from snailjob.errors import TransportError
+from snailjob.transport import Reply
+
+from .conftest import dispatch, dispatch_body, wait_for
+
+REPORT = "/report/dispatch/result"
+LOGS = "/batch/server/report/log"
+
+
+def test_result_retried_until_the_server_takes_it(make_client):
+    client, transport = make_client([sj.job("r")(lambda args: "value")])
+    failures = [3]
+
+    def flaky(uri, body):
+        if uri == REPORT and failures[0] > 0:
+            failures[0] -= 1
+            raise TransportError("UNAVAILABLE: simulated")
+        return Reply(1, "", True)
+
+    transport.responder = flaky
+    dispatch(client.host_port, dispatch_body("r"))
+    wait_for(lambda: client.stats()["results_delivered"] == 1, timeout=10)
+    attempts = transport.bodies(REPORT)
+    assert len(attempts) == 4 and all(a == attempts[0] for a in attempts)
+    assert client.stats()["results_dropped"] == 0
+
+
+def test_result_dropped_after_retry_window(make_client, caplog):
+    client, transport = make_client([sj.job("r")(lambda args: 1)], snail_report_retry_seconds=0.5)
+
+    def down(uri, body):
+        if uri == REPORT:
+            raise TransportError("UNAVAILABLE: simulated")
+        return Reply(1, "", True)
+
+    transport.responder = down
+    with caplog.at_level(logging.ERROR, logger="snailjob"):
+        dispatch(client.host_port, dispatch_body("r"))
+        wait_for(lambda: client.stats()["results_dropped"] == 1, timeout=10)
+    assert "gave up delivering result of task" in caplog.text
+
+
+def test_job_thread_does_not_wait_for_the_network(make_client):
+    gate = threading.Event()
+    done_at = {}
+
+    def slow_server(uri, body):
+        if uri == REPORT:
+            gate.wait(5)
+        return Reply(1, "", True)
+
+    @sj.job("fast")
+    def fast(args):
+        return "x"
+
+    client, transport = make_client([fast])
+    transport.responder = slow_server
+    original = client._on_outcome
+
+    def timed(task, outcome):
+        original(task, outcome)
+        done_at["t"] = time.monotonic()
+
+    client.dispatcher._on_outcome = timed
+    dispatch(client.host_port, dispatch_body("fast"))
+    wait_for(lambda: "t" in done_at)
+    assert client.stats()["results_pending"] == 1  # queued, the job thread moved on
+    gate.set()
+    wait_for(lambda: client.stats()["results_delivered"] == 1)
+
+
+def entries(transport):
+    return [entry for body in transport.bodies(LOGS) for entry in body[0]]
+
+
+def test_logs_flush_at_batch_size_and_on_stop(make_client):
+    release = threading.Event()
+
+    @sj.job("chatty")
+    def chatty(args):
+        for i in range(120):
+            sj.SnailLog.REMOTE.info("line %d", i)
+        release.wait(5)
+
+    client, transport = make_client([chatty], snail_log_remote_interval=60)
+    dispatch(client.host_port, dispatch_body("chatty"))
+    wait_for(lambda: len(entries(transport)) == 100)
+    sizes = [len(body[0]) for body in transport.bodies(LOGS)]
+    assert sizes == [50, 50]
+    time.sleep(0.2)
+    assert len(entries(transport)) == 100  # the last 20 wait for the interval...
+    release.set()
+    client.stop(grace=5)
+    assert len(entries(transport)) == 120  # ...or for the final flush
+    assert transport.closed
+
+
+def test_logs_flush_after_interval(make_client):
+    client, transport = make_client([sj.job("few")(lambda a: sj.SnailLog.REMOTE.info("one"))],
+                                    snail_log_remote_interval=0.3)
+    dispatch(client.host_port, dispatch_body("few"))
+    wait_for(lambda: entries(transport), timeout=5)
+    assert len(entries(transport)) == 1
+
+
+def test_log_buffer_is_bounded_and_drops_are_reported(make_client, caplog):
+    down = threading.Event()
+    down.set()
+    accepted = []
+
+    def responder(uri, body):
+        if uri == LOGS:
+            if down.is_set():
+                raise TransportError("UNAVAILABLE: simulated")
+            accepted.extend(body[0])
+        return Reply(1, "", True)
+
+    @sj.job("flood")
+    def flood(args):
+        for i in range(250):
+            sj.SnailLog.REMOTE.info("flood %d", i)
+
+    client, transport = make_client([flood], snail_log_remote_max_buffer=100,
+                                    snail_log_remote_buffer_size=50)
+    transport.responder = responder
+    dispatch(client.host_port, dispatch_body("flood"))
+    wait_for(lambda: client.stats()["results_delivered"] == 1)
+    assert client.stats()["logs_buffered"] <= 100
+    with caplog.at_level(logging.WARNING, logger="snailjob"):
+        down.clear()
+        wait_for(lambda: client.stats()["logs_buffered"] == 0, timeout=15)
+    shipped = [int(f["value"].split()[1]) for e in accepted
+               for f in e["fieldList"] if f["name"] == "message"]
+    assert client.stats()["logs_dropped"] == 250 - len(shipped) >= 150
+    assert shipped == sorted(shipped) and shipped[-1] == 249  # the newest are kept, in order
+    assert f"{250 - len(shipped)} job log entries were dropped" in caplog.text

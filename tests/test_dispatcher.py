@@ -1,0 +1,164 @@
+"""Per-batch pools, parallelNum, stop, timeout and thread hygiene."""
+
+import json
+import threading
+import time
+
+import snailjob as sj
+
+from .conftest import call_inbound, dispatch, dispatch_body, wait_for
+
+REPORT = "/report/dispatch/result"
+
+
+def stop(port, batch_id):
+    reply = call_inbound(port, "/job/stop/v1",
+                         json.dumps([{"jobId": 1, "taskBatchId": batch_id, "groupName": "g"}]))
+    assert (reply.status, reply.data) == (1, "true")
+
+
+def test_parallel_num_limits_concurrency_per_batch(make_client):
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    @sj.job("busy")
+    def busy(args):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.15)
+        with lock:
+            active[0] -= 1
+        return args.sharding_index
+
+    client, transport = make_client([busy])
+    for i in range(6):
+        dispatch(client.host_port, dispatch_body("busy", 3, taskBatchId=900, parallelNum=2,
+                                                 shardingIndex=i, shardingTotal=6,
+                                                 taskName="SHARDING_TASK"))
+    reports = wait_for(lambda: len(transport.bodies(REPORT)) == 6 and transport.bodies(REPORT))
+    assert peak[0] == 2
+    assert sorted(r[0]["executeResult"]["result"] for r in reports) == list(range(6))
+
+
+def test_stop_sets_event_and_suppresses_report(make_client):
+    seen_stop = threading.Event()
+
+    @sj.job("coop")
+    def coop(args):
+        while not sj.ThreadPoolCache.event_is_set(args.task_batch_id):
+            time.sleep(0.01)
+        seen_stop.set()
+        return "finished after stop"
+
+    client, transport = make_client([coop])
+    dispatch(client.host_port, dispatch_body("coop", taskBatchId=901))
+    time.sleep(0.1)
+    stop(client.host_port, 901)
+    assert seen_stop.wait(5)
+    time.sleep(0.3)
+    assert transport.bodies(REPORT) == []
+    assert sj.ThreadPoolCache.event_is_set(901)
+
+
+def test_stop_interrupts_code_that_never_checks(make_client):
+    state = {}
+    interrupted = threading.Event()
+
+    @sj.job("stubborn")
+    def stubborn(args):
+        try:
+            n = 0
+            while True:  # never looks at the stop event
+                n += 1
+                if n % 1000 == 0:
+                    time.sleep(0.001)
+        except sj.TaskInterrupted:
+            state["caught"] = True
+            interrupted.set()
+            raise
+
+    client, transport = make_client([stubborn], snail_interrupt_delay=0.3)
+    dispatch(client.host_port, dispatch_body("stubborn", taskBatchId=902))
+    time.sleep(0.2)
+    stopped_at = time.monotonic()
+    stop(client.host_port, 902)
+    assert interrupted.wait(5)
+    assert time.monotonic() - stopped_at >= 0.3  # the job had the delay to return on its own
+    time.sleep(0.3)
+    assert transport.bodies(REPORT) == []
+    wait_for(lambda: client.dispatcher.batch_count() == 0)
+
+
+def test_stop_drops_queued_tasks_of_the_batch(make_client):
+    ran = []
+
+    @sj.job("queued")
+    def queued(args):
+        ran.append(args.sharding_index)
+        while not sj.ThreadPoolCache.event_is_set(args.task_batch_id):
+            time.sleep(0.01)
+
+    client, transport = make_client([queued])
+    for i in range(3):
+        dispatch(client.host_port, dispatch_body("queued", 3, taskBatchId=903, parallelNum=1,
+                                                 shardingIndex=i, taskName="SHARDING_TASK"))
+    wait_for(lambda: ran)
+    stop(client.host_port, 903)
+    time.sleep(0.3)
+    assert ran == [0] and transport.bodies(REPORT) == []
+
+
+def test_executor_timeout_interrupts_and_does_not_report(make_client):
+    interrupted = threading.Event()
+
+    @sj.job("sleepy")
+    def sleepy(args):
+        try:
+            for _ in range(1000):
+                time.sleep(0.01)
+        except sj.TaskInterrupted:
+            interrupted.set()
+            raise
+        return "too late"
+
+    client, transport = make_client([sleepy])
+    started = time.monotonic()
+    dispatch(client.host_port, dispatch_body("sleepy", taskBatchId=904, executorTimeout=1))
+    assert interrupted.wait(5)
+    assert 0.9 <= time.monotonic() - started < 4
+    assert sj.ThreadPoolCache.event_is_set(904)
+    time.sleep(0.2)
+    assert transport.bodies(REPORT) == []
+
+
+def test_timeout_does_not_fire_for_finished_tasks(make_client):
+    client, transport = make_client([sj.job("quick")(lambda args: "ok")])
+    dispatch(client.host_port, dispatch_body("quick", taskBatchId=905, executorTimeout=1))
+    wait_for(lambda: transport.bodies(REPORT))
+    time.sleep(1.3)
+    assert not sj.ThreadPoolCache.event_is_set(905)
+
+
+def test_no_thread_growth_over_many_batches(make_client):
+    @sj.job("t")
+    def t(args):
+        return 1
+
+    mr = sj.MapReduceExecutor("mr")
+    mr.map()(lambda args: 2)
+    mr.reduce()(lambda args: 3)
+    client, transport = make_client([t, mr])
+    baseline = threading.active_count()
+    count = 0
+    for i in range(150):
+        for kind, extra in [(1, {}), (2, {"taskName": "BROADCAST_TASK"}),
+                            (3, {"taskName": "SHARDING_TASK", "shardingIndex": 0, "parallelNum": 4}),
+                            (4, {"taskName": "ROOT_MAP", "mrStage": 1, "parallelNum": 3}),
+                            (5, {"taskName": "REDUCE_TASK", "mrStage": 2, "parallelNum": 2})]:
+            executor = "t" if kind <= 3 else "mr"
+            assert dispatch(client.host_port, dispatch_body(executor, kind, **extra)).data == "true"
+            count += 1
+    wait_for(lambda: len(transport.bodies(REPORT)) == count, timeout=30)
+    # workers of non-cluster batches linger up to 1 s, then exit
+    wait_for(lambda: threading.active_count() <= baseline and client.dispatcher.batch_count() == 0,
+             timeout=10)

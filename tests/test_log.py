@@ -1,0 +1,146 @@
+"""Job-log entries: every field of protocol section 6.2, attribution, and
+the rules for records outside a job."""
+
+import logging
+import threading
+import time
+
+import snailjob as sj
+
+from .conftest import dispatch, dispatch_body, wait_for
+
+LOGS = "/batch/server/report/log"
+
+
+def shipped(transport):
+    return [entry for body in transport.bodies(LOGS) for entry in body[0]]
+
+
+def fields(entry):
+    names = [f["name"] for f in entry["fieldList"]]
+    assert len(names) == len(set(names)), names  # duplicates make the server drop the batch
+    return {f["name"]: f["value"] for f in entry["fieldList"]}
+
+
+def run_and_collect(make_client, func, count, **fields_):
+    client, transport = make_client([sj.job("logger")(func)], snail_log_remote_interval=0.1)
+    body = dispatch_body("logger", **fields_)
+    dispatch(client.host_port, body)
+    wait_for(lambda: len(shipped(transport)) >= count, timeout=5)
+    return client, body, shipped(transport)
+
+
+def test_entry_fields(make_client):
+    before = int(time.time() * 1000)
+
+    def job(args):
+        sj.SnailLog.REMOTE.info("plain")
+        sj.SnailLog.REMOTE.warning("rows=%d of %s", 3, "t")
+        sj.SnailLog.REMOTE.info({"k": 1})
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            sj.SnailLog.REMOTE.exception("failed")
+        sj.SnailLog.REMOTE.info("bad %d args", "x")  # formatting error must not lose it
+
+    client, body, entries = run_and_collect(make_client, job, 5)
+    after = int(time.time() * 1000)
+    plain, formatted, non_string, exc, bad = (fields(e) for e in entries[:5])
+    for entry in entries[:5]:
+        assert entry["logType"] == "JOB"
+        assert (entry["jobId"], entry["taskBatchId"], entry["taskId"]) == (
+            body["jobId"], body["taskBatchId"], body["taskId"])
+        assert entry["namespaceId"] == "764d604ec6fc45f68cd92514c40e9e1a"
+        assert entry["groupName"] == "snail_job_demo_group"
+        f = fields(entry)
+        assert before <= int(f["time_stamp"]) <= after
+        assert entry["realTime"] == int(f["time_stamp"])
+        assert f["host"] == "127.0.0.1" and f["port"] == str(client.host_port)
+        assert f["thread"].startswith("snailjob-")
+    assert plain["message"] == "plain" and plain["level"] == "INFO" and "throwable" not in plain
+    assert plain["location"].startswith("test_log:job:")
+    assert formatted["message"] == "rows=3 of t" and formatted["level"] == "WARNING"
+    assert non_string["message"] == "{'k': 1}"
+    assert exc["level"] == "ERROR" and exc["message"] == "failed"
+    assert "ZeroDivisionError: division by zero" in exc["throwable"]
+    assert "Traceback (most recent call last)" in exc["throwable"]
+    assert "bad %d args" in bad["message"] and "could not apply args" in bad["message"]
+
+
+def test_executor_exception_traceback_is_shipped(make_client):
+    def job(args):
+        raise KeyError("missing-key")
+
+    _, _, entries = run_and_collect(make_client, job, 1)
+    f = fields(entries[0])
+    assert f["level"] == "ERROR" and "KeyError: 'missing-key'" in f["message"]
+    assert "raise KeyError" in f["throwable"]
+
+
+def test_interleaved_tasks_on_reused_threads_are_attributed(make_client):
+    @sj.job("inter")
+    def inter(args):
+        for i in range(5):
+            sj.SnailLog.REMOTE.info("task %s line %d", args.task_id, i)
+            time.sleep(0.01)
+
+    client, transport = make_client([inter], snail_log_remote_interval=0.1)
+    bodies = [dispatch_body("inter", 3, taskBatchId=700, parallelNum=2, shardingIndex=i,
+                            taskName="SHARDING_TASK") for i in range(6)]
+    for body in bodies:
+        dispatch(client.host_port, body)
+    wait_for(lambda: len(shipped(transport)) == 30, timeout=10)
+    threads = set()
+    for entry in shipped(transport):
+        f = fields(entry)
+        assert f["message"].startswith(f"task {entry['taskId']} ")
+        threads.add(f["thread"])
+    assert len(threads) <= 2  # two pooled threads ran six tasks
+
+
+def test_user_handler_ships_only_inside_jobs(make_client):
+    app = logging.getLogger("myapp.worker")
+    handler = sj.RemoteLogHandler()
+    app.addHandler(handler)
+    app.setLevel(logging.INFO)
+    try:
+        app.info("outside any job")  # not shipped, does not raise
+
+        def job(args):
+            app.info("inside %s", "job")
+
+        client, _, entries = run_and_collect(make_client, job, 1)
+        assert [fields(e)["message"] for e in entries] == ["inside job"]
+    finally:
+        app.removeHandler(handler)
+
+
+def test_remote_logger_outside_a_job_never_raises(make_client):
+    make_client()
+    sj.SnailLog.REMOTE.info("not in a job")
+    sj.SnailLog.REMOTE.exception("still fine")  # no active exception
+
+
+def test_record_shipped_once_with_handlers_on_two_loggers(make_client):
+    root_handler = sj.RemoteLogHandler()
+    logging.getLogger().addHandler(root_handler)
+    try:
+        _, _, entries = run_and_collect(make_client, lambda a: sj.SnailLog.REMOTE.info("once"), 1)
+        time.sleep(0.3)
+        assert [fields(e)["message"] for e in entries].count("once") == 1
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+
+
+def test_threads_started_with_copied_context_are_attributed(make_client):
+    import contextvars
+
+    def job(args):
+        ctx = contextvars.copy_context()
+        t = threading.Thread(target=ctx.run, args=(sj.SnailLog.REMOTE.info, "from child"))
+        t.start()
+        t.join()
+
+    _, body, entries = run_and_collect(make_client, job, 1)
+    assert fields(entries[0])["message"] == "from child"
+    assert entries[0]["taskId"] == body["taskId"]
