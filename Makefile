@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make examples   install into .venv and run every example against the emulator
+#   make test       install into .venv (with test tools) and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: examples test lint e2e clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+examples: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python example/run_examples.py
+
+test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m mypy snailjob example
+	$(BIN)/python -m pytest
+
+e2e: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	SNAILJOB_E2E=1 $(BIN)/python -m pytest tests/e2e
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,115 @@
+"""Example executors, one per kind of SnailJob job.
+
+``main.py`` registers all of them; ``run_examples.py`` runs each against the
+embedded server emulator.  Create matching jobs in the console with executor
+type "Python" and the executor names below.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import snailjob as sj
+
+
+@sj.job("demoClusterJob")
+def cluster_job(args: sj.JobArgs) -> sj.ExecuteResult:
+    """Cluster: one node runs it.  ``job_params`` is the text typed in the console."""
+    sj.SnailLog.REMOTE.info("cluster job got params %r", args.job_params)
+    return sj.ExecuteResult.success({"echo": args.job_params})
+
+
+@sj.job("demoBroadcastJob")
+def broadcast_job(args: sj.JobArgs) -> str:
+    """Broadcast: every node runs it.  A plain return value means success."""
+    sj.SnailLog.REMOTE.info("broadcast task %s", args.task_id)
+    return "refreshed local cache"
+
+
+@sj.job("demoShardingJob")
+def sharding_job(args: sj.ShardingJobArgs) -> sj.ExecuteResult:
+    """Sharding: the job's parameters are a JSON array; shard i gets element i."""
+    sj.SnailLog.REMOTE.info("shard %s/%s: %s", args.sharding_index, args.sharding_total, args.job_params)
+    return sj.ExecuteResult.success(f"shard {args.sharding_index} processed {args.job_params}")
+
+
+@sj.job("demoStopAwareJob")
+def stop_aware_job(args: sj.JobArgs) -> sj.ExecuteResult:
+    """Long work that checks the stop event between steps (stop it from the console)."""
+    for step in range(600):
+        if sj.ThreadPoolCache.event_is_set(args.task_batch_id):
+            sj.SnailLog.REMOTE.info("stopped at step %d", step)
+            return sj.ExecuteResult.failure("stopped")
+        time.sleep(0.1)
+    return sj.ExecuteResult.success()
+
+
+# --- map: ROOT_MAP fans out into one sub-task per item ---------------------
+
+demo_map = sj.MapExecutor("demoMapJob")
+
+
+@demo_map.map()
+def map_root(args: sj.MapArgs) -> sj.ExecuteResult:
+    count = int(args.job_params or 10)
+    return sj.mr_do_map([{"page": page} for page in range(count)], "PAGE")
+
+
+@demo_map.map("PAGE")
+def map_page(args: sj.MapArgs) -> sj.ExecuteResult:
+    item = args.map_result if isinstance(args.map_result, dict) else json.loads(args.map_result)
+    return sj.ExecuteResult.success(item["page"] * 10)
+
+
+# --- map-reduce: numbers are mapped, summed per shard, then merged ---------
+
+demo_mr = sj.MapReduceExecutor("demoMapReduceJob")
+
+
+@demo_mr.map()
+def mr_root(args: sj.MapArgs) -> sj.ExecuteResult:
+    return sj.mr_do_map(list(range(1, 11)), "DOUBLE")
+
+
+@demo_mr.map("DOUBLE")
+def mr_double(args: sj.MapArgs) -> sj.ExecuteResult:
+    return sj.ExecuteResult.success(int(args.map_result) * 2)
+
+
+@demo_mr.reduce()
+def mr_reduce(args: sj.ReduceArgs) -> sj.ExecuteResult:
+    # each element is the text of one map result
+    return sj.ExecuteResult.success(sum(int(x) for x in args.map_result))
+
+
+@demo_mr.merge()
+def mr_merge(args: sj.MergeReduceArgs) -> sj.ExecuteResult:
+    return sj.ExecuteResult.success(sum(int(x) for x in args.reduces))
+
+
+# --- workflow: three nodes sharing context ---------------------------------
+
+@sj.job("demoWorkflowExtract")
+def wf_extract(args: sj.JobArgs) -> sj.ExecuteResult:
+    args.append_context("rows", 42)
+    args.append_context("source", "orders.csv")
+    return sj.ExecuteResult.success("extracted")
+
+
+@sj.job("demoWorkflowTransform")
+def wf_transform(args: sj.JobArgs) -> sj.ExecuteResult:
+    rows = args.get_wf_context("rows")
+    args.append_context("clean_rows", rows - 2)
+    return sj.ExecuteResult.success(f"cleaned {rows} rows")
+
+
+@sj.job("demoWorkflowLoad")
+def wf_load(args: sj.JobArgs) -> sj.ExecuteResult:
+    loaded = f"loaded {args.get_wf_context('clean_rows')} rows from {args.get_wf_context('source')}"
+    sj.SnailLog.REMOTE.info(loaded)
+    return sj.ExecuteResult.success(loaded)
+
+
+ALL = [cluster_job, broadcast_job, sharding_job, stop_aware_job, demo_map, demo_mr,
+       wf_extract, wf_transform, wf_load]

@@ -1,0 +1,75 @@
+"""mr_do_map: argument checks, splitting, refusal, and use outside a job."""
+
+import pytest
+
+import snailjob as sj
+from snailjob.transport import Reply
+
+from .conftest import dispatch, dispatch_body, wait_for
+
+MAP = "/batch/report/job/map/task/v1"
+REPORT = "/report/dispatch/result"
+
+
+def run_root(make_client, root, **overrides):
+    mapper = sj.MapExecutor("m")
+    mapper.map()(root)
+    client, transport = make_client([mapper], **overrides)
+    dispatch(client.host_port, dispatch_body("m", 4, mrStage=1, taskName="ROOT_MAP"))
+    report = wait_for(lambda: transport.bodies(REPORT))[0][0]
+    return transport, report
+
+
+def test_ten_thousand_items_are_split_not_refused(make_client):
+    items = [{"i": i} for i in range(10_000)]
+    transport, report = run_root(make_client, lambda args: sj.mr_do_map(items, "LEAF"))
+    chunks = [body[0]["subTask"] for body in transport.bodies(MAP)]
+    assert [len(c) for c in chunks] == [200] * 50
+    assert [item for chunk in chunks for item in chunk] == items
+    assert {body[0]["taskName"] for body in transport.bodies(MAP)} == {"LEAF"}
+    assert report["taskStatus"] == 3
+
+
+def test_batch_size_setting(make_client):
+    transport, _ = run_root(make_client, lambda args: sj.mr_do_map(list(range(10)), "LEAF"),
+                            snail_map_batch_size=4)
+    assert [len(b[0]["subTask"]) for b in transport.bodies(MAP)] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("items,name,message", [
+    ([], "NEXT", "is empty"),
+    ("abc", "NEXT", "must be a list"),
+    ({"a": 1}, "NEXT", "must be a list"),
+    (None, "NEXT", "must be a list"),
+    ([1], "", "non-blank"),
+    ([1], None, "non-blank"),
+    ([1], "ROOT_MAP", "cannot be ROOT_MAP"),
+    ([1, object()], "NEXT", "task_list[1] (object) is not a JSON value"),
+    ([float("nan")], "NEXT", "task_list[0] (float) is not a JSON value"),
+])
+def test_bad_arguments_fail_the_task_with_a_clear_message(make_client, items, name, message):
+    transport, report = run_root(make_client, lambda args: sj.mr_do_map(items, name))
+    assert report["taskStatus"] == 4
+    assert message in report["executeResult"]["message"]
+    assert transport.bodies(MAP) == []
+
+
+def test_server_refusal_fails_the_task(make_client):
+    mapper = sj.MapExecutor("m")
+    mapper.map()(lambda args: sj.mr_do_map([1, 2], "NEXT"))
+    client, transport = make_client([mapper])
+    transport.responder = lambda uri, body: (Reply(0, "Job config not existed", False) if uri == MAP
+                                             else Reply(1, "", True))
+    dispatch(client.host_port, dispatch_body("m", 4, mrStage=1, taskName="ROOT_MAP"))
+    report = wait_for(lambda: transport.bodies(REPORT))[0][0]
+    assert report["taskStatus"] == 4
+    assert "server refused 2 sub-task(s) of 'NEXT': Job config not existed" in report["executeResult"]["message"]
+
+
+def test_outside_a_job_or_outside_a_map_task(make_client):
+    with pytest.raises(sj.NotInJobError):
+        sj.mr_do_map([1], "NEXT")
+    client, transport = make_client([sj.job("plain")(lambda args: sj.mr_do_map([1], "NEXT"))])
+    dispatch(client.host_port, dispatch_body("plain"))
+    report = wait_for(lambda: transport.bodies(REPORT))[0][0]
+    assert "only be called from a map task" in report["executeResult"]["message"]

@@ -1,0 +1,288 @@
+"""The client against the server emulator (real gRPC both ways): every task
+type, workflow context, stop, timeout, retries, logs, registration, token."""
+
+import json
+import threading
+import time
+
+import pytest
+
+import snailjob as sj
+from snailjob import Client, Settings
+
+SUCCESS, FAIL, STOP = 3, 4, 5
+
+
+def client_for(emu, executors, **overrides):
+    env = emu.client_env()
+    values = dict(snail_server_host=env["SNAIL_SERVER_HOST"], snail_server_port=int(env["SNAIL_SERVER_PORT"]),
+                  snail_namespace=env["SNAIL_NAMESPACE"], snail_group_name=env["SNAIL_GROUP_NAME"],
+                  snail_token=env["SNAIL_TOKEN"], snail_host_port=0, snail_bind_host="127.0.0.1",
+                  snail_heartbeat_interval=0.5, snail_shutdown_grace=0, snail_log_remote_interval=0.2,
+                  snail_interrupt_delay=0.2)
+    values.update(overrides)
+    return Client(Settings.load(env_file=None, **values), executors=executors)
+
+
+@pytest.fixture
+def run_client(snailjob_emulator):
+    clients = []
+
+    def start(executors, **overrides):
+        client = client_for(snailjob_emulator, executors, **overrides).start()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.stop(grace=0)
+    assert snailjob_emulator.problems == []  # no protocol violation seen by the server
+
+
+@sj.job("echoJob")
+def echo_job(args):
+    sj.SnailLog.REMOTE.info("echo %s", args.job_params)
+    return {"echo": args.job_params}
+
+
+def test_cluster(snailjob_emulator, run_client):
+    run_client([echo_job])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("echoJob", 1, args_str="hi")
+    assert batch.wait(10) == SUCCESS
+    assert json.loads(batch.tasks[0].result) == {"echo": "hi"}
+    snailjob_emulator.wait_until(lambda: snailjob_emulator.logs)
+    entry = snailjob_emulator.logs[0]
+    assert entry["taskId"] == batch.tasks[0].task_id
+
+
+def test_broadcast_runs_once_per_node(snailjob_emulator, run_client):
+    seen = []
+    job = sj.job("bc")(lambda args: seen.append(args.task_id) or "done")
+    run_client([job])
+    run_client([job])
+    snailjob_emulator.wait_for_clients(2)
+    batch = snailjob_emulator.trigger("bc", 2)
+    assert batch.wait(10) == SUCCESS
+    assert len(batch.tasks) == 2 and len(set(seen)) == 2
+    assert {t.node for t in batch.tasks} == {n.host_id for n in snailjob_emulator.nodes}
+
+
+def test_sharding_three_shards(snailjob_emulator, run_client):
+    @sj.job("shard")
+    def shard(args: sj.ShardingJobArgs):
+        return f"{args.sharding_index}/{args.sharding_total}:{args.job_params}"
+
+    run_client([shard])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("shard", 3, args_str='["a","b","c"]', parallel_num=2)
+    assert batch.wait(10) == SUCCESS
+    assert sorted(t.result for t in batch.tasks) == ["0/3:a", "1/3:b", "2/3:c"]
+
+
+def test_map_fans_out_to_300(snailjob_emulator, run_client):
+    mapper = sj.MapExecutor("mapper")
+
+    @mapper.map()
+    def root(args):
+        return sj.mr_do_map([{"n": i} for i in range(300)], "LEAF")
+
+    @mapper.map("LEAF")
+    def leaf(args):
+        return args.map_result["n"] * 2
+
+    run_client([mapper])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("mapper", 4, parallel_num=8)
+    assert batch.wait(20) == SUCCESS
+    leaves = batch.tasks_named("LEAF")
+    assert len(leaves) == 300
+    assert sorted(int(t.result) for t in leaves) == [2 * i for i in range(300)]
+
+
+def test_map_reduce_with_merge(snailjob_emulator, run_client):
+    mr = sj.MapReduceExecutor("mr")
+
+    @mr.map()
+    def root(args):
+        return sj.mr_do_map(list(range(1, 11)), "DOUBLE")
+
+    @mr.map("DOUBLE")
+    def double(args):
+        return int(args.map_result) * 2
+
+    @mr.reduce()
+    def reduce(args):
+        assert all(isinstance(x, str) for x in args.map_result)
+        return sum(int(x) for x in args.map_result)
+
+    @mr.merge()
+    def merge(args):
+        return sum(int(x) for x in args.reduces)
+
+    run_client([mr])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("mr", 5, shard_num=2, parallel_num=4)
+    assert batch.wait(20) == SUCCESS
+    reduces = batch.tasks_in_stage(2)
+    merges = batch.tasks_in_stage(3)
+    assert len(reduces) == 2 and len(merges) == 1
+    assert sum(int(t.result) for t in reduces) == 110
+    assert merges[0].result == "110"
+
+
+def test_workflow_passes_context(snailjob_emulator, run_client):
+    @sj.job("wf1")
+    def wf1(args):
+        args.append_context("from_node_1", "hello")
+        return "one"
+
+    @sj.job("wf2")
+    def wf2(args):
+        args.append_context("from_node_2", args.get_wf_context("from_node_1") + "!")
+        return "two"
+
+    seen = {}
+
+    @sj.job("wf3")
+    def wf3(args):
+        seen.update(args.wf_context)
+        return "three"
+
+    run_client([wf1, wf2, wf3])
+    snailjob_emulator.wait_for_clients(1)
+    wf = snailjob_emulator.trigger_workflow([{"executor": "wf1"}, {"executor": "wf2"}, {"executor": "wf3"}],
+                                            wf_context={"initial": 1})
+    assert wf.wait(15) == SUCCESS
+    assert seen == {"initial": 1, "from_node_1": "hello", "from_node_2": "hello!"}
+
+
+def test_map_context_travels_with_sub_tasks(snailjob_emulator, run_client):
+    mapper = sj.MapExecutor("wfmap")
+    seen = []
+
+    @mapper.map()
+    def root(args):
+        args.append_context("root_key", 7)
+        return sj.mr_do_map([1, 2], "CHILD")
+
+    @mapper.map("CHILD")
+    def child(args):
+        seen.append(args.get_wf_context("root_key"))
+        return "ok"
+
+    @sj.job("after")
+    def after(args):
+        seen.append(("after", args.get_wf_context("root_key")))
+
+    run_client([mapper, after])
+    snailjob_emulator.wait_for_clients(1)
+    wf = snailjob_emulator.trigger_workflow([{"executor": "wfmap", "task_type": 4}, {"executor": "after"}])
+    assert wf.wait(15) == SUCCESS
+    assert ("after", 7) in seen
+    children = wf.batches[0].tasks_named("CHILD")
+    assert all(t.wf_context_changes == {"root_key": 7} for t in children)
+
+
+def test_stop_from_console(snailjob_emulator, run_client):
+    saw_stop = threading.Event()
+
+    @sj.job("long")
+    def long_job(args):
+        while not sj.ThreadPoolCache.event_is_set(args.task_batch_id):
+            time.sleep(0.02)
+        saw_stop.set()
+        return "late result"
+
+    client = run_client([long_job])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("long", 1, executor_timeout=60)
+    snailjob_emulator.wait_until(lambda: batch.tasks and batch.tasks[0].dispatch_count == 1)
+    time.sleep(0.2)
+    batch.stop()
+    assert batch.wait(5) == STOP
+    assert saw_stop.wait(5)
+    time.sleep(0.5)
+    assert batch.tasks[0].status == STOP  # no late report flipped it
+    assert snailjob_emulator.results == []
+    assert client.stats()["results_delivered"] == 0
+
+
+def test_timeout_interrupts_on_the_client(snailjob_emulator, run_client):
+    interrupted = threading.Event()
+
+    @sj.job("sleeper")
+    def sleeper(args):
+        try:
+            for _ in range(1000):
+                time.sleep(0.01)
+        except sj.TaskInterrupted:
+            interrupted.set()
+            raise
+
+    run_client([sleeper])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("sleeper", 1, executor_timeout=1)
+    assert batch.wait(5) == STOP
+    assert interrupted.wait(3)
+    time.sleep(0.3)
+    assert snailjob_emulator.results == []
+
+
+def test_failing_job_retried_then_fails_with_reason(snailjob_emulator, run_client):
+    attempts = []
+
+    @sj.job("flaky")
+    def flaky(args):
+        attempts.append(args.retry_count)
+        raise RuntimeError("upstream said no")
+
+    run_client([flaky])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("flaky", 1, max_retry_times=2, retry_interval=0.1)
+    assert batch.wait(10) == FAIL
+    assert attempts == [0, 1, 2]
+    task = batch.tasks[0]
+    assert task.dispatch_count == 3
+    assert task.execute_result["message"] == "RuntimeError: upstream said no"
+
+
+def test_unknown_executor_refused_and_failed(snailjob_emulator, run_client):
+    run_client([echo_job])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("notHere", 1)
+    assert batch.wait(5) == FAIL
+    reply = batch.tasks[0].dispatch_replies[0]
+    assert "no executor named 'notHere'" in reply.message
+
+
+def test_executors_registered(snailjob_emulator, run_client):
+    run_client([echo_job, sj.MapExecutor("m2")])
+    snailjob_emulator.wait_until(lambda: snailjob_emulator.registered_executors == {"echoJob", "m2"})
+    node = snailjob_emulator.wait_for_clients(1)[0]
+    assert node.executor_type == "2" and node.labels.get("state") == "up"
+
+
+def test_wrong_token_never_online_and_says_why(snailjob_emulator, caplog):
+    client = client_for(snailjob_emulator, [echo_job], snail_token="SJ_wrong_token_value")
+    with caplog.at_level("WARNING", logger="snailjob"):
+        client.start()
+        try:
+            time.sleep(1.0)
+            assert snailjob_emulator.nodes == []
+            assert not client.server_up
+        finally:
+            client.stop(grace=0)
+    assert "Token authentication failed" in caplog.text
+    assert "SJ_wrong_token_value" not in caplog.text
+    assert caplog.text.count("unavailable") == 1  # one warning per outage, not per attempt
+
+
+def test_stop_after_completion_is_answered(snailjob_emulator, run_client):
+    run_client([sj.job("s")(lambda args: "x")])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("s", 3, args_str='["1","2"]')
+    assert batch.wait(10) == SUCCESS
+    snailjob_emulator.wait_until(lambda: len(snailjob_emulator.stop_calls) >= 2
+                                 and all(c.finished for c in snailjob_emulator.stop_calls))
+    assert [(c.status, c.data) for c in snailjob_emulator.stop_calls] == [(1, "true")] * 2
