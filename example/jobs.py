@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import List
 
 import snailjob as sj
 
@@ -111,5 +112,5 @@ def wf_load(args: sj.JobArgs) -> sj.ExecuteResult:
     return sj.ExecuteResult.success(loaded)
 
 
-ALL = [cluster_job, broadcast_job, sharding_job, stop_aware_job, demo_map, demo_mr,
+ALL: List[sj.Executor] = [cluster_job, broadcast_job, sharding_job, stop_aware_job, demo_map, demo_mr,
        wf_extract, wf_transform, wf_load]

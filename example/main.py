@@ -5,8 +5,9 @@ and ../CONFIGURATION.md).  Stop with Ctrl-C or SIGTERM: running jobs get
 SNAIL_SHUTDOWN_GRACE seconds to finish.
 """
 
-import snailjob as sj
 from jobs import ALL
+
+import snailjob as sj
 
 if __name__ == "__main__":
     for executor in ALL:

@@ -39,7 +39,7 @@ from snailjob.errors import (
     TaskInterrupted,
     TransportError,
 )
-from snailjob.executors import ExecutorRegistry, MapExecutor, MapReduceExecutor, job
+from snailjob.executors import Executor, ExecutorRegistry, MapExecutor, MapReduceExecutor, job
 from snailjob.log import RemoteLogHandler, SnailLog
 from snailjob.mapreduce import mr_do_map
 from snailjob.settings import Settings
@@ -53,6 +53,7 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "ExecuteResult",
+    "Executor",
     "ExecutorManager",
     "ExecutorRegistrationError",
     "ExecutorRegistry",

@@ -29,7 +29,7 @@ class WfContext:
         self._lock = threading.Lock()
 
     @staticmethod
-    def from_dict(context: Dict[str, Any]) -> "WfContext":
+    def from_dict(context: Dict[str, Any]) -> WfContext:
         return WfContext(copy.deepcopy(context))
 
     def to_dict(self) -> Dict[str, Any]:

@@ -42,10 +42,10 @@ from snailjob.wire.models import (
 
 logger = logging.getLogger(__name__)
 
-_live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
-def live_clients() -> List["Client"]:
+def live_clients() -> List[Client]:
     """Clients started and not yet stopped in this process."""
     return list(_live_clients)
 
@@ -100,7 +100,7 @@ class Client:
         if self._registered:
             self._registered = False  # re-register on the next beat
 
-    def start(self) -> "Client":
+    def start(self) -> Client:
         """Bind the inbound server, open the channel and start the heartbeat.
 
         Returns at once; the client keeps (re)connecting in the background.
@@ -201,7 +201,7 @@ class Client:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

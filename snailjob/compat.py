@@ -38,12 +38,14 @@ class ThreadPoolCache:
     """0.1.3's access to a batch's stop event."""
 
     @staticmethod
-    def event_is_set(task_batch_id: int) -> bool:
+    def event_is_set(task_batch_id: Optional[int]) -> bool:
         """True once batch ``task_batch_id`` was stopped (from the console, by
         the server's timeout, or by this client's ``executorTimeout``)."""
         ctx = current_task_or_none()
         if ctx is not None and ctx.task_batch_id == task_batch_id:
             return ctx.stop_event.is_set()
+        if task_batch_id is None:
+            return False
         for client in live_clients():
             event = client.dispatcher.stop_event(task_batch_id)
             if event is not None:
@@ -51,10 +53,12 @@ class ThreadPoolCache:
         return False
 
     @staticmethod
-    def get_stop_event(task_batch_id: int) -> Optional[threading.Event]:
+    def get_stop_event(task_batch_id: Optional[int]) -> Optional[threading.Event]:
         ctx = current_task_or_none()
         if ctx is not None and ctx.task_batch_id == task_batch_id:
             return ctx.stop_event
+        if task_batch_id is None:
+            return None
         for client in live_clients():
             event = client.dispatcher.stop_event(task_batch_id)
             if event is not None:

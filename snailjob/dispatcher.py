@@ -54,7 +54,7 @@ class Task:
     thread_id: Optional[int] = None
     interrupted: bool = False
     finished: bool = False
-    timer: Optional["_TimerHandle"] = None
+    timer: Optional[_TimerHandle] = None
     received: float = field(default_factory=time.monotonic)
 
 
@@ -89,7 +89,7 @@ class Dispatcher:
         self._interrupt_delay = interrupt_delay
         self._lock = threading.Lock()
         self._batches: Dict[int, _Batch] = {}
-        self._stopped: "OrderedDict[int, threading.Event]" = OrderedDict()
+        self._stopped: OrderedDict[int, threading.Event] = OrderedDict()
         self._timers = _TimerWheel()
         self._accepting = True
         self._names = itertools.count(1)

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         return value.strip()
 
     @classmethod
-    def load(cls, env_file: Union[str, None] = ".env", **overrides: Any) -> "Settings":
+    def load(cls, env_file: Union[str, None] = ".env", **overrides: Any) -> Settings:
         """Build settings from the environment, ``env_file`` and ``overrides``.
 
         Overrides take precedence and use the field names

@@ -38,7 +38,7 @@ def test_entry_fields(make_client):
         sj.SnailLog.REMOTE.warning("rows=%d of %s", 3, "t")
         sj.SnailLog.REMOTE.info({"k": 1})
         try:
-            1 / 0
+            _ = 1 / 0
         except ZeroDivisionError:
             sj.SnailLog.REMOTE.exception("failed")
         sj.SnailLog.REMOTE.info("bad %d args", "x")  # formatting error must not lose it

@@ -88,11 +88,11 @@ class ExecuteResult(BaseModel):
     message: str = ""
 
     @staticmethod
-    def success(result: Any = None, message: str = "Task executed successfully") -> "ExecuteResult":
+    def success(result: Any = None, message: str = "Task executed successfully") -> ExecuteResult:
         return ExecuteResult(status=StatusEnum.YES, result=result, message=message)
 
     @staticmethod
-    def failure(result: Any = None, message: Optional[str] = None) -> "ExecuteResult":
+    def failure(result: Any = None, message: Optional[str] = None) -> ExecuteResult:
         """A failed outcome.
 
         As in 0.1.3, the first argument is the ``result``; when no ``message``

@@ -1,0 +1,172 @@
+"""Run every example against the embedded server emulator and print each
+job's outcome.  No SnailJob server is needed: ``python example/run_examples.py``.
+
+Each example program runs as its own process, exactly as a user would start
+it (``python main.py``), pointed at the emulator through SNAIL_* variables.
+It exits non-zero if any job ends differently from what its code implies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+from snailjob.testing import EmulatedBatch, ServerEmulator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATUS = {3: "SUCCESS", 4: "FAIL", 5: "STOP", 6: "CANCEL"}
+Check = Callable[[Any], Tuple[int, str]]
+
+
+LOG_DIR = os.path.join(tempfile.gettempdir(), "snailjob-examples")
+
+
+def start_program(emu: ServerEmulator, script: str) -> subprocess.Popen:
+    """Start an example program; its own console output goes to LOG_DIR."""
+    env = {**os.environ, **emu.client_env(), "SNAIL_HOST_PORT": "0", "SNAIL_BIND_HOST": "127.0.0.1",
+           "SNAIL_HOST_IP": "127.0.0.1", "SNAIL_HEARTBEAT_INTERVAL": "1", "SNAIL_SHUTDOWN_GRACE": "5",
+           "SNAIL_LOG_REMOTE_INTERVAL": "0.5"}
+    os.makedirs(LOG_DIR, exist_ok=True)
+    out = open(os.path.join(LOG_DIR, script.replace(".py", ".log")), "w")
+    return subprocess.Popen([sys.executable, script], cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_program(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return -9
+
+
+def results(batch: EmulatedBatch, name: Optional[str] = None) -> List[str]:
+    return sorted(t.result for t in batch.tasks if name is None or t.task_name == name)
+
+
+def log_lines(emu: ServerEmulator, batch_id: int) -> List[str]:
+    """The messages of a batch's job log, as the console would show them."""
+    return [f["value"] for e in emu.logs if e["taskBatchId"] == batch_id
+            for f in e["fieldList"] if f["name"] == "message"]
+
+
+def stopped_after(emu: ServerEmulator, executor: str, delay: float) -> EmulatedBatch:
+    batch = emu.trigger(executor, 1)
+    emu.wait_until(lambda: bool(batch.tasks) and batch.tasks[0].dispatch_count > 0, timeout=10)
+    time.sleep(delay)
+    batch.stop()
+    return batch
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.rows: List[Tuple[str, str, str, str, bool]] = []
+
+    def check(self, program: str, job: str, status: int, expected: int, detail: str) -> None:
+        self.rows.append((program, job, STATUS.get(status, str(status)), detail, status == expected))
+
+    def print(self) -> bool:
+        width = [max(len(str(r[i])) for r in self.rows) for i in range(3)]
+        print(f"{'program':<{width[0]}}  {'job':<{width[1]}}  {'outcome':<{width[2]}}  result")
+        for program, job, status, detail, ok in self.rows:
+            mark = "" if ok else "   <-- unexpected"
+            print(f"{program:<{width[0]}}  {job:<{width[1]}}  {status:<{width[2]}}  {detail}{mark}")
+        return all(r[4] for r in self.rows)
+
+
+def run_main(emu: ServerEmulator, runner: Runner) -> None:
+    proc = start_program(emu, "main.py")
+    try:
+        emu.wait_for_clients(1, timeout=30)
+        emu.wait_until(lambda: "demoMapReduceJob" in emu.registered_executors, timeout=10)
+        b = emu.trigger("demoClusterJob", 1, args_str="hello")
+        runner.check("main.py", "cluster", b.wait(15), 3, results(b)[0])
+        b = emu.trigger("demoBroadcastJob", 2)
+        runner.check("main.py", "broadcast", b.wait(15), 3, f"{len(b.tasks)} node(s): {results(b)[0]}")
+        b = emu.trigger("demoShardingJob", 3, args_str='["north","south","east"]', parallel_num=3)
+        runner.check("main.py", "sharding (3 shards)", b.wait(15), 3, "; ".join(results(b)))
+        b = emu.trigger("demoMapJob", 4, args_str="300", parallel_num=8)
+        status = b.wait(30)
+        pages = b.tasks_named("PAGE")
+        runner.check("main.py", "map (ROOT_MAP -> 300 pages)", status, 3,
+                     f"{len(pages)} sub-tasks, sum {sum(int(t.result) for t in pages)}")
+        b = emu.trigger("demoMapReduceJob", 5, shard_num=2, parallel_num=4)
+        status = b.wait(30)
+        merge = b.tasks_in_stage(3)
+        runner.check("main.py", "map-reduce (2 reduces + merge)", status, 3,
+                     f"reduces {results(b, 'REDUCE_TASK')}, merge {merge[0].result if merge else '-'}")
+        wf = emu.trigger_workflow([{"executor": "demoWorkflowExtract"}, {"executor": "demoWorkflowTransform"},
+                                   {"executor": "demoWorkflowLoad"}])
+        status = wf.wait(30)
+        runner.check("main.py", "workflow (3 nodes)", status, 3, wf.batches[-1].tasks[0].result)
+        b = stopped_after(emu, "demoStopAwareJob", 0.5)
+        status = b.wait(10)
+        emu.wait_until(lambda: bool(log_lines(emu, b.id)), 10)
+        runner.check("main.py", "stop-aware job, stopped", status, 5,
+                     f"job log: {log_lines(emu, b.id)[-1]!r}; task stays {STATUS[b.tasks[0].status]}")
+    finally:
+        code = stop_program(proc)
+        runner.check("main.py", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
+
+
+def run_readme(emu: ServerEmulator, runner: Runner, script: str,
+               go: Callable[[ServerEmulator], Tuple[int, int, str]]) -> None:
+    proc = start_program(emu, script)
+    try:
+        emu.wait_until(lambda: any(n.alive for n in emu.nodes) and bool(emu.registered_executors), 30)
+        status, expected, detail = go(emu)
+        runner.check(script, "0.1.3 README example", status, expected, detail)
+    finally:
+        stop_program(proc)
+
+
+def readme_job(emu: ServerEmulator) -> Tuple[int, int, str]:
+    b = emu.trigger("testJobExecutor", 1, args_str="from the README")
+    status = b.wait(15)
+    emu.wait_until(lambda: bool(log_lines(emu, b.id)), 10)
+    return status, 3, f"job log: {log_lines(emu, b.id)[0]!r}"
+
+
+def readme_map(emu: ServerEmulator) -> Tuple[int, int, str]:
+    b = emu.trigger("testMyMapExecutor", 4)
+    return b.wait(15), 3, f"ROOT_MAP result {results(b)}"
+
+
+def readme_mapreduce(emu: ServerEmulator) -> Tuple[int, int, str]:
+    # The 0.1.3 README's ROOT_MAP returns "MONTH_MAP" without fanning out, so
+    # its reduce gets ["MONTH_MAP"] and int() fails: FAIL is what that code does.
+    b = emu.trigger("testMapReduceJobExecutor", 5, shard_num=2)
+    status = b.wait(15)
+    reduce = b.tasks_in_stage(2)
+    reason = (reduce[0].execute_result or {}).get("message", "") if reduce else "no reduce task"
+    return status, 4, f"reduce failed as the example's code implies: {reason}"
+
+
+def readme_stop(emu: ServerEmulator) -> Tuple[int, int, str]:
+    b = stopped_after(emu, "testJobExecutor", 1.0)
+    status = b.wait(10)
+    emu.wait_until(lambda: bool(log_lines(emu, b.id)), 10)
+    return status, 5, f"job log: {log_lines(emu, b.id)[-1]!r}; task stays {STATUS[b.tasks[0].status]}"
+
+
+def main() -> int:
+    runner = Runner()
+    with ServerEmulator() as emu:
+        run_main(emu, runner)
+    for script, go in [("readme_job.py", readme_job), ("readme_map.py", readme_map),
+                       ("readme_mapreduce.py", readme_mapreduce), ("readme_stop.py", readme_stop)]:
+        with ServerEmulator() as emu:
+            run_readme(emu, runner, script, go)
+    ok = runner.print()
+    print("all examples behaved as expected" if ok else "SOME EXAMPLES MISBEHAVED")
+    print(f"(each example program's own log is in {LOG_DIR})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The README's example command works: every example against the emulator."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_run_examples_reports_every_outcome():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "example", "run_examples.py")],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    for program, job, outcome in [
+        ("main.py", "cluster", "SUCCESS"), ("main.py", "broadcast", "SUCCESS"),
+        ("main.py", "sharding (3 shards)", "SUCCESS"), ("main.py", "map (ROOT_MAP -> 300 pages)", "SUCCESS"),
+        ("main.py", "map-reduce (2 reduces + merge)", "SUCCESS"), ("main.py", "workflow (3 nodes)", "SUCCESS"),
+        ("main.py", "stop-aware job, stopped", "STOP"), ("main.py", "SIGTERM", "SUCCESS"),
+        ("readme_job.py", "0.1.3 README example", "SUCCESS"), ("readme_map.py", "0.1.3 README example", "SUCCESS"),
+        ("readme_mapreduce.py", "0.1.3 README example", "FAIL"), ("readme_stop.py", "0.1.3 README example", "STOP"),
+    ]:
+        assert any(line.split()[0] == program and f" {job} " in line and f" {outcome} " in line
+                   for line in lines), (program, job, out.stdout)
+    assert "merge 110" in out.stdout and "300 sub-tasks, sum 448500" in out.stdout
+    assert "loaded 40 rows from orders.csv" in out.stdout
