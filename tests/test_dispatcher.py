@@ -153,8 +153,10 @@ def test_no_thread_growth_over_many_batches(make_client):
         # the inbound gRPC pool grows up to SNAIL_INBOUND_WORKERS and is not per batch
         return [t.name for t in threading.enumerate() if not t.name.startswith("snailjob-inbound")]
 
+    dispatch(client.host_port, dispatch_body("t"))  # warm up: starts the one timeout thread
+    wait_for(lambda: len(transport.bodies(REPORT)) == 1 and client.dispatcher.batch_count() == 0)
     baseline = len(threads())
-    count = 0
+    count = 1
     for _ in range(150):
         for kind, extra in [(1, {}), (2, {"taskName": "BROADCAST_TASK"}),
                             (3, {"taskName": "SHARDING_TASK", "shardingIndex": 0, "parallelNum": 4}),
