@@ -82,6 +82,7 @@ class Client:
         self._stopping = threading.Event()
         self._server_up = False
         self._registered = False
+        self._registry_version = 0
         self._last_problem: Optional[str] = None
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
@@ -97,7 +98,8 @@ class Client:
     def register(self, executor: Executor) -> None:
         """Add an executor; allowed before and after ``start()``."""
         self.registry.register(executor)
-        if self._registered:
+        with self._lock:
+            self._registry_version += 1
             self._registered = False  # re-register on the next beat
 
     def start(self) -> Client:
@@ -292,7 +294,11 @@ class Client:
             self._last_problem = None
             self._registered = False
         if not self._registered:
-            self._registered = self._register_executors()
+            with self._lock:
+                version = self._registry_version
+            ok = self._register_executors()
+            with self._lock:
+                self._registered = ok and version == self._registry_version
         return True
 
     def _server_down(self, problem: str) -> None:
@@ -301,6 +307,7 @@ class Client:
                            self.settings.server_target, self._redact(problem))
         self._server_up = False
         self._registered = False
+        self._registry_version = 0
         self._last_problem = problem
 
     def _register_executors(self) -> bool:

@@ -168,3 +168,20 @@ def test_unusable_wf_context_runs_the_job_and_logs_a_warning(make_client):
     logs = wait_for(lambda: transport.bodies("/batch/server/report/log"))
     messages = [f["value"] for entry in logs[0][0] for f in entry["fieldList"] if f["name"] == "message"]
     assert any("wfContext is a JSON list" in m for m in messages)
+
+
+def test_ten_mebibyte_dispatch_is_received(make_client):
+    @sj.job("big")
+    def big(args):
+        return len(args.map_result)
+
+    mr = sj.MapReduceExecutor("bigmr")
+    mr.reduce()(big)
+    client, transport = make_client([mr])
+    maps = ["x" * 1000] * 10_500  # ~10.5 MB of reduce input, as a large REDUCE can carry
+    body = dispatch_body("bigmr", 5, mrStage=2, taskName="REDUCE_TASK",
+                         argsStr=json.dumps({"jobParams": "", "maps": maps}))
+    reply = call_inbound(client.host_port, "/job/dispatch/v1", json.dumps([body]))
+    assert len(reply.SerializeToString()) < 100 and reply.data == "true"
+    report = wait_for(lambda: transport.bodies(REPORT))[0][0]
+    assert report["executeResult"]["result"] == 10_500
