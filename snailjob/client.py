@@ -13,6 +13,7 @@ import logging
 import re
 import signal
 import threading
+import time
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from snailjob._version import __version__
 from snailjob.args import build_args
 from snailjob.context import TaskContext
-from snailjob.delivery import LogShipper, ResultOutbox, backoff, call_with_retry
+from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, backoff, call_with_retry
 from snailjob.dispatcher import Dispatcher, Task
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
@@ -43,6 +44,7 @@ from snailjob.wire.models import (
 logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
 
 
 def live_clients() -> List[Client]:
@@ -83,6 +85,8 @@ class Client:
         self._server_up = False
         self._registered = False
         self._registry_version = 0
+        self._register_after = 0.0
+        self._register_problem: Optional[str] = None
         self._last_problem: Optional[str] = None
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
@@ -101,6 +105,7 @@ class Client:
         with self._lock:
             self._registry_version += 1
             self._registered = False  # re-register on the next beat
+            self._register_after = 0.0
 
     def start(self) -> Client:
         """Bind the inbound server, open the channel and start the heartbeat.
@@ -121,7 +126,9 @@ class Client:
         self.host_port = self._inbound.port
         self._headers = self._build_headers()
         self._transport = self._transport_factory(s.server_target, lambda: self._headers)
-        self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout, s.snail_report_retry_seconds)
+        store = OutboxStore(s.snail_outbox_path) if s.snail_outbox_path else None
+        self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout,
+                                    max_pending=s.snail_result_queue_max, store=store)
         self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
                                 s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
         self._outbox.start()
@@ -293,7 +300,8 @@ class Client:
             self._server_up = True
             self._last_problem = None
             self._registered = False
-        if not self._registered:
+            self._register_after = 0.0
+        if not self._registered and time.monotonic() >= self._register_after:
             with self._lock:
                 version = self._registry_version
             ok = self._register_executors()
@@ -307,7 +315,6 @@ class Client:
                            self.settings.server_target, self._redact(problem))
         self._server_up = False
         self._registered = False
-        self._registry_version = 0
         self._last_problem = problem
 
     def _register_executors(self) -> bool:
@@ -323,8 +330,14 @@ class Client:
             logger.warning("executor registration failed: %s", exc)
             return False
         if not reply.accepted:
-            logger.warning("server refused executor registration: %s", self._redact(reply.message))
+            problem = self._redact(reply.message)
+            if problem != self._register_problem:
+                logger.warning("server refused executor registration (retrying every %ds): %s",
+                               _REGISTER_RETRY, problem)
+                self._register_problem = problem
+            self._register_after = time.monotonic() + _REGISTER_RETRY
             return False
+        self._register_problem = None
         logger.info("registered executors: %s", ", ".join(names))
         return True
 
@@ -413,7 +426,14 @@ class Client:
             wfContext=dumps(changed) if changed else None,
         )
         assert self._outbox is not None
+        s = self.settings
+        if req.executorTimeout and req.executorTimeout > 0:
+            # after the timeout the server has recorded the task as stopped
+            expires = task.received_wall + req.executorTimeout + s.snail_report_margin
+        else:
+            expires = time.time() + s.snail_report_retry_seconds
         self._outbox.put(req.taskBatchId, enums.URI_REPORT_RESULT, encode_body(report.to_wire()),
+                         expires=max(expires, time.time() + s.snail_rpc_timeout),
                          describe=f"result of task {req.taskId} (batch {req.taskBatchId})")
 
     @property

@@ -11,12 +11,15 @@ drop.  ``call_with_retry`` is the synchronous form used by ``mr_do_map``.
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
+import os
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from snailjob.errors import TransportError
 from snailjob.transport import Reply, Transport
@@ -63,56 +66,141 @@ class _Pending:
     key: Any = field(compare=False)
     uri: str = field(compare=False)
     body: str = field(compare=False)
-    expires: float = field(compare=False)
+    expires: float = field(compare=False)  # wall-clock time.time()
     attempts: int = field(default=0, compare=False)
     describe: str = field(default="", compare=False)
+    row: Optional[int] = field(default=None, compare=False)
+
+
+class OutboxStore:
+    """Undelivered results in a local SQLite file (WAL), so that a result
+    survives the process being killed.  Rows are written before the result is
+    queued and deleted once it is delivered, refused, expired or discarded.
+    Durable against a killed process; against power loss only as far as
+    SQLite's ``synchronous=NORMAL`` in WAL mode goes."""
+
+    def __init__(self, path: str) -> None:
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "batch_id INTEGER, uri TEXT NOT NULL, body TEXT NOT NULL, "
+                         "expires REAL NOT NULL, describe TEXT NOT NULL)")
+
+    def add(self, batch_id: Any, uri: str, body: str, expires: float, describe: str) -> int:
+        with self._lock:
+            cur = self._db.execute("INSERT INTO results (batch_id, uri, body, expires, describe) "
+                                   "VALUES (?, ?, ?, ?, ?)", (batch_id, uri, body, expires, describe))
+            return int(cur.lastrowid or 0)
+
+    def remove(self, row: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM results WHERE id = ?", (row,))
+
+    def load(self) -> List[Tuple[int, Any, str, str, float, str]]:
+        with self._lock:
+            return list(self._db.execute(
+                "SELECT id, batch_id, uri, body, expires, describe FROM results ORDER BY id"))
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class ResultOutbox:
     """Delivers task results with at most ``max_in_flight`` calls at once.
 
-    ``key`` identifies the batch of an item so that ``discard_batch`` can drop
-    results of a stopped batch that are not sent yet.
+    Each result is retried with backoff until the server answers or its
+    expiry passes (the dispatcher sets it to the task's ``executorTimeout``
+    plus a margin: after that the server has recorded the task as stopped).
+    At most ``max_pending`` results wait; beyond that the oldest is dropped
+    with an error log.  ``key`` is the batch id, so that ``discard_batch`` can
+    drop undelivered results of a stopped batch.
     """
 
-    def __init__(self, transport: Transport, rpc_timeout: float, retry_seconds: float,
-                 max_in_flight: int = 32) -> None:
+    def __init__(self, transport: Transport, rpc_timeout: float, max_in_flight: int = 32,
+                 max_pending: int = 100_000, store: Optional[OutboxStore] = None) -> None:
         self._transport = transport
         self._rpc_timeout = rpc_timeout
-        self._retry_seconds = retry_seconds
         self._queue: Deque[_Pending] = collections.deque()
-        self._waiting: List[_Pending] = []  # items in backoff
+        self._waiting: List[_Pending] = []  # heap of items in backoff
         self._cond = threading.Condition()
         self._in_flight = 0
         self._max_in_flight = max_in_flight
+        self._max_pending = max_pending
+        self._store = store
         self._seq = 0
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self.delivered = 0
         self.dropped = 0
         self.refused = 0
+        self.restored = 0
         self.on_transport_error: Optional[Callable[[TransportError], None]] = None
-        self.on_delivered: Optional[Callable[[], None]] = None
 
     def start(self) -> None:
+        if self._store is not None:
+            self._restore(self._store)
         self._thread = threading.Thread(target=self._run, name="snailjob-results", daemon=True)
         self._thread.start()
 
-    def put(self, key: Any, uri: str, body: str, describe: str = "") -> None:
-        now = time.monotonic()
+    def _restore(self, store: OutboxStore) -> None:
+        now = time.time()
+        for row, key, uri, body, expires, describe in store.load():
+            if expires <= now:
+                store.remove(row)
+                self.dropped += 1
+                logger.error("dropped stored %s: older than its task's timeout allows", describe)
+                continue
+            self._enqueue(_Pending(time.monotonic(), 0, key, uri, body, expires, describe=describe, row=row))
+            self.restored += 1
+        if self.restored:
+            logger.info("restored %d undelivered result(s) from %s", self.restored, store.path)
+
+    def put(self, key: Any, uri: str, body: str, expires: float, describe: str = "") -> None:
+        """Queue a result; ``expires`` is the wall-clock time to give up."""
+        row = self._store.add(key, uri, body, expires, describe) if self._store is not None else None
+        self._enqueue(_Pending(time.monotonic(), 0, key, uri, body, expires, describe=describe, row=row))
+
+    def _enqueue(self, item: _Pending) -> None:
         with self._cond:
             self._seq += 1
-            self._queue.append(_Pending(now, self._seq, key, uri, body,
-                                        now + self._retry_seconds, describe=describe))
+            item.seq = self._seq
+            self._queue.append(item)
+            while len(self._queue) + len(self._waiting) > self._max_pending:
+                oldest = self._queue.popleft()
+                self._forget(oldest)
+                self.dropped += 1
+                logger.error("dropped %s: more than %d results waiting for the server",
+                             oldest.describe or oldest.uri, self._max_pending)
             self._cond.notify()
+
+    def _forget(self, item: _Pending) -> None:
+        if item.row is not None and self._store is not None:
+            try:
+                self._store.remove(item.row)
+            except sqlite3.Error:
+                logger.exception("could not update the outbox file")
 
     def discard_batch(self, key: Any) -> int:
         """Drop undelivered items of ``key``; the number dropped."""
         with self._cond:
-            before = len(self._queue) + len(self._waiting)
-            self._queue = collections.deque(p for p in self._queue if p.key != key)
-            self._waiting = [p for p in self._waiting if p.key != key]
-            return before - len(self._queue) - len(self._waiting)
+            gone = [p for p in self._queue if p.key == key] + [p for p in self._waiting if p.key == key]
+            if gone:
+                self._queue = collections.deque(p for p in self._queue if p.key != key)
+                self._waiting = [p for p in self._waiting if p.key != key]
+                heapq.heapify(self._waiting)
+        for item in gone:
+            self._forget(item)
+        return len(gone)
 
     def pending(self) -> int:
         with self._cond:
@@ -131,7 +219,8 @@ class ResultOutbox:
         return True
 
     def close(self, timeout: float) -> bool:
-        """Flush for up to ``timeout`` seconds, then stop; False if items remained."""
+        """Flush for up to ``timeout`` seconds, then stop; False if items
+        remained (they stay in the outbox file, when there is one)."""
         flushed = self.flush(timeout)
         with self._cond:
             self._closed = True
@@ -140,15 +229,15 @@ class ResultOutbox:
         if self._thread is not None:
             self._thread.join(timeout=2)
         if left:
-            logger.error("%d task result(s) could not be delivered before shutdown", left)
+            kept = f"; kept in {self._store.path}" if self._store is not None else ""
+            logger.error("%d task result(s) not delivered before shutdown%s", left, kept)
+        if self._store is not None:
+            self._store.close()
         return flushed
 
     def _next_ready(self) -> Optional[_Pending]:
-        now = time.monotonic()
-        if self._waiting:
-            self._waiting.sort()
-            if self._waiting[0].not_before <= now:
-                return self._waiting.pop(0)
+        if self._waiting and self._waiting[0].not_before <= time.monotonic():
+            return heapq.heappop(self._waiting)
         if self._queue:
             return self._queue.popleft()
         return None
@@ -164,8 +253,8 @@ class ResultOutbox:
                             break
                     wait = 0.5
                     if self._waiting:
-                        wait = max(0.0, min(wait, min(p.not_before for p in self._waiting) - time.monotonic()))
-                    self._cond.wait(wait if wait > 0 else 0.001)
+                        wait = min(wait, self._waiting[0].not_before - time.monotonic())
+                    self._cond.wait(max(wait, 0.001))
                 if item is None:
                     return
                 self._in_flight += 1
@@ -181,31 +270,32 @@ class ResultOutbox:
             self._finished(item, None, TransportError(repr(exc)))
 
     def _finished(self, item: _Pending, reply: Optional[Reply], error: Optional[TransportError]) -> None:
-        notify_delivered = False
+        forget = True
         with self._cond:
             self._in_flight -= 1
             if reply is not None:
                 if reply.accepted:
                     self.delivered += 1
-                    notify_delivered = True
                 else:
                     self.refused += 1
                     logger.error("server refused %s: %s", item.describe or item.uri, reply.message)
             else:
                 item.attempts += 1
-                now = time.monotonic()
-                item.not_before = now + backoff(item.attempts)
-                if item.not_before > item.expires or self._closed:
+                item.not_before = time.monotonic() + backoff(item.attempts)
+                if time.time() + backoff(item.attempts) > item.expires:
                     self.dropped += 1
-                    logger.error("gave up delivering %s after %d attempts: %s",
-                                 item.describe or item.uri, item.attempts, error)
+                    logger.error("gave up delivering %s after %d attempts (its task's timeout has "
+                                 "passed): %s", item.describe or item.uri, item.attempts, error)
+                elif self._closed:
+                    forget = False  # stays in the outbox file, if any
                 else:
-                    self._waiting.append(item)
+                    heapq.heappush(self._waiting, item)
+                    forget = False
             self._cond.notify_all()
+        if forget:
+            self._forget(item)
         if error is not None and self.on_transport_error is not None:
             self.on_transport_error(error)
-        if notify_delivered and self.on_delivered is not None:
-            self.on_delivered()
 
 
 class LogShipper:

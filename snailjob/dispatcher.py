@@ -56,6 +56,7 @@ class Task:
     finished: bool = False
     timer: Optional[_TimerHandle] = None
     received: float = field(default_factory=time.monotonic)
+    received_wall: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -313,7 +314,8 @@ def run_function(func: Callable[..., Any], args: JobArgs) -> ExecuteResult:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         logging.getLogger("snailjob.remote").error(
             "executor raised %s", text, exc_info=(type(exc), exc, exc.__traceback__))
-        return ExecuteResult.failure(result=None, message=text)
+        # as result too: the console's task list shows the result, alarms the message
+        return ExecuteResult.failure(result=text, message=text)
     if isinstance(value, ExecuteResult):
         return value
     return ExecuteResult.success(value)

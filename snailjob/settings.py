@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     snail_heartbeat_interval: float = Field(10.0, gt=0, le=25)
     snail_rpc_timeout: float = Field(5.0, gt=0)
     snail_report_retry_seconds: float = Field(300.0, ge=0)
+    snail_report_margin: float = Field(30.0, ge=0)
+    snail_outbox_path: Optional[str] = None
+    snail_result_queue_max: int = Field(100_000, ge=1)
     snail_map_batch_size: int = Field(200, ge=1, le=5000)
     snail_inbound_workers: int = Field(16, ge=2, le=512)
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
@@ -79,6 +82,17 @@ class Settings(BaseSettings):
     def _host_id(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and ("@" in value or not value.strip()):
             raise ValueError("must be non-blank and must not contain '@'")
+        return value
+
+    @field_validator("snail_server_host")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                raise ValueError("empty entry in the server list")
+            host, sep, port = entry.rpartition(":")
+            if sep and port.isdigit() and not (0 < int(port) < 65536):
+                raise ValueError(f"port of {entry!r} is out of range")
         return value
 
     @field_validator("snail_server_host", "snail_host_ip", "snail_namespace",
@@ -123,8 +137,22 @@ class Settings(BaseSettings):
         return json.dumps(self.label_dict, separators=(",", ":"))
 
     @property
+    def server_targets(self) -> List[str]:
+        """``host:port`` of every server in ``SNAIL_SERVER_HOST`` (a comma
+        separated list; an entry without a port uses ``SNAIL_SERVER_PORT``)."""
+        targets = []
+        for entry in filter(None, (part.strip() for part in self.snail_server_host.split(","))):
+            host, sep, port = entry.rpartition(":")
+            if sep and port.isdigit() and "]" not in port:
+                targets.append(f"{host}:{port}")
+            else:
+                targets.append(f"{entry}:{self.snail_server_port}")
+        return targets
+
+    @property
     def server_target(self) -> str:
-        return f"{self.snail_server_host}:{self.snail_server_port}"
+        """The servers as one display string."""
+        return ",".join(self.server_targets)
 
     # 0.1.3 exposed these as settings attributes.
     @property

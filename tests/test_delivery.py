@@ -32,8 +32,8 @@ def test_result_retried_until_the_server_takes_it(make_client):
     assert client.stats()["results_dropped"] == 0
 
 
-def test_result_dropped_after_retry_window(make_client, caplog):
-    client, transport = make_client([sj.job("r")(lambda args: 1)], snail_report_retry_seconds=0.5)
+def test_result_dropped_once_its_task_timeout_has_passed(make_client, caplog):
+    client, transport = make_client([sj.job("r")(lambda args: 1)], snail_report_margin=0.5)
 
     def down(uri, body):
         if uri == REPORT:
@@ -42,9 +42,20 @@ def test_result_dropped_after_retry_window(make_client, caplog):
 
     transport.responder = down
     with caplog.at_level(logging.ERROR, logger="snailjob"):
-        dispatch(client.host_port, dispatch_body("r"))
+        started = time.monotonic()
+        dispatch(client.host_port, dispatch_body("r", executorTimeout=1))
         wait_for(lambda: client.stats()["results_dropped"] == 1, timeout=10)
+    assert 1.0 <= time.monotonic() - started < 5  # executorTimeout 1 s + margin 0.5 s
     assert "gave up delivering result of task" in caplog.text
+    assert len(transport.bodies(REPORT)) >= 3  # retried meanwhile
+
+
+def test_result_without_timeout_uses_the_retry_window(make_client):
+    client, transport = make_client([sj.job("r")(lambda args: 1)], snail_report_retry_seconds=0.5)
+    transport.responder = lambda uri, body: (_ for _ in ()).throw(TransportError("UNAVAILABLE: down")) \
+        if uri == REPORT else Reply(1, "", True)
+    dispatch(client.host_port, dispatch_body("r", executorTimeout=0))
+    wait_for(lambda: client.stats()["results_dropped"] == 1, timeout=10)
 
 
 def test_job_thread_does_not_wait_for_the_network(make_client):

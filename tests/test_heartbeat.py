@@ -51,7 +51,10 @@ def test_heartbeat_survives_unexpected_errors(make_client):
     assert client.server_up
 
 
-def test_registration_refused_is_retried(make_client):
+def test_registration_refused_is_retried(make_client, monkeypatch, caplog):
+    import snailjob.client
+
+    monkeypatch.setattr(snailjob.client, "_REGISTER_RETRY", 0.3)
     refusals = [2]
 
     def responder(uri, body):
@@ -62,8 +65,10 @@ def test_registration_refused_is_retried(make_client):
 
     client, transport = make_client()
     transport.responder = responder
-    client.register(sj.job("late")(lambda a: None))  # registering after start re-registers
-    wait_for(lambda: client.registered and len(transport.bodies(REGISTER)) >= 3, timeout=10)
+    with caplog.at_level(logging.WARNING, logger="snailjob"):
+        client.register(sj.job("late")(lambda a: None))  # registering after start re-registers
+        wait_for(lambda: client.registered and len(transport.bodies(REGISTER)) >= 3, timeout=10)
+    assert caplog.text.count("refused executor registration") == 1  # not once per attempt
 
 
 def test_beat_period_is_the_setting(make_client):

@@ -124,6 +124,7 @@ def test_outcomes(make_client):
     failed = outcome_of(make_client, boom)
     assert failed["taskStatus"] == 4 and failed["executeResult"]["status"] == 0
     assert failed["executeResult"]["message"] == "ValueError: bad row 17"
+    assert failed["executeResult"]["result"] == "ValueError: bad row 17"  # the console's task list
 
     explicit = outcome_of(make_client, lambda args: sj.ExecuteResult.failure("quota"))
     assert explicit["taskStatus"] == 4 and explicit["executeResult"]["message"] == "quota"
