@@ -28,7 +28,7 @@ from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
 from snailjob.log import install_remote_handler
 from snailjob.settings import Settings, new_host_id
-from snailjob.transport import GrpcTransport, InboundServer, Reply, Transport
+from snailjob.transport import FailoverTransport, GrpcTransport, InboundServer, Reply, Transport
 from snailjob.wire import enums
 from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object
 from snailjob.wire.models import (
@@ -125,7 +125,11 @@ class Client:
                                       workers=s.snail_inbound_workers)
         self.host_port = self._inbound.port
         self._headers = self._build_headers()
-        self._transport = self._transport_factory(s.server_target, lambda: self._headers)
+        targets = s.server_targets
+        if len(targets) == 1:
+            self._transport = self._transport_factory(targets[0], lambda: self._headers)
+        else:
+            self._transport = FailoverTransport(targets, lambda: self._headers, self._transport_factory)
         store = OutboxStore(s.snail_outbox_path) if s.snail_outbox_path else None
         self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout,
                                     max_pending=s.snail_result_queue_max, store=store)

@@ -281,8 +281,9 @@ class ResultOutbox:
                     logger.error("server refused %s: %s", item.describe or item.uri, reply.message)
             else:
                 item.attempts += 1
-                item.not_before = time.monotonic() + backoff(item.attempts)
-                if time.time() + backoff(item.attempts) > item.expires:
+                left = item.expires - time.time()
+                item.not_before = time.monotonic() + min(backoff(item.attempts), max(left, 0.0))
+                if left <= 0:
                     self.dropped += 1
                     logger.error("gave up delivering %s after %d attempts (its task's timeout has "
                                  "passed): %s", item.describe or item.uri, item.attempts, error)

@@ -13,7 +13,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import grpc
 
@@ -72,7 +72,7 @@ def _channel_options() -> list:
 class GrpcTransport:
     """Calls the server over one channel; ``headers`` are sent on every call."""
 
-    def __init__(self, target: str, headers: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(self, target: str, headers: Callable[[], Dict[str, str]]) -> None:
         self._target = target
         self._headers = headers
         self._channel = grpc.insecure_channel(target, options=_channel_options())
@@ -82,10 +82,23 @@ class GrpcTransport:
             response_deserializer=pb.GrpcResult.FromString,
         )
         self._closed = False
+        self.state: Optional[grpc.ChannelConnectivity] = None
 
     @property
     def target(self) -> str:
         return self._target
+
+    def watch(self) -> None:
+        """Keep the channel connecting in the background and track its state
+        (used to health-check standby servers)."""
+        self._channel.subscribe(self._on_state, try_to_connect=True)
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        self.state = state
+
+    @property
+    def failing(self) -> bool:
+        return self.state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 
     def _request(self, uri: str, body: str) -> pb.GrpcSnailJobRequest:
         return pb.GrpcSnailJobRequest(
@@ -128,7 +141,76 @@ class GrpcTransport:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.state is not None:
+                self._channel.unsubscribe(self._on_state)
             self._channel.close()
+
+
+_FAILOVER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN")
+
+
+class FailoverTransport:
+    """Several SnailJob servers: all calls go to one of them (sticky); when a
+    call to it fails at the transport level, the next call goes to the next
+    server whose channel is not failing.  Every channel keeps reconnecting in
+    the background, which is how standby servers are health-checked.
+
+    The servers of one SnailJob cluster share their database, so any of them
+    can take heartbeats and results for a job another one dispatched.
+    """
+
+    def __init__(self, targets: List[str], headers: Callable[[], Dict[str, str]],
+                 factory: Callable[[str, Callable[[], Dict[str, str]]], Any] = GrpcTransport) -> None:
+        if not targets:
+            raise ValueError("no server targets")
+        self._members = [factory(target, headers) for target in targets]
+        for member in self._members:
+            if hasattr(member, "watch"):
+                member.watch()
+        self._current = 0
+        self._lock = threading.Lock()
+
+    @property
+    def target(self) -> str:
+        return str(self._members[self._current].target)
+
+    def _failed(self, index: int, error: TransportError) -> None:
+        if getattr(error, "code", "UNKNOWN") not in _FAILOVER_CODES:
+            return
+        with self._lock:
+            if index != self._current:
+                return
+            count = len(self._members)
+            order = [(index + step) % count for step in range(1, count + 1)]
+            healthy = [i for i in order if not getattr(self._members[i], "failing", False)]
+            self._current = (healthy or order)[0]
+            chosen = self._members[self._current].target
+        if self._current != index:
+            logger.warning("server %s failed (%s); switching to %s", self._members[index].target,
+                           error, chosen)
+
+    def call(self, uri: str, body: str, timeout: float) -> Reply:
+        index = self._current
+        try:
+            return self._members[index].call(uri, body, timeout)
+        except TransportError as exc:
+            self._failed(index, exc)
+            raise
+
+    def call_future(self, uri: str, body: str, timeout: float,
+                    done: Callable[[Optional[Reply], Optional[TransportError]], None]) -> None:
+        index = self._current
+
+        def finished(reply: Optional[Reply], error: Optional[TransportError]) -> None:
+            if error is not None:
+                self._failed(index, error)
+            done(reply, error)
+
+        self._members[index].call_future(uri, body, timeout, finished)
+
+    def close(self) -> None:
+        for member in self._members:
+            member.close()
 
 
 def _transport_error(uri: str, exc: grpc.RpcError) -> TransportError:

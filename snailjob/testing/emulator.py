@@ -848,7 +848,8 @@ class ServerEmulator:
             if self._started:
                 raise RuntimeError("ServerEmulator.start() called twice (create a new emulator)")
             self._started = True
-        self._pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="snailjob-emu-call")
+        self._pool = futures.ThreadPoolExecutor(max_workers=max(16, self._max_workers),
+                                                thread_name_prefix="snailjob-emu-call")
         self._scheduler = _Scheduler(self._submit, name="snailjob-emu-timer")
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="snailjob-emu-rpc"),
@@ -2025,6 +2026,8 @@ class ServerEmulator:
             code = getattr(rpc_error, "code", lambda: None)()
             details = getattr(rpc_error, "details", lambda: None)()
             error = f"{getattr(code, 'name', code)}: {details}"
+        except ValueError:  # the channel was closed by stop() meanwhile
+            error = "emulator stopped"
         with self._cond:
             if reply is not None:
                 record.status, record.message, record.data = reply.status, reply.message, reply.data
