@@ -73,3 +73,27 @@ def test_outside_a_job_or_outside_a_map_task(make_client):
     dispatch(client.host_port, dispatch_body("plain"))
     report = wait_for(lambda: transport.bodies(REPORT))[0][0]
     assert "only be called from a map task" in report["executeResult"]["message"]
+
+
+def test_map_reports_wait_for_the_server_and_keep_their_order(make_client):
+    from snailjob.errors import TransportError
+
+    outage = [4]
+
+    def responder(uri, body):
+        if uri == MAP and outage[0] > 0:
+            outage[0] -= 1
+            raise TransportError("UNAVAILABLE: simulated")
+        return Reply(1, "", True)
+
+    mapper = sj.MapExecutor("m")
+    mapper.map()(lambda args: sj.mr_do_map(list(range(7)), "NEXT"))
+    client, transport = make_client([mapper], snail_map_batch_size=3)
+    transport.responder = responder
+    dispatch(client.host_port, dispatch_body("m", 4, mrStage=1, taskName="ROOT_MAP"))
+    report = wait_for(lambda: transport.bodies(REPORT), timeout=15)[0][0]
+    assert report["taskStatus"] == 3
+    delivered = [b[0]["subTask"] for b in transport.bodies(MAP)][4:]  # after the failed attempts
+    assert delivered == [[0, 1, 2], [3, 4, 5], [6]]
+    uris = [u for u, _, _ in transport.calls if u in (MAP, REPORT)]
+    assert uris[-1] == REPORT  # the parent's result after all of its sub-tasks
