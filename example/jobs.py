@@ -7,9 +7,12 @@ type "Python" and the executor names below.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import List
+
+from pydantic import BaseModel
 
 import snailjob as sj
 
@@ -44,6 +47,39 @@ def stop_aware_job(args: sj.JobArgs) -> sj.ExecuteResult:
             return sj.ExecuteResult.failure("stopped")
         time.sleep(0.1)
     return sj.ExecuteResult.success()
+
+
+# --- asyncio and typed parameters -----------------------------------------
+
+@sj.job("demoAsyncJob")
+async def async_job(args: sj.JobArgs) -> str:
+    """An ``async def`` executor runs on the client's event loop; a stop or
+    ``executorTimeout`` cancels it (``asyncio.CancelledError``)."""
+    urls = [f"https://example.invalid/page/{i}" for i in range(5)]
+    pages = await asyncio.gather(*(fake_fetch(url) for url in urls))
+    sj.SnailLog.REMOTE.info("fetched %d pages concurrently", len(pages))
+    return f"fetched {sum(pages)} bytes"
+
+
+async def fake_fetch(url: str) -> int:
+    await asyncio.sleep(0.05)  # stands in for an HTTP call with an async client
+    return len(url)
+
+
+class Invoice(BaseModel):
+    """The job's parameters, as typed in the console: {"customer": "acme", "amounts": [10, 20]}."""
+
+    customer: str
+    amounts: List[int]
+    currency: str = "EUR"
+
+
+@sj.job("demoTypedJob")
+def typed_job(args: sj.JobArgs[Invoice]) -> str:
+    """``JobArgs[Invoice]`` makes the client decode and validate the
+    parameters; a bad field fails the task with a message naming it."""
+    invoice = args.job_params
+    return f"{invoice.customer}: {sum(invoice.amounts)} {invoice.currency}"
 
 
 # --- map: ROOT_MAP fans out into one sub-task per item ---------------------
@@ -112,5 +148,5 @@ def wf_load(args: sj.JobArgs) -> sj.ExecuteResult:
     return sj.ExecuteResult.success(loaded)
 
 
-ALL: List[sj.Executor] = [cluster_job, broadcast_job, sharding_job, stop_aware_job, demo_map, demo_mr,
-       wf_extract, wf_transform, wf_load]
+ALL: List[sj.Executor] = [cluster_job, broadcast_job, sharding_job, stop_aware_job, async_job, typed_job,
+                          demo_map, demo_mr, wf_extract, wf_transform, wf_load]

@@ -90,6 +90,13 @@ def run_main(emu: ServerEmulator, runner: Runner) -> None:
         runner.check("main.py", "broadcast", b.wait(15), 3, f"{len(b.tasks)} node(s): {results(b)[0]}")
         b = emu.trigger("demoShardingJob", 3, args_str='["north","south","east"]', parallel_num=3)
         runner.check("main.py", "sharding (3 shards)", b.wait(15), 3, "; ".join(results(b)))
+        b = emu.trigger("demoAsyncJob", 1)
+        runner.check("main.py", "async job", b.wait(15), 3, results(b)[0])
+        b = emu.trigger("demoTypedJob", 1, args_str='{"customer": "acme", "amounts": [10, 20]}')
+        runner.check("main.py", "typed job", b.wait(15), 3, results(b)[0])
+        b = emu.trigger("demoTypedJob", 1, args_str='{"customer": "acme", "amounts": ["ten"]}')
+        runner.check("main.py", "typed job, bad parameters", b.wait(15), 4,
+                     (b.tasks[0].execute_result or {}).get("message", ""))
         b = emu.trigger("demoMapJob", 4, args_str="300", parallel_num=8)
         status = b.wait(30)
         pages = b.tasks_named("PAGE")

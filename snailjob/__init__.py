@@ -19,7 +19,15 @@ import logging as _logging
 from typing import Any as _Any
 
 from snailjob._version import __version__
-from snailjob.args import JobArgs, MapArgs, MergeReduceArgs, ReduceArgs, ShardingJobArgs, WfContext
+from snailjob.args import (
+    JobArgs,
+    MapArgs,
+    MergeReduceArgs,
+    ParamsError,
+    ReduceArgs,
+    ShardingJobArgs,
+    WfContext,
+)
 from snailjob.client import Client
 from snailjob.compat import (
     ExecutorManager,
@@ -41,7 +49,7 @@ from snailjob.errors import (
 )
 from snailjob.executors import Executor, ExecutorRegistry, MapExecutor, MapReduceExecutor, job
 from snailjob.log import RemoteLogHandler, SnailLog
-from snailjob.mapreduce import mr_do_map
+from snailjob.mapreduce import mr_do_map, mr_do_map_async
 from snailjob.settings import Settings
 from snailjob.wire.enums import ROOT_MAP
 from snailjob.wire.models import ExecuteResult
@@ -64,6 +72,7 @@ __all__ = [
     "MapReduceExecutor",
     "MergeReduceArgs",
     "NotInJobError",
+    "ParamsError",
     "ReduceArgs",
     "RemoteLogHandler",
     "Settings",
@@ -83,6 +92,7 @@ __all__ = [
     "get_snailjob_settings",
     "job",
     "mr_do_map",
+    "mr_do_map_async",
 ]
 
 

@@ -14,11 +14,18 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Tuple, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
+
+from snailjob.errors import SnailJobError
 from snailjob.wire.enums import JobTaskTypeEnum, MapReduceStageEnum
 from snailjob.wire.models import DispatchJobRequest
+
+P = TypeVar("P")
+"""The type of ``job_params`` (``JobArgs[MyModel]``); ``Any`` when undeclared."""
 
 
 class WfContext:
@@ -61,16 +68,19 @@ class WfContext:
 
 
 @dataclass
-class JobArgs:
+class JobArgs(Generic[P]):
     """Arguments of a cluster or broadcast task (and the base of the others).
 
     ``job_params`` is the job's parameter text as the console holds it (a
-    string; decode JSON yourself).  ``wf_context`` is the whole workflow
+    string; decode JSON yourself), unless the executor declares its type:
+    ``def run(args: JobArgs[Order])`` or ``@job("name", params=Order)`` make
+    the client decode and validate it (pydantic), failing the task with a
+    message naming the field when it does not fit.  ``wf_context`` is the whole workflow
     context at dispatch; ``append_context`` records a change that is sent back
     with the result and merged by the server into the workflow.
     """
 
-    job_params: Any = None
+    job_params: P = None  # type: ignore[assignment]
     executor_info: Optional[str] = None
     task_batch_id: Optional[int] = None
     job_id: Optional[int] = None
@@ -100,7 +110,7 @@ class JobArgs:
 
 
 @dataclass
-class ShardingJobArgs(JobArgs):
+class ShardingJobArgs(JobArgs[P]):
     """A sharding task: ``job_params`` is this shard's element of the job's
     parameter array."""
 
@@ -109,7 +119,7 @@ class ShardingJobArgs(JobArgs):
 
 
 @dataclass
-class MapArgs(JobArgs):
+class MapArgs(JobArgs[P]):
     """A map task.  ``map_result`` is the sub-task item this task received
     (``""`` for ``ROOT_MAP``)."""
 
@@ -118,7 +128,7 @@ class MapArgs(JobArgs):
 
 
 @dataclass
-class ReduceArgs(JobArgs):
+class ReduceArgs(JobArgs[P]):
     """A reduce task: ``map_result`` is a list of strings, one per map task
     result (JSON text for non-string results)."""
 
@@ -126,10 +136,97 @@ class ReduceArgs(JobArgs):
 
 
 @dataclass
-class MergeReduceArgs(JobArgs):
+class MergeReduceArgs(JobArgs[P]):
     """A merge task: ``reduces`` is a list of strings, one per reduce result."""
 
     reduces: Any = None
+
+
+class ParamsError(SnailJobError):
+    """Job parameters, map items or reduce inputs do not fit the declared type."""
+
+
+_TYPES_ATTR = "__snailjob_types__"
+_adapters: Dict[Any, TypeAdapter] = {}
+_adapters_lock = threading.Lock()
+
+
+def declare_types(func: Callable[..., Any], params: Any = None, item: Any = None) -> None:
+    """Record the declared ``params`` / ``item`` types on an executor function."""
+    declared = {k: v for k, v in (("params", params), ("item", item)) if v is not None}
+    if declared:
+        setattr(func, _TYPES_ATTR, {**getattr(func, _TYPES_ATTR, {}), **declared})
+
+
+def declared_types(func: Callable[..., Any]) -> Dict[str, Any]:
+    """Declared types of an executor: decorator arguments first, then the
+    annotation of its first parameter (``JobArgs[T]`` and subclasses)."""
+    declared = dict(getattr(func, _TYPES_ATTR, {}))
+    if "params" not in declared:
+        target = getattr(func, "__func__", func)
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:
+            hints = {}
+        names = [n for n in getattr(getattr(target, "__code__", None), "co_varnames", ())[:1]]
+        hint = hints.get(names[0]) if names else None
+        origin = typing.get_origin(hint)
+        if isinstance(origin, type) and issubclass(origin, JobArgs) and typing.get_args(hint):
+            declared["params"] = typing.get_args(hint)[0]
+    return declared
+
+
+def _adapter(kind: Any) -> TypeAdapter:
+    with _adapters_lock:
+        try:
+            adapter = _adapters.get(kind)
+        except TypeError:  # unhashable type expression
+            return TypeAdapter(kind)
+        if adapter is None:
+            adapter = _adapters[kind] = TypeAdapter(kind)
+        return adapter
+
+
+def convert(value: Any, kind: Any, what: str) -> Any:
+    """``value`` validated as ``kind``; JSON text is decoded first (unless
+    ``kind`` is ``str``).  ``ParamsError`` names ``what`` and the field."""
+    if kind is Any or kind is object:
+        return value
+    try:
+        if isinstance(value, (str, bytes)) and kind is not str:
+            if not value.strip():
+                raise ParamsError(f"invalid {what}: empty, expected {_name(kind)}")
+            return _adapter(kind).validate_json(value)
+        return _adapter(kind).validate_python(value)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{where}: {err['msg']}" if where else err["msg"])
+        raise ParamsError(f"invalid {what} for {_name(kind)}: " + "; ".join(problems)) from None
+
+
+def _name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind)
+
+
+def prepare_args(func: Callable[..., Any], args: JobArgs) -> JobArgs:
+    """Apply the executor's declared types to ``args`` (in place)."""
+    declared = declared_types(func)
+    if not declared:
+        return args
+    if "params" in declared:
+        args.job_params = convert(args.job_params, declared["params"], "job_params")
+    item = declared.get("item")
+    if item is not None:
+        if isinstance(args, MergeReduceArgs):
+            args.reduces = [convert(v, item, f"reduces[{i}]") for i, v in enumerate(args.reduces or [])]
+        elif isinstance(args, ReduceArgs):
+            args.map_result = [convert(v, item, f"map_result[{i}]")
+                               for i, v in enumerate(args.map_result or [])]
+        elif isinstance(args, MapArgs) and args.task_name != "ROOT_MAP":
+            args.map_result = convert(args.map_result, item, "map_result")
+    return args
 
 
 def decode_args_str(args_str: Optional[str]) -> Tuple[Any, Any, Any]:

@@ -459,11 +459,15 @@ class Client:
             wfContext=dumps(changed) if changed else None, taskName=next_task_name, subTask=items)
         assert self._transport is not None
         try:
+            # The server answers a map report only after creating every sub-task,
+            # which can take seconds: it gets a long deadline and no retry after one.
             reply = call_with_retry(self._transport, enums.URI_REPORT_MAP, encode_body(payload.to_wire()),
-                                    self.settings.snail_rpc_timeout, self.settings.snail_report_retry_seconds,
-                                    stop=task.stop_event)
+                                    self.settings.snail_map_report_timeout,
+                                    self.settings.snail_report_retry_seconds, stop=task.stop_event)
         except TransportError as exc:
-            raise MapError(f"could not report {len(items)} sub-task(s) of {next_task_name!r}: {exc}") from None
+            unsure = "" if exc.code == "UNAVAILABLE" else " (the server may have created some of them)"
+            raise MapError(f"could not report {len(items)} sub-task(s) of {next_task_name!r}{unsure}: "
+                           f"{exc}") from None
         if not reply.accepted:
             raise MapError(f"server refused {len(items)} sub-task(s) of {next_task_name!r}: "
                            f"{reply.message or 'no reason given'}")

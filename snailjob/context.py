@@ -9,6 +9,7 @@ unless started through ``contextvars.copy_context().run``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 from dataclasses import dataclass, field
@@ -71,6 +72,29 @@ class TaskContext:
     def retry_count(self) -> int:
         return self.request.retryCount or 0
 
+    @property
+    def task_name(self) -> Optional[str]:
+        return self.request.taskName
+
+    @property
+    def mr_stage(self) -> Optional[int]:
+        return self.request.mrStage
+
+    @property
+    def wf_context(self) -> Dict[str, Any]:
+        """The workflow context at dispatch plus this task's own changes."""
+        merged = dict(self.args.wf_context or {})
+        if self.args.change_wf_context is not None:
+            merged.update(self.args.change_wf_context.to_dict())
+        return merged
+
+    def get_wf_context(self, key: str) -> Any:
+        return self.args.get_wf_context(key)
+
+    def append_context(self, key: str, value: Any) -> None:
+        """Add or change a workflow-context key (sent with this task's result)."""
+        self.args.append_context(key, value)
+
     def is_stopped(self) -> bool:
         """True once the batch was stopped or the task timed out."""
         return self.stop_event.is_set()
@@ -78,6 +102,17 @@ class TaskContext:
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
         """Block until stopped or ``timeout`` seconds; True if stopped."""
         return self.stop_event.wait(timeout)
+
+    async def wait_stopped_async(self, timeout: Optional[float] = None) -> bool:
+        """``wait_stopped`` for coroutines (checks every 50 ms; the coroutine
+        is also cancelled after ``SNAIL_INTERRUPT_DELAY``)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.stop_event.is_set():
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
 
 _current: contextvars.ContextVar[Optional[TaskContext]] = contextvars.ContextVar(

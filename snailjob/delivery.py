@@ -41,14 +41,19 @@ def call_with_retry(transport: Transport, uri: str, body: str, rpc_timeout: floa
                     total: float, stop: Optional[threading.Event] = None) -> Reply:
     """Call until the server answers (any status) or ``total`` seconds pass.
 
-    Transport errors are retried with backoff; the last one is raised.
+    Only ``UNAVAILABLE`` errors (typically: no connection, so the request was
+    not processed) are retried, with backoff.  A deadline or any other error
+    is raised at once: the server may have acted on the request, and sending
+    it again could act twice (a map report would create its sub-tasks twice).
     """
     give_up = time.monotonic() + total
     attempt = 0
     while True:
         try:
             return transport.call(uri, body, rpc_timeout)
-        except TransportError:
+        except TransportError as exc:
+            if exc.code != "UNAVAILABLE":
+                raise
             attempt += 1
             pause = backoff(attempt)
             if time.monotonic() + pause > give_up or (stop is not None and stop.is_set()):

@@ -16,8 +16,10 @@ returns.  Stopped tasks are never reported; the server records them as STOP.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import heapq
+import inspect
 import itertools
 import logging
 import threading
@@ -26,13 +28,14 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from snailjob.args import JobArgs
+from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
 from snailjob.wire.enums import JobTaskTypeEnum
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
 logger = logging.getLogger(__name__)
+_remote = logging.getLogger("snailjob.remote")
 
 _QUEUED, _RUNNING, _DONE, _STOPPED = "queued", "running", "done", "stopped"
 _STOP_MEMORY = 4096  # stopped batches remembered for event_is_set()
@@ -54,6 +57,8 @@ class Task:
     thread_id: Optional[int] = None
     interrupted: bool = False
     finished: bool = False
+    is_async: bool = False
+    async_task: Optional["asyncio.Task[None]"] = None
     timer: Optional[_TimerHandle] = None
     received: float = field(default_factory=time.monotonic)
     received_wall: float = field(default_factory=time.time)
@@ -71,6 +76,7 @@ class _Batch:
     workers: int = 0
     idle: int = 0
     cond: Optional[threading.Condition] = None
+    async_slots: Optional[asyncio.Semaphore] = None
 
 
 Outcome = Callable[[Task, ExecuteResult], None]
@@ -94,6 +100,7 @@ class Dispatcher:
         self._timers = _TimerWheel()
         self._accepting = True
         self._names = itertools.count(1)
+        self._loop = _LoopThread()
 
     # --- queries ----------------------------------------------------------
 
@@ -112,7 +119,7 @@ class Dispatcher:
 
     def running_count(self) -> int:
         with self._lock:
-            return sum(len(b.running) + len(b.queue) for b in self._batches.values())
+            return sum(len(b.tasks) for b in self._batches.values())
 
     def batch_count(self) -> int:
         with self._lock:
@@ -135,8 +142,19 @@ class Dispatcher:
         return batch
 
     def submit(self, task: Task) -> None:
-        """Queue a task; it starts as soon as its batch has a free worker."""
+        """Queue a task; it starts as soon as its batch has a free worker
+        (a thread for plain functions, a slot on the event loop for
+        coroutine functions; each kind at most ``parallelNum`` at once)."""
         request = task.request
+        task.is_async = is_async_callable(task.func)
+        if task.is_async:
+            with self._lock:
+                batch = self._batch_for(request)
+                task.context.stop_event = batch.stop_event
+                batch.tasks[id(task)] = task
+            self._loop.call(self._start_async, task, batch)
+            self._arm_timeout(task)
+            return
         with self._lock:
             batch = self._batch_for(request)
             task.context.stop_event = batch.stop_event
@@ -149,7 +167,10 @@ class Dispatcher:
                 batch.workers += 1
                 name = f"snailjob-{request.taskBatchId}-{next(self._names)}"
                 threading.Thread(target=self._worker, args=(batch,), name=name, daemon=True).start()
-        timeout = request.executorTimeout
+        self._arm_timeout(task)
+
+    def _arm_timeout(self, task: Task) -> None:
+        timeout = task.request.executorTimeout
         if timeout is not None and timeout > 0:
             task.timer = self._timers.schedule(
                 task.received + timeout, lambda: self._timed_out(task, timeout))
@@ -171,6 +192,8 @@ class Dispatcher:
             for task in list(batch.tasks.values()):
                 if task.state == _RUNNING:
                     running.append(task)
+                elif task.is_async:
+                    self._loop.call(_cancel, task)  # still waiting for a slot
                 task.state = _STOPPED
                 if task.timer is not None:
                     task.timer.cancel()
@@ -191,7 +214,12 @@ class Dispatcher:
     def _interrupt(self, tasks: List[Task]) -> None:
         with self._lock:
             for task in tasks:
-                if not task.finished and not task.interrupted and task.thread_id is not None:
+                if task.finished or task.interrupted:
+                    continue
+                if task.is_async:
+                    task.interrupted = True
+                    self._loop.call(_cancel, task)
+                elif task.thread_id is not None:
                     task.interrupted = True
                     _raise_in_thread(task.thread_id, TaskInterrupted)
 
@@ -227,6 +255,47 @@ class Dispatcher:
 
     def close(self) -> None:
         self._timers.close()
+        self._loop.close()
+
+    # --- coroutines -------------------------------------------------------
+
+    def _start_async(self, task: Task, batch: _Batch) -> None:
+        """On the loop thread: create the asyncio task of a queued coroutine."""
+        if batch.async_slots is None:
+            batch.async_slots = asyncio.Semaphore(batch.parallel)
+        task.async_task = asyncio.get_running_loop().create_task(self._run_async(task, batch))
+
+    async def _run_async(self, task: Task, batch: _Batch) -> None:
+        try:
+            assert batch.async_slots is not None
+            async with batch.async_slots:
+                with self._lock:
+                    if task.state != _QUEUED:
+                        return
+                    task.state = _RUNNING
+                token = enter(task.context)
+                try:
+                    _log_warnings(task)
+                    outcome = await run_coroutine(task.func, task.args)
+                finally:
+                    leave(token)
+                with self._lock:
+                    if task.state != _RUNNING:
+                        return
+                    task.state = _DONE
+                self._on_outcome(task, outcome)
+        except asyncio.CancelledError:
+            pass  # stopped or timed out: no report
+        except Exception:
+            logger.exception("internal error running coroutine of batch %s", batch.batch_id)
+        finally:
+            with self._lock:
+                task.finished = True
+                batch.tasks.pop(id(task), None)
+                if task.timer is not None:
+                    task.timer.cancel()
+                if batch.workers == 0 and not batch.tasks and self._batches.get(batch.batch_id) is batch:
+                    del self._batches[batch.batch_id]
 
     # --- workers ----------------------------------------------------------
 
@@ -288,8 +357,7 @@ class Dispatcher:
     def _execute(self, task: Task) -> None:
         token = enter(task.context)
         try:
-            for warning in task.context.extra.get("warnings", ()):
-                logging.getLogger("snailjob.remote").warning("%s", warning)
+            _log_warnings(task)
             outcome = run_function(task.func, task.args)
         except TaskInterrupted:
             return
@@ -302,23 +370,101 @@ class Dispatcher:
         self._on_outcome(task, outcome)
 
 
+def _log_warnings(task: Task) -> None:
+    for warning in task.context.extra.get("warnings", ()):
+        _remote.warning("%s", warning)
+
+
+def _cancel(task: Task) -> None:
+    if task.async_task is not None:
+        task.async_task.cancel()
+
+
+def is_async_callable(func: Callable[..., Any]) -> bool:
+    """True for ``async def`` functions (and objects with an async ``__call__``)."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+def _failure(exc: BaseException) -> ExecuteResult:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, ParamsError):
+        text = str(exc)
+        _remote.error("%s", text)
+    else:
+        _remote.error("executor raised %s", text, exc_info=(type(exc), exc, exc.__traceback__))
+    # as result too: the console's task list shows the result, alarms the message
+    return ExecuteResult.failure(result=text, message=text)
+
+
+def _success(value: Any) -> ExecuteResult:
+    return value if isinstance(value, ExecuteResult) else ExecuteResult.success(value)
+
+
 def run_function(func: Callable[..., Any], args: JobArgs) -> ExecuteResult:
     """Call an executor and turn what it did into an ``ExecuteResult``:
     an ``ExecuteResult`` as given, ``None`` or any other value as success
-    (the value is the result), an exception as failure with its text."""
+    (the value is the result), an exception as failure with its text.
+    Declared parameter types are applied first (``ParamsError`` = failure)."""
     try:
-        value = func(args)
+        value = func(prepare_args(func, args))
     except TaskInterrupted:
         raise
     except BaseException as exc:  # SystemExit in a job must not end the worker
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        logging.getLogger("snailjob.remote").error(
-            "executor raised %s", text, exc_info=(type(exc), exc, exc.__traceback__))
-        # as result too: the console's task list shows the result, alarms the message
-        return ExecuteResult.failure(result=text, message=text)
-    if isinstance(value, ExecuteResult):
-        return value
-    return ExecuteResult.success(value)
+        return _failure(exc)
+    return _success(value)
+
+
+async def run_coroutine(func: Callable[..., Any], args: JobArgs) -> ExecuteResult:
+    """``run_function`` for coroutine functions; cancellation propagates."""
+    try:
+        value = await func(prepare_args(func, args))
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return _failure(exc)
+    return _success(value)
+
+
+class _LoopThread:
+    """The event loop that runs coroutine executors: one thread, started on
+    first use.  Coroutines share it, so a coroutine that blocks (a sync
+    ``time.sleep``, a CPU-bound loop) delays every other coroutine."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="snailjob-asyncio",
+                                                daemon=True)
+                self._thread.start()
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread, self._loop = self._loop, self._thread, None
+        if loop is None or thread is None:
+            return
+
+        async def _shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(_shutdown()))
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass(order=True)
@@ -330,6 +476,7 @@ class _TimerHandle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _nothing  # release the task it refers to now, not at its deadline
 
 
 class _TimerWheel:

@@ -29,7 +29,12 @@ class NotInJobError(SnailJobError):
 
 
 class TransportError(SnailJobError):
-    """A call to the server failed at the gRPC level (unreachable, deadline)."""
+    """A call to the server failed at the gRPC level; ``code`` is the gRPC
+    status name (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``...)."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TaskInterrupted(BaseException):

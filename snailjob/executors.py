@@ -10,22 +10,29 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
 
+from snailjob.args import declare_types
 from snailjob.errors import ExecutorRegistrationError
 from snailjob.wire.enums import ROOT_MAP, JobTaskTypeEnum, MapReduceStageEnum
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def job(executor_name: str) -> Callable[[F], F]:
+def job(executor_name: str, params: Any = None) -> Callable[[F], F]:
     """Mark ``func`` as the executor named ``executor_name`` (the name typed in
     the console's "executor name" field).  Register it with
-    ``ExecutorManager.register`` or ``Client(executors=[...])``."""
+    ``ExecutorManager.register`` or ``Client(executors=[...])``.
+
+    ``func`` may be a plain function or an ``async def``.  ``params`` declares
+    the type of ``args.job_params`` (a pydantic model, a dataclass, ``dict``,
+    ``int``...); annotating the argument as ``JobArgs[T]`` does the same.
+    """
     _check_name(executor_name, "executor name")
 
     def decorator(func: F) -> F:
         if not callable(func):
             raise ExecutorRegistrationError(f"@job({executor_name!r}) must decorate a function")
         func.executor_name = executor_name  # type: ignore[attr-defined]
+        declare_types(func, params=params)
         return func
 
     return decorator
@@ -44,9 +51,12 @@ class MapExecutor:
         self.executor_name = executor_name
         self.map_methods: Dict[str, Callable[..., Any]] = {}
 
-    def map(self, task_name: Optional[str] = None) -> Callable[[F], F]:
+    def map(self, task_name: Optional[str] = None, params: Any = None, item: Any = None
+            ) -> Callable[[F], F]:
         """Decorate the function that runs tasks named ``task_name``
-        (default ``ROOT_MAP``)."""
+        (default ``ROOT_MAP``).  ``item`` declares the type of
+        ``args.map_result`` (the sub-task item), ``params`` that of
+        ``args.job_params``."""
         name = task_name or ROOT_MAP
         _check_name(name, "map task name")
 
@@ -54,6 +64,7 @@ class MapExecutor:
             if name in self.map_methods:
                 raise ExecutorRegistrationError(
                     f"map task {name!r} is already defined in executor {self.executor_name!r}")
+            declare_types(func, params=params, item=item)
             self.map_methods[name] = func
             return func
 
@@ -69,21 +80,29 @@ class MapReduceExecutor(MapExecutor):
         self.reduce_method: Optional[Callable[..., Any]] = None
         self.merge_method: Optional[Callable[..., Any]] = None
 
-    def reduce(self) -> Callable[[F], F]:
+    def reduce(self, params: Any = None, item: Any = None) -> Callable[[F], F]:
+        """Decorate the reduce function; ``item`` declares the type of each
+        element of ``args.map_result`` (each map result, decoded from JSON)."""
+
         def decorator(func: F) -> F:
             if self.reduce_method is not None:
                 raise ExecutorRegistrationError(
                     f"executor {self.executor_name!r} already has a reduce function")
+            declare_types(func, params=params, item=item)
             self.reduce_method = func
             return func
 
         return decorator
 
-    def merge(self) -> Callable[[F], F]:
+    def merge(self, params: Any = None, item: Any = None) -> Callable[[F], F]:
+        """Decorate the merge function; ``item`` declares the type of each
+        element of ``args.reduces`` (each reduce result, decoded from JSON)."""
+
         def decorator(func: F) -> F:
             if self.merge_method is not None:
                 raise ExecutorRegistrationError(
                     f"executor {self.executor_name!r} already has a merge function")
+            declare_types(func, params=params, item=item)
             self.merge_method = func
             return func
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 from typing import Any, List, Sequence
 
@@ -47,6 +49,14 @@ def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
             raise MapError("the batch was stopped while its sub-tasks were being reported")
         ctx.services.report_map(ctx, [json.loads(text) for text in chunk], next_task_name)
     return ExecuteResult.success()
+
+
+async def mr_do_map_async(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
+    """``mr_do_map`` for coroutine executors: the reports are sent from a
+    worker thread, so the event loop is not blocked while they are delivered."""
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    return await loop.run_in_executor(None, ctx.run, mr_do_map, task_list, next_task_name)
 
 
 def _encode_items(items: Sequence[Any]) -> List[str]:

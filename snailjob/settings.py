@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     snail_outbox_path: Optional[str] = None
     snail_result_queue_max: int = Field(100_000, ge=1)
     snail_map_batch_size: int = Field(200, ge=1, le=5000)
+    snail_map_report_timeout: float = Field(60.0, gt=0)
     snail_inbound_workers: int = Field(16, ge=2, le=512)
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)

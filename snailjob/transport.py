@@ -175,7 +175,7 @@ class FailoverTransport:
         return str(self._members[self._current].target)
 
     def _failed(self, index: int, error: TransportError) -> None:
-        if getattr(error, "code", "UNKNOWN") not in _FAILOVER_CODES:
+        if error.code not in _FAILOVER_CODES:
             return
         with self._lock:
             if index != self._current:
@@ -217,9 +217,7 @@ def _transport_error(uri: str, exc: grpc.RpcError) -> TransportError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
     name = code.name if code is not None else "UNKNOWN"
-    err = TransportError(f"{uri}: {name}: {details}")
-    err.code = name  # type: ignore[attr-defined]
-    return err
+    return TransportError(f"{uri}: {name}: {details}", code=name)
 
 
 InboundHandler = Callable[[str, Dict[str, str], str], Reply]

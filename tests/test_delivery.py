@@ -21,7 +21,7 @@ def test_result_retried_until_the_server_takes_it(make_client):
     def flaky(uri, body):
         if uri == REPORT and failures[0] > 0:
             failures[0] -= 1
-            raise TransportError("UNAVAILABLE: simulated")
+            raise TransportError("UNAVAILABLE: simulated", code="UNAVAILABLE")
         return Reply(1, "", True)
 
     transport.responder = flaky
@@ -37,7 +37,7 @@ def test_result_dropped_once_its_task_timeout_has_passed(make_client, caplog):
 
     def down(uri, body):
         if uri == REPORT:
-            raise TransportError("UNAVAILABLE: simulated")
+            raise TransportError("UNAVAILABLE: simulated", code="UNAVAILABLE")
         return Reply(1, "", True)
 
     transport.responder = down
@@ -52,7 +52,7 @@ def test_result_dropped_once_its_task_timeout_has_passed(make_client, caplog):
 
 def test_result_without_timeout_uses_the_retry_window(make_client):
     client, transport = make_client([sj.job("r")(lambda args: 1)], snail_report_retry_seconds=0.5)
-    transport.responder = lambda uri, body: (_ for _ in ()).throw(TransportError("UNAVAILABLE: down")) \
+    transport.responder = lambda uri, body: (_ for _ in ()).throw(TransportError("UNAVAILABLE: down", code="UNAVAILABLE")) \
         if uri == REPORT else Reply(1, "", True)
     dispatch(client.host_port, dispatch_body("r", executorTimeout=0))
     wait_for(lambda: client.stats()["results_dropped"] == 1, timeout=10)
@@ -129,7 +129,7 @@ def test_log_buffer_is_bounded_and_drops_are_reported(make_client, caplog):
     def responder(uri, body):
         if uri == LOGS:
             if down.is_set():
-                raise TransportError("UNAVAILABLE: simulated")
+                raise TransportError("UNAVAILABLE: simulated", code="UNAVAILABLE")
             accepted.extend(body[0])
         return Reply(1, "", True)
 

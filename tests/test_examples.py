@@ -16,7 +16,8 @@ def test_run_examples_reports_every_outcome():
         ("main.py", "cluster", "SUCCESS"), ("main.py", "broadcast", "SUCCESS"),
         ("main.py", "sharding (3 shards)", "SUCCESS"), ("main.py", "map (ROOT_MAP -> 300 pages)", "SUCCESS"),
         ("main.py", "map-reduce (2 reduces + merge)", "SUCCESS"), ("main.py", "workflow (3 nodes)", "SUCCESS"),
-        ("main.py", "stop-aware job, stopped", "STOP"), ("main.py", "SIGTERM", "SUCCESS"),
+        ("main.py", "stop-aware job, stopped", "STOP"), ("main.py", "async job", "SUCCESS"),
+        ("main.py", "typed job", "SUCCESS"), ("main.py", "typed job, bad parameters", "FAIL"), ("main.py", "SIGTERM", "SUCCESS"),
         ("readme_job.py", "0.1.3 README example", "SUCCESS"), ("readme_map.py", "0.1.3 README example", "SUCCESS"),
         ("readme_mapreduce.py", "0.1.3 README example", "FAIL"), ("readme_stop.py", "0.1.3 README example", "STOP"),
     ]:
@@ -24,3 +25,4 @@ def test_run_examples_reports_every_outcome():
                    for line in lines), (program, job, out.stdout)
     assert "merge 110" in out.stdout and "300 sub-tasks, sum 448500" in out.stdout
     assert "loaded 40 rows from orders.csv" in out.stdout
+    assert "acme: 30 EUR" in out.stdout and "amounts.0: Input should be a valid integer" in out.stdout

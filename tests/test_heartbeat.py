@@ -20,7 +20,7 @@ def test_registers_again_when_the_server_comes_back(make_client, caplog):
 
     def responder(uri, body):
         if down[0]:
-            raise TransportError("UNAVAILABLE: connection refused")
+            raise TransportError("UNAVAILABLE: connection refused", code="UNAVAILABLE")
         return Reply(1, "", "PONG" if uri == BEAT else True)
 
     with caplog.at_level(logging.WARNING, logger="snailjob"):

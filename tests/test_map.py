@@ -83,7 +83,7 @@ def test_map_reports_wait_for_the_server_and_keep_their_order(make_client):
     def responder(uri, body):
         if uri == MAP and outage[0] > 0:
             outage[0] -= 1
-            raise TransportError("UNAVAILABLE: simulated")
+            raise TransportError("UNAVAILABLE: simulated", code="UNAVAILABLE")
         return Reply(1, "", True)
 
     mapper = sj.MapExecutor("m")
@@ -97,3 +97,23 @@ def test_map_reports_wait_for_the_server_and_keep_their_order(make_client):
     assert delivered == [[0, 1, 2], [3, 4, 5], [6]]
     uris = [u for u, _, _ in transport.calls if u in (MAP, REPORT)]
     assert uris[-1] == REPORT  # the parent's result after all of its sub-tasks
+
+
+def test_a_slow_map_report_is_never_sent_twice(make_client):
+    from snailjob.errors import TransportError
+
+    mapper = sj.MapExecutor("m")
+    mapper.map()(lambda args: sj.mr_do_map([1, 2, 3], "NEXT"))
+    client, transport = make_client([mapper])
+
+    def timed_out(uri, body):
+        if uri == MAP:  # the server got it but answered too late
+            raise TransportError("DEADLINE_EXCEEDED: simulated", code="DEADLINE_EXCEEDED")
+        return Reply(1, "", True)
+
+    transport.responder = timed_out
+    dispatch(client.host_port, dispatch_body("m", 4, mrStage=1, taskName="ROOT_MAP"))
+    report = wait_for(lambda: transport.bodies(REPORT))[0][0]
+    assert len(transport.bodies(MAP)) == 1  # no retry after a deadline
+    assert report["taskStatus"] == 4
+    assert "the server may have created some of them" in report["executeResult"]["message"]

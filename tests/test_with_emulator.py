@@ -286,3 +286,16 @@ def test_stop_after_completion_is_answered(snailjob_emulator, run_client):
     snailjob_emulator.wait_until(lambda: len(snailjob_emulator.stop_calls) >= 2
                                  and all(c.finished for c in snailjob_emulator.stop_calls))
     assert [(c.status, c.data) for c in snailjob_emulator.stop_calls] == [(1, "true")] * 2
+
+
+@pytest.mark.snailjob_emulator(map_report_delay=1.5)
+def test_slow_map_reports_create_each_sub_task_once(snailjob_emulator, run_client):
+    mapper = sj.MapExecutor("slowmap")
+    mapper.map()(lambda args: sj.mr_do_map(list(range(5)), "LEAF"))
+    mapper.map("LEAF")(lambda args: args.map_result)
+    run_client([mapper], snail_rpc_timeout=0.5, snail_map_batch_size=2)
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("slowmap", 4)
+    assert batch.wait(20) == SUCCESS
+    assert sorted(int(t.result) for t in batch.tasks_named("LEAF")) == [0, 1, 2, 3, 4]
+    assert len(snailjob_emulator.map_reports) == 3

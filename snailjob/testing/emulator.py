@@ -767,7 +767,7 @@ class ServerEmulator:
                  register_delay: float = 0.0, server_token: str = DEFAULT_SERVER_TOKEN,
                  host_id: Optional[str] = None, strict_primitives: bool = True,
                  map_race_quirk: bool = False, max_workers: int = 32,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, map_report_delay: float = 0.0) -> None:
         """Configure (but do not start) an emulator.
 
         ``port=0`` picks a free port on 127.0.0.1 at ``start()``.
@@ -784,6 +784,9 @@ class ServerEmulator:
         self.register_delay = float(register_delay)
         self.strict_primitives = strict_primitives
         self.map_race_quirk = map_race_quirk
+        self.map_report_delay = float(map_report_delay)
+        """Seconds a map report takes before it is processed and answered (the
+        real server creates every sub-task before answering: seconds per 200)."""
         self.host = "127.0.0.1"
         self._requested_port = int(port)
         self.port = int(port)
@@ -1451,6 +1454,8 @@ class ServerEmulator:
     # -- /batch/report/job/map/task/v1 ---------------------------------------
 
     def _on_map_report(self, args: Optional[List[Any]], headers: Dict[str, str]) -> Tuple[int, str, Any]:
+        if self.map_report_delay > 0:
+            self._stopping.wait(self.map_report_delay)
         req = _arg0(args)
         if isinstance(req, dict):
             with self._cond:
