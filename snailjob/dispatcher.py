@@ -58,7 +58,7 @@ class Task:
     interrupted: bool = False
     finished: bool = False
     is_async: bool = False
-    async_task: Optional["asyncio.Task[None]"] = None
+    async_task: Optional[asyncio.Task[None]] = None
     timer: Optional[_TimerHandle] = None
     received: float = field(default_factory=time.monotonic)
     received_wall: float = field(default_factory=time.time)
@@ -382,7 +382,10 @@ def _cancel(task: Task) -> None:
 
 def is_async_callable(func: Callable[..., Any]) -> bool:
     """True for ``async def`` functions (and objects with an async ``__call__``)."""
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+    if inspect.iscoroutinefunction(func):
+        return True
+    method = None if inspect.isroutine(func) else vars(type(func)).get("__call__")
+    return method is not None and inspect.iscoroutinefunction(method)
 
 
 def _failure(exc: BaseException) -> ExecuteResult:

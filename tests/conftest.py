@@ -143,3 +143,33 @@ def dispatch_body(executor: str, task_type: int = 1, **fields: Any) -> Dict[str,
 
 def dispatch(port: int, request: Dict[str, Any], token: Optional[str] = TOKEN) -> pb.GrpcResult:
     return call_inbound(port, "/job/dispatch/v1", json.dumps([request]), token=token)
+
+
+def client_for(emu: Any, executors: Any, **overrides: Any) -> Client:
+    """A (not started) client pointed at a ``ServerEmulator``."""
+    env = emu.client_env()
+    values: Dict[str, Any] = dict(
+        snail_server_host=env["SNAIL_SERVER_HOST"], snail_server_port=int(env["SNAIL_SERVER_PORT"]),
+        snail_namespace=env["SNAIL_NAMESPACE"], snail_group_name=env["SNAIL_GROUP_NAME"],
+        snail_token=env["SNAIL_TOKEN"], snail_host_port=0, snail_bind_host="127.0.0.1",
+        snail_heartbeat_interval=0.5, snail_shutdown_grace=0, snail_log_remote_interval=0.2,
+        snail_interrupt_delay=0.2)
+    values.update(overrides)
+    return Client(Settings.load(env_file=None, **values), executors=executors)
+
+
+@pytest.fixture
+def run_client(snailjob_emulator: Any) -> Iterator[Callable[..., Client]]:
+    """Start clients against the test's emulator; stopped after the test, which
+    then also checks that the emulator saw no protocol violation."""
+    clients: List[Client] = []
+
+    def start(executors: Any, **overrides: Any) -> Client:
+        client = client_for(snailjob_emulator, executors, **overrides).start()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.stop(grace=0)
+    assert snailjob_emulator.problems == []

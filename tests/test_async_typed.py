@@ -14,8 +14,6 @@ from pydantic import BaseModel
 
 import snailjob as sj
 
-from .test_with_emulator import run_client  # noqa: F401  (fixture)
-
 SUCCESS, FAIL, STOP = 3, 4, 5
 
 

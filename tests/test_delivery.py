@@ -52,8 +52,12 @@ def test_result_dropped_once_its_task_timeout_has_passed(make_client, caplog):
 
 def test_result_without_timeout_uses_the_retry_window(make_client):
     client, transport = make_client([sj.job("r")(lambda args: 1)], snail_report_retry_seconds=0.5)
-    transport.responder = lambda uri, body: (_ for _ in ()).throw(TransportError("UNAVAILABLE: down", code="UNAVAILABLE")) \
-        if uri == REPORT else Reply(1, "", True)
+    def down(uri, body):
+        if uri == REPORT:
+            raise TransportError("UNAVAILABLE: down", code="UNAVAILABLE")
+        return Reply(1, "", True)
+
+    transport.responder = down
     dispatch(client.host_port, dispatch_body("r", executorTimeout=0))
     wait_for(lambda: client.stats()["results_dropped"] == 1, timeout=10)
 

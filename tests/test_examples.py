@@ -14,11 +14,14 @@ def test_run_examples_reports_every_outcome():
     lines = out.stdout.splitlines()
     for program, job, outcome in [
         ("main.py", "cluster", "SUCCESS"), ("main.py", "broadcast", "SUCCESS"),
-        ("main.py", "sharding (3 shards)", "SUCCESS"), ("main.py", "map (ROOT_MAP -> 300 pages)", "SUCCESS"),
+        ("main.py", "sharding (3 shards)", "SUCCESS"),
+        ("main.py", "map (ROOT_MAP -> 300 pages)", "SUCCESS"),
         ("main.py", "map-reduce (2 reduces + merge)", "SUCCESS"), ("main.py", "workflow (3 nodes)", "SUCCESS"),
         ("main.py", "stop-aware job, stopped", "STOP"), ("main.py", "async job", "SUCCESS"),
-        ("main.py", "typed job", "SUCCESS"), ("main.py", "typed job, bad parameters", "FAIL"), ("main.py", "SIGTERM", "SUCCESS"),
-        ("readme_job.py", "0.1.3 README example", "SUCCESS"), ("readme_map.py", "0.1.3 README example", "SUCCESS"),
+        ("main.py", "typed job", "SUCCESS"), ("main.py", "typed job, bad parameters", "FAIL"),
+        ("main.py", "SIGTERM", "SUCCESS"),
+        ("readme_job.py", "0.1.3 README example", "SUCCESS"),
+        ("readme_map.py", "0.1.3 README example", "SUCCESS"),
         ("readme_mapreduce.py", "0.1.3 README example", "FAIL"), ("readme_stop.py", "0.1.3 README example", "STOP"),
     ]:
         assert any(line.split()[0] == program and f" {job} " in line and f" {outcome} " in line

@@ -10,7 +10,7 @@ import time
 
 import snailjob as sj
 
-from .test_with_emulator import client_for
+from .conftest import client_for
 
 PROGRAM = os.path.join(os.path.dirname(__file__), "programs", "slow_client.py")
 

@@ -20,8 +20,7 @@ import snailjob as sj
 from snailjob.testing import ServerEmulator
 from snailjob.wire import snailjob_pb2 as pb
 
-from .conftest import wait_for
-from .test_with_emulator import client_for
+from .conftest import client_for, wait_for
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
 

@@ -8,35 +8,10 @@ import time
 import pytest
 
 import snailjob as sj
-from snailjob import Client, Settings
+
+from .conftest import client_for
 
 SUCCESS, FAIL, STOP = 3, 4, 5
-
-
-def client_for(emu, executors, **overrides):
-    env = emu.client_env()
-    values = dict(snail_server_host=env["SNAIL_SERVER_HOST"], snail_server_port=int(env["SNAIL_SERVER_PORT"]),
-                  snail_namespace=env["SNAIL_NAMESPACE"], snail_group_name=env["SNAIL_GROUP_NAME"],
-                  snail_token=env["SNAIL_TOKEN"], snail_host_port=0, snail_bind_host="127.0.0.1",
-                  snail_heartbeat_interval=0.5, snail_shutdown_grace=0, snail_log_remote_interval=0.2,
-                  snail_interrupt_delay=0.2)
-    values.update(overrides)
-    return Client(Settings.load(env_file=None, **values), executors=executors)
-
-
-@pytest.fixture
-def run_client(snailjob_emulator):
-    clients = []
-
-    def start(executors, **overrides):
-        client = client_for(snailjob_emulator, executors, **overrides).start()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        client.stop(grace=0)
-    assert snailjob_emulator.problems == []  # no protocol violation seen by the server
 
 
 @sj.job("echoJob")

@@ -703,6 +703,42 @@ class RealServer:
             time.sleep(0.5)
         raise HarnessError(f"only {self.online_pods(group)} online after {timeout}s (wanted {n})")
 
+    def wait_node_online(self, address, group=None, timeout=60):
+        """Wait until one node ('ip:port') is among the group's online pods."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if address in self.online_pods(group):
+                time.sleep(1)  # registration and channel set-up happen in the same loop run
+                return True
+            time.sleep(0.5)
+        raise HarnessError(f"{address} not online after {timeout}s (online: {self.online_pods(group)})")
+
+    def has_executor_registry(self):
+        """True if the server has the executor list of the web API (added in 1.6)."""
+        reply = self.request("GET", "/job/executor/list", params={"groupName": self.group})
+        return reply.get("status") == 1
+
+    def create_webhook_alarm(self, url, name, scene=1, system_task_type=3):
+        """A webhook recipient and a notify config (default: JOB_TASK_ERROR for jobs) posting to url.
+
+        Returns the notify config id, to put in a job's ``notifyIds``. Both endpoints answer
+        only ``true``, so the ids are read back from the database by name."""
+        attribute = json.dumps({"webhookUrl": url, "contentType": 1, "secret": "py-e2e"})
+        self.api("POST", "/notify-recipient", {"recipientName": name, "notifyType": 5,
+                                               "notifyAttribute": attribute, "description": ""})
+        esc = name.replace("'", "''")
+        rows = self.pg.query_json(f"SELECT id FROM sj_notify_recipient WHERE recipient_name = '{esc}' "
+                                  f"ORDER BY id DESC", db=self.DB)
+        recipient_id = int(rows[0]["id"])
+        self.api("POST", "/notify-config", {
+            "groupName": self.group, "systemTaskType": system_task_type, "notifyStatus": 1,
+            "notifyName": name, "recipientIds": [recipient_id], "notifyThreshold": 0,
+            "notifyScene": scene, "rateLimiterStatus": 0, "rateLimiterThreshold": 0,
+            "description": ""})
+        rows = self.pg.query_json(f"SELECT id FROM sj_notify_config WHERE notify_name = '{esc}' "
+                                  f"ORDER BY id DESC", db=self.DB)
+        return int(rows[0]["id"])
+
     def executors(self, group=None):
         """Executor rows registered by clients of the group (server >= 1.6)."""
         return self.api("GET", "/job/executor/page/list", params={"page": 1, "size": 200,

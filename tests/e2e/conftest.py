@@ -1,0 +1,206 @@
+# mypy: allow-untyped-defs
+"""Fixtures of the end-to-end suite (marker ``e2e``).
+
+- Off unless ``SNAILJOB_E2E=1``: every ``e2e`` test is skipped with a one-line reason.
+- ``SNAILJOB_E2E_VERSIONS`` (default ``2.0.2,1.10.0``) lists the server versions; the
+  session-scoped ``server`` fixture is parametrized by it, so each version gets one
+  server (PostgreSQL + SnailJob from Maven, see harness.py) for the whole session.
+  A version Maven cannot resolve is skipped with a one-line reason.
+- ``nodes``: two client processes (``e2e_client.py``) per server, started once.
+  Their output is captured in files; ``ClientProcess.output()`` reads it.
+- On a failure the server's and PostgreSQL's logs are kept by the harness, and the
+  client logs are copied next to them (the path is printed at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import harness
+
+HERE = Path(__file__).resolve().parent
+CLIENT_PROGRAM = HERE / "e2e_client.py"
+ENABLED = os.environ.get("SNAILJOB_E2E") == "1"
+VERSIONS = [v.strip() for v in os.environ.get("SNAILJOB_E2E_VERSIONS", "2.0.2,1.10.0").split(",") if v.strip()]
+
+
+def pytest_collection_modifyitems(config, items):
+    if ENABLED:
+        return
+    skip = pytest.mark.skip(reason="end-to-end tests against the real SnailJob server are off; "
+                                   "set SNAILJOB_E2E=1 to run them")
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(skip)
+
+
+class ClientProcess:
+    """One ``e2e_client.py`` process; stdout and stderr go to ``log_path``."""
+
+    def __init__(self, name, env, workdir: Path):
+        self.name = name
+        self.env = env
+        self.port = int(env["SNAIL_HOST_PORT"])
+        self.address = f"{env['SNAIL_HOST_IP']}:{self.port}"
+        self.workdir = workdir
+        self.log_path = workdir / f"client-{name}.log"
+        self.proc = None
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        # cwd = a scratch dir: client_main() reads .env from the working directory
+        self.proc = subprocess.Popen([sys.executable, str(CLIENT_PROGRAM)], env=self.env, cwd=self.workdir,
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        out.close()
+        return self
+
+    def output(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=15):
+        """SIGTERM (graceful stop), then SIGKILL; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def client_env(srv, name, marker_dir: Path, **overrides):
+    """Environment of a client process: the harness' SNAIL_* values plus the suite's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAIL_")}
+    env.update(srv.client_env(host_port=harness.free_port()))
+    env.update({
+        "SNAIL_BIND_HOST": "127.0.0.1", "SNAIL_HOST_IP": "127.0.0.1", "SNAIL_HEARTBEAT_INTERVAL": "2",
+        "SNAIL_LOG_REMOTE_INTERVAL": "1", "SNAIL_SHUTDOWN_GRACE": "2", "SNAIL_HOST_ID": f"py-e2e-{name}",
+        "SNAIL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(harness.REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "E2E_MARKER_DIR": str(marker_dir), "E2E_NODE": name,
+    })
+    # extra client settings for experiments, e.g. SNAILJOB_E2E_CLIENT_ENV="SNAIL_RPC_TIMEOUT=30"
+    for pair in filter(None, os.environ.get("SNAILJOB_E2E_CLIENT_ENV", "").split(",")):
+        key, _, value = pair.partition("=")
+        env[key.strip()] = value.strip()
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+class Run:
+    """Per-server session state shared by the tests."""
+
+    def __init__(self, srv, workdir: Path):
+        self.srv = srv
+        self.workdir = workdir
+        self.markers = workdir / "markers"
+        self.markers.mkdir(parents=True, exist_ok=True)
+        self.clients = []
+        self.failed_before = 0
+
+    def marker_lines(self, name, batch_id=None):
+        path = self.markers / name
+        if not path.is_file():
+            return []
+        lines = path.read_text().splitlines()
+        if batch_id is not None:
+            lines = [ln for ln in lines if ln.split(" ", 1)[0] == str(batch_id)]
+        return lines
+
+    def wait_marker(self, name, batch_id, count=1, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.marker_lines(name, batch_id)
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.2)
+
+    def start_client(self, name, **overrides):
+        client = ClientProcess(name, client_env(self.srv, name, self.markers, **overrides), self.workdir)
+        self.clients.append(client)
+        return client.start()
+
+    def keep_client_logs(self, dest):
+        dest = Path(dest) / "clients"
+        dest.mkdir(parents=True, exist_ok=True)
+        for client in self.clients:
+            if client.log_path.is_file():
+                shutil.copy2(client.log_path, dest / client.log_path.name)
+        if self.markers.is_dir():
+            shutil.copytree(self.markers, dest / "markers", dirs_exist_ok=True)
+        return dest
+
+
+@pytest.fixture(scope="session", params=VERSIONS, ids=[f"sj{v}" for v in VERSIONS])
+def run(request, tmp_path_factory):
+    """One real server (+ PostgreSQL) per version for the whole session."""
+    version = request.param
+    srv = harness.RealServer(version, group="py_e2e_group")
+    try:
+        srv.start()
+    except harness.ArtifactUnavailable as exc:
+        srv.stop(failed=False)
+        found = re.findall(r"Could not find artifact (\S+) in (\S+)", str(exc))
+        why = "; ".join(f"{a} not in {r}" for a, r in found[-1:]) or str(exc).splitlines()[0][:160]
+        pytest.skip(f"SnailJob server {version} cannot be fetched from Maven: {why}")
+    except BaseException:
+        srv.stop(failed=True)
+        raise
+    state = Run(srv, tmp_path_factory.mktemp(f"e2e-{version}"))
+    state.failed_before = request.session.testsfailed
+    yield state
+    failed = request.session.testsfailed > state.failed_before
+    for client in state.clients:
+        client.stop()
+    srv.stop(failed=failed)
+    if failed and srv.kept_logs:
+        kept = state.keep_client_logs(srv.kept_logs)
+        print(f"\n[snailjob-e2e] client logs kept in {kept}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def nodes(run):
+    """Two client processes of the group, online before the first test uses them."""
+    started = [run.start_client("a"), run.start_client("b")]
+    for client in started:
+        try:
+            run.srv.wait_node_online(client.address, timeout=60)
+        except harness.HarnessError as exc:
+            raise AssertionError(f"client {client.name} did not come online: {exc}\n"
+                                 f"--- its output ---\n{client.output()[-4000:]}") from None
+    return started
+
+
+@pytest.fixture
+def srv(run, nodes):
+    """The server, with both client nodes running (a test fails if one has died)."""
+    for client in nodes:
+        assert client.alive(), (f"client {client.name} exited with {client.proc.returncode}:\n"
+                                f"{client.output()[-4000:]}")
+    return run.srv

@@ -1,0 +1,203 @@
+# mypy: allow-untyped-defs
+"""The client program the end-to-end suite runs as a separate process.
+
+It registers its executors with ``sj.ExecutorManager.register`` and runs
+``sj.client_main()`` exactly as a user's ``main.py`` would.  Everything is
+configured through the environment:
+
+- ``SNAIL_*``             the client settings (server port, group, token, ...), from
+                          ``RealServer.client_env()`` plus the suite's overrides;
+- ``E2E_MARKER_DIR``      directory where jobs append marker lines (what the job saw:
+                          a stop event, an interruption, each run of a failing job);
+- ``E2E_NODE``            a name for this node, only used in marker lines.
+
+Executor names all start with ``e2e``; results are deterministic functions of the
+job's input so the suite can check the task tree against them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import snailjob as sj
+
+MARKER_DIR = Path(os.environ.get("E2E_MARKER_DIR") or ".")
+NODE = os.environ.get("E2E_NODE", "node")
+PORT = os.environ.get("SNAIL_HOST_PORT", "?")
+
+
+def mark(name: str, text: str) -> None:
+    """Append one line to ``<E2E_MARKER_DIR>/<name>`` (atomic for short lines)."""
+    line = (text.replace("\n", " ") + "\n").encode()
+    fd = os.open(MARKER_DIR / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _item(value):
+    """A map item as the job gets it: a JSON value, or its text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# --- cluster / broadcast / sharding -------------------------------------------
+
+
+@sj.job("e2eCluster")
+def cluster(args: sj.JobArgs) -> sj.ExecuteResult:
+    sj.SnailLog.REMOTE.info("cluster job got %s", args.job_params)
+    return sj.ExecuteResult.success({"echo": args.job_params, "kind": "cluster"})
+
+
+@sj.job("e2eBroadcast")
+def broadcast(args: sj.JobArgs) -> str:
+    return f"broadcast {args.job_params} on port {PORT}"
+
+
+@sj.job("e2eSharding")
+def sharding(args: sj.ShardingJobArgs) -> sj.ExecuteResult:
+    return sj.ExecuteResult.success(f"shard {args.sharding_index}/{args.sharding_total}: {args.job_params}")
+
+
+# --- map: ROOT_MAP fans out to job_params items ----------------------------------
+
+e2e_map = sj.MapExecutor("e2eMap")
+
+
+@e2e_map.map()
+def map_root(args: sj.MapArgs) -> sj.ExecuteResult:
+    count = int(args.job_params)
+    return sj.mr_do_map([{"i": i} for i in range(count)], "SQUARE")
+
+
+@e2e_map.map("SQUARE")
+def map_square(args: sj.MapArgs) -> int:
+    i = int(_item(args.map_result)["i"])
+    return i * i
+
+
+# --- map-reduce: 1..10 doubled, summed per reduce shard, merged ---------------------
+
+e2e_mr = sj.MapReduceExecutor("e2eMapReduce")
+
+
+@e2e_mr.map()
+def mr_root(args: sj.MapArgs) -> sj.ExecuteResult:
+    return sj.mr_do_map(list(range(1, 11)), "DOUBLE")
+
+
+@e2e_mr.map("DOUBLE")
+def mr_double(args: sj.MapArgs) -> int:
+    return int(_item(args.map_result)) * 2
+
+
+@e2e_mr.reduce()
+def mr_reduce(args: sj.ReduceArgs) -> int:
+    return sum(int(x) for x in args.map_result)
+
+
+@e2e_mr.merge()
+def mr_merge(args: sj.MergeReduceArgs) -> int:
+    return sum(int(x) for x in args.reduces)
+
+
+# --- workflow: node 1 writes the context, node 2 adds to it, node 3 reads it --------
+
+
+@sj.job("e2eWfWrite")
+def wf_write(args: sj.JobArgs) -> str:
+    seed = args.get_wf_context("seed")
+    args.append_context("written_by_1", f"n1<{seed}>")
+    args.append_context("rows", 40)
+    return "node 1 wrote the context"
+
+
+@sj.job("e2eWfMiddle")
+def wf_middle(args: sj.JobArgs) -> str:
+    rows = args.get_wf_context("rows")
+    args.append_context("rows_after_2", (rows or 0) + 2)
+    return f"node 2 saw rows={rows}"
+
+
+@sj.job("e2eWfRead")
+def wf_read(args: sj.JobArgs) -> sj.ExecuteResult:
+    seen = {key: args.get_wf_context(key) for key in ("seed", "written_by_1", "rows", "rows_after_2")}
+    return sj.ExecuteResult.success(seen)
+
+
+# --- logs -------------------------------------------------------------------------
+
+
+def _raise_for_log(tag: str) -> None:
+    raise ValueError(f"log probe failure {tag}")
+
+
+@sj.job("e2eLog")
+def log_job(args: sj.JobArgs) -> str:
+    tag = args.job_params
+    sj.SnailLog.REMOTE.info("log probe info %s", tag)
+    sj.SnailLog.REMOTE.warning("log probe warning %s", tag)
+    try:
+        _raise_for_log(tag)
+    except ValueError:
+        sj.SnailLog.REMOTE.exception("log probe caught %s", tag)
+    sj.SnailLog.LOCAL.info("log probe local-only %s", tag)
+    return f"logged {tag}"
+
+
+# --- stop, timeout, failure ------------------------------------------------------------
+
+
+@sj.job("e2eStopAware")
+def stop_aware(args: sj.JobArgs) -> sj.ExecuteResult:
+    batch = args.task_batch_id
+    mark("started", f"{batch} {NODE}")
+    try:
+        for step in range(1200):
+            if sj.ThreadPoolCache.event_is_set(batch):
+                mark("stop-seen", f"{batch} {NODE} step={step}")
+                sj.SnailLog.REMOTE.info("stop event seen at step %d", step)
+                # a report of this would flip the STOP task to SUCCESS
+                return sj.ExecuteResult.success("finished after the stop")
+            time.sleep(0.1)
+    except sj.TaskInterrupted:
+        mark("stop-interrupted", f"{batch} {NODE}")
+        raise
+    return sj.ExecuteResult.success("never stopped")
+
+
+@sj.job("e2eSleeper")
+def sleeper(args: sj.JobArgs) -> str:
+    """Ignores its stop event: sleeps in short sleeps until interrupted."""
+    batch = args.task_batch_id
+    started = time.monotonic()
+    mark("sleeper-started", f"{batch} {NODE}")
+    try:
+        while time.monotonic() - started < float(args.job_params or 120):
+            time.sleep(0.2)
+    except sj.TaskInterrupted:
+        mark("sleeper-interrupted", f"{batch} {NODE} after={time.monotonic() - started:.1f}")
+        raise
+    finally:
+        mark("sleeper-finally", f"{batch} {NODE}")
+    return "slept to the end"
+
+
+@sj.job("e2eFail")
+def failing(args: sj.JobArgs) -> None:
+    mark("fail-runs", f"{args.task_batch_id} {NODE} retry_count={args.retry_count}")
+    raise ValueError(f"deliberate e2e failure ({args.job_params})")
+
+
+ALL = [cluster, broadcast, sharding, e2e_map, e2e_mr, wf_write, wf_middle, wf_read, log_job,
+       stop_aware, sleeper, failing]
+
+
+if __name__ == "__main__":
+    for executor in ALL:
+        sj.ExecutorManager.register(executor)
+    sj.client_main()
