@@ -17,6 +17,7 @@ examples: $(BIN)/python
 
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m ruff check snailjob example tests scripts
 	$(BIN)/python -m mypy snailjob example
 	$(BIN)/python -m pytest
 
