@@ -38,22 +38,9 @@ class ThreadPoolCache:
     """0.1.3's access to a batch's stop event."""
 
     @staticmethod
-    def event_is_set(task_batch_id: Optional[int]) -> bool:
-        """True once batch ``task_batch_id`` was stopped (from the console, by
-        the server's timeout, or by this client's ``executorTimeout``)."""
-        ctx = current_task_or_none()
-        if ctx is not None and ctx.task_batch_id == task_batch_id:
-            return ctx.stop_event.is_set()
-        if task_batch_id is None:
-            return False
-        for client in live_clients():
-            event = client.dispatcher.stop_event(task_batch_id)
-            if event is not None:
-                return event.is_set()
-        return False
-
-    @staticmethod
     def get_stop_event(task_batch_id: Optional[int]) -> Optional[threading.Event]:
+        """The stop event of batch ``task_batch_id`` on a running client, if
+        that client has (or recently had) work of the batch."""
         ctx = current_task_or_none()
         if ctx is not None and ctx.task_batch_id == task_batch_id:
             return ctx.stop_event
@@ -64,6 +51,13 @@ class ThreadPoolCache:
             if event is not None:
                 return event
         return None
+
+    @staticmethod
+    def event_is_set(task_batch_id: Optional[int]) -> bool:
+        """True once batch ``task_batch_id`` was stopped (from the console, by
+        the server's timeout, or by this client's ``executorTimeout``)."""
+        event = ThreadPoolCache.get_stop_event(task_batch_id)
+        return event is not None and event.is_set()
 
 
 class SnailContextManager:

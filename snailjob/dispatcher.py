@@ -98,7 +98,6 @@ class Dispatcher:
         self._batches: Dict[int, _Batch] = {}
         self._stopped: OrderedDict[int, threading.Event] = OrderedDict()
         self._timers = _TimerWheel()
-        self._accepting = True
         self._names = itertools.count(1)
         self._loop = _LoopThread()
 
@@ -112,22 +111,14 @@ class Dispatcher:
                 return batch.stop_event
             return self._stopped.get(batch_id)
 
-    def batch_stop_event(self, request: DispatchJobRequest) -> threading.Event:
-        """The stop event a new task of this batch will share."""
-        with self._lock:
-            return self._batch_for(request).stop_event
-
     def running_count(self) -> int:
+        """Tasks queued or running."""
         with self._lock:
             return sum(len(b.tasks) for b in self._batches.values())
 
     def batch_count(self) -> int:
         with self._lock:
             return len(self._batches)
-
-    def worker_count(self) -> int:
-        with self._lock:
-            return sum(b.workers for b in self._batches.values())
 
     # --- submit -----------------------------------------------------------
 

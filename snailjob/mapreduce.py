@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Tuple
 
 from snailjob.context import current_task
 from snailjob.errors import MapError
@@ -43,11 +43,11 @@ def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
     if not is_map:
         raise MapError(f"mr_do_map can only be called from a map task (task type {request.taskType}, "
                        f"stage {request.mrStage})")
-    encoded = _encode_items(task_list)
-    for chunk in _chunks(encoded, ctx.services.map_batch_size):
+    sizes = _encoded_sizes(task_list)
+    for start, end in _chunks(sizes, ctx.services.map_batch_size):
         if ctx.is_stopped():
             raise MapError("the batch was stopped while its sub-tasks were being reported")
-        ctx.services.report_map(ctx, [json.loads(text) for text in chunk], next_task_name)
+        ctx.services.report_map(ctx, list(task_list[start:end]), next_task_name)
     return ExecuteResult.success()
 
 
@@ -59,27 +59,29 @@ async def mr_do_map_async(task_list: Sequence[Any], next_task_name: str) -> Exec
     return await loop.run_in_executor(None, ctx.run, mr_do_map, task_list, next_task_name)
 
 
-def _encode_items(items: Sequence[Any]) -> List[str]:
-    encoded = []
+def _encoded_sizes(items: Sequence[Any]) -> List[int]:
+    """The JSON size of each item; ``MapError`` names the first that is not
+    a JSON value."""
+    sizes = []
     for index, item in enumerate(items):
         try:
-            encoded.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+            text = json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise MapError(f"task_list[{index}] ({type(item).__name__}) is not a JSON value: {exc}") from None
-    return encoded
+        sizes.append(len(text.encode("utf-8")))
+    return sizes
 
 
-def _chunks(encoded: List[str], size: int) -> List[List[str]]:
-    chunks: List[List[str]] = []
-    current: List[str] = []
-    current_bytes = 0
-    for text in encoded:
-        length = len(text.encode("utf-8"))
-        if current and (len(current) >= size or current_bytes + length > _MAX_CHUNK_BYTES):
-            chunks.append(current)
-            current, current_bytes = [], 0
-        current.append(text)
-        current_bytes += length
-    if current:
-        chunks.append(current)
+def _chunks(sizes: List[int], count: int) -> List[Tuple[int, int]]:
+    """``(start, end)`` slices of at most ``count`` items and about
+    ``_MAX_CHUNK_BYTES`` of JSON each."""
+    chunks: List[Tuple[int, int]] = []
+    start, total = 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start >= count or total + size > _MAX_CHUNK_BYTES):
+            chunks.append((start, index))
+            start, total = index, 0
+        total += size
+    if start < len(sizes):
+        chunks.append((start, len(sizes)))
     return chunks
