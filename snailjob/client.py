@@ -383,8 +383,8 @@ class Client:
         spec = self.registry.get(request.executorInfo)
         if spec is None:
             known = ", ".join(self.registry.names()) or "none"
-            return self._refuse(1, f"no executor named {request.executorInfo!r} on this client "
-                                   f"(registered: {known})", request)
+            return self._refuse(1, f"no executor named {_short(request.executorInfo)} on this client "
+                                   f"(registered: {_short(known, 300)})", request)
         try:
             func = spec.resolve(request.taskType, request.mrStage, request.taskName)
         except UnknownTask as exc:
@@ -476,6 +476,11 @@ class Client:
     def ship_log(self, entry: Dict[str, Any]) -> None:
         if self._logs is not None:
             self._logs.offer(entry)
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """``repr`` of ``text``, cut to about ``limit`` characters for messages."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 def _summarize(exc: ValidationError) -> str:

@@ -509,7 +509,8 @@ class _TimerWheel:
                     if self._heap and self._heap[0].when <= now:
                         handle = heapq.heappop(self._heap)
                         break
-                    self._cond.wait(self._heap[0].when - now if self._heap else None)
+                    # bounded wait: a far deadline must not overflow the lock's timeout
+                    self._cond.wait(min(self._heap[0].when - now, 3600.0) if self._heap else None)
             try:
                 handle.callback()
             except Exception:

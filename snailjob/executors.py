@@ -150,9 +150,9 @@ class ExecutorSpec:
             name = task_name or ROOT_MAP
             if not isinstance(self.source, MapExecutor):
                 raise UnknownTask(f"executor {self.name!r} is a @job function, not a map executor; "
-                                  f"it cannot run map task {name!r}")
+                                  f"it cannot run map task {name[:100]!r}")
             if name not in self.maps:
-                raise UnknownTask(f"executor {self.name!r} has no map function for task {name!r}")
+                raise UnknownTask(f"executor {self.name!r} has no map function for task {name[:100]!r}")
             return self.maps[name]
         if task_type == JobTaskTypeEnum.MAP_REDUCE:
             if mr_stage == MapReduceStageEnum.REDUCE and self.reduce is not None:

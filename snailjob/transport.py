@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 METHOD = "/UnaryRequest/unaryRequest"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server sends up to 10 MiB
+_MAX_REPLY_MESSAGE = 2000
 _req_ids = itertools.count(1)
 
 
@@ -263,7 +264,10 @@ class InboundServer:
         except Exception as exc:  # the inbound server must never fail a call
             logger.exception("inbound handler failed for %s", uri[:200])
             status, message, data = 0, f"client error: {type(exc).__name__}", None
-        return pb.GrpcResult(reqId=request.reqId, status=status, message=message or "", data=dumps(data))
+        message = message or ""
+        if len(message) > _MAX_REPLY_MESSAGE:  # never echo a huge input back
+            message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
+        return pb.GrpcResult(reqId=request.reqId, status=status, message=message, data=dumps(data))
 
     def start(self) -> None:
         self._server.start()

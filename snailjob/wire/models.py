@@ -8,11 +8,16 @@ outgoing models omit ``None`` fields, as the server's own Jackson setup does.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from snailjob.wire.enums import StatusEnum
+
+# Java ``Long`` and ``Integer`` fields: a value outside their range cannot come
+# from the server and could not be reported back to it.
+Long = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Incoming(BaseModel):
@@ -34,26 +39,26 @@ class DispatchJobRequest(_Incoming):
     """Body element of ``/job/dispatch/v1`` (``DispatchJobRequest.java``)."""
 
     namespaceId: Optional[str] = None
-    jobId: int
+    jobId: Long
     jobBizId: Optional[str] = None
-    taskBatchId: int
-    taskId: int
-    taskType: int
+    taskBatchId: Long
+    taskId: Long
+    taskType: Int
     groupName: Optional[str] = None
-    parallelNum: int = 1
-    executorType: int
+    parallelNum: Int = 1
+    executorType: Int
     executorInfo: str
-    executorTimeout: Optional[int] = None
+    executorTimeout: Optional[Int] = None
     taskName: Optional[str] = None
-    mrStage: Optional[int] = None
+    mrStage: Optional[Int] = None
     argsStr: Optional[str] = None
-    shardingTotal: Optional[int] = None
-    shardingIndex: Optional[int] = None
-    workflowTaskBatchId: Optional[int] = None
-    workflowNodeId: Optional[int] = None
+    shardingTotal: Optional[Int] = None
+    shardingIndex: Optional[Int] = None
+    workflowTaskBatchId: Optional[Long] = None
+    workflowNodeId: Optional[Long] = None
     wfContext: Optional[str] = None
-    retryCount: Optional[int] = None
-    retryScene: Optional[int] = None
+    retryCount: Optional[Int] = None
+    retryScene: Optional[Int] = None
     retry: bool = False
     retryStatus: bool = False
 
@@ -68,8 +73,8 @@ class DispatchJobRequest(_Incoming):
 class StopJobRequest(_Incoming):
     """Body element of ``/job/stop/v1``."""
 
-    jobId: Optional[int] = None
-    taskBatchId: int
+    jobId: Optional[Long] = None
+    taskBatchId: Long
     groupName: Optional[str] = None
 
 
