@@ -274,3 +274,20 @@ def test_slow_map_reports_create_each_sub_task_once(snailjob_emulator, run_clien
     assert batch.wait(20) == SUCCESS
     assert sorted(int(t.result) for t in batch.tasks_named("LEAF")) == [0, 1, 2, 3, 4]
     assert len(snailjob_emulator.map_reports) == 3
+
+
+def test_results_and_logs_with_lone_surrogates_are_delivered(snailjob_emulator, run_client):
+    @sj.job("surrogate")
+    def surrogate(args):
+        name = b"report-\xff.csv".decode("utf-8", "surrogateescape")  # an undecodable file name
+        sj.SnailLog.REMOTE.info("processing %s", name)
+        return {"file": name, "nan": float("nan")}
+
+    run_client([surrogate])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("surrogate", 1)
+    assert batch.wait(10) == SUCCESS
+    assert json.loads(batch.tasks[0].result) == {"file": "report-\udcff.csv", "nan": "nan"}
+    snailjob_emulator.wait_until(lambda: snailjob_emulator.logs)
+    message = [f["value"] for f in snailjob_emulator.logs[0]["fieldList"] if f["name"] == "message"][0]
+    assert message == "processing report-\udcff.csv"

@@ -46,15 +46,22 @@ def _finite(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON that the server's Jackson parser accepts, never raising
-    for an unusual value."""
+    for an unusual value.  The text is always valid UTF-8 (a protobuf string
+    must be): lone surrogates, e.g. from undecodable file names, are sent as
+    ``\\udXXX`` escapes."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False, default=_fallback)
     except ValueError:
         # NaN/Infinity somewhere (possibly inside a converted object): round-trip
         # through a permissive encoding, then clean.
         loose = json.loads(json.dumps(value, default=_fallback))
-        return json.dumps(_finite(loose), separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(_finite(loose), separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=True)
+    return text
 
 
 def encode_body(*args: Any) -> str:
