@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from snailjob.errors import TransportError
 from snailjob.transport import Reply, Transport
@@ -121,7 +121,8 @@ class OutboxStore:
 
 
 class ResultOutbox:
-    """Delivers task results with at most ``max_in_flight`` calls at once.
+    """Delivers task results on ``senders`` threads (so at most that many
+    calls at once).
 
     Each result is retried with backoff until the server answers or its
     expiry passes (the dispatcher sets it to the task's ``executorTimeout``
@@ -131,7 +132,7 @@ class ResultOutbox:
     drop undelivered results of a stopped batch.
     """
 
-    def __init__(self, transport: Transport, rpc_timeout: float, max_in_flight: int = 32,
+    def __init__(self, transport: Transport, rpc_timeout: float, senders: int = 4,
                  max_pending: int = 100_000, store: Optional[OutboxStore] = None) -> None:
         self._transport = transport
         self._rpc_timeout = rpc_timeout
@@ -139,23 +140,26 @@ class ResultOutbox:
         self._waiting: List[_Pending] = []  # heap of items in backoff
         self._cond = threading.Condition()
         self._in_flight = 0
-        self._max_in_flight = max_in_flight
+        self._senders = senders
         self._max_pending = max_pending
         self._store = store
         self._seq = 0
         self._closed = False
-        self._thread: Optional[threading.Thread] = None
+        self._threads: List[threading.Thread] = []
         self.delivered = 0
         self.dropped = 0
         self.refused = 0
         self.restored = 0
-        self.on_transport_error: Optional[Callable[[TransportError], None]] = None
 
     def start(self) -> None:
         if self._store is not None:
             self._restore(self._store)
-        self._thread = threading.Thread(target=self._run, name="snailjob-results", daemon=True)
-        self._thread.start()
+        # Blocking calls on a few threads: cheaper per call than gRPC futures,
+        # whose completion thread is started anew whenever none is in flight.
+        for n in range(self._senders):
+            thread = threading.Thread(target=self._run, name=f"snailjob-results-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _restore(self, store: OutboxStore) -> None:
         now = time.time()
@@ -231,8 +235,8 @@ class ResultOutbox:
             self._closed = True
             left = len(self._queue) + len(self._waiting)
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        for thread in self._threads:
+            thread.join(timeout=2)
         if left:
             kept = f"; kept in {self._store.path}" if self._store is not None else ""
             logger.error("%d task result(s) not delivered before shutdown%s", left, kept)
@@ -252,10 +256,9 @@ class ResultOutbox:
             with self._cond:
                 item = None
                 while not self._closed:
-                    if self._in_flight < self._max_in_flight:
-                        item = self._next_ready()
-                        if item is not None:
-                            break
+                    item = self._next_ready()
+                    if item is not None:
+                        break
                     wait = 0.5
                     if self._waiting:
                         wait = min(wait, self._waiting[0].not_before - time.monotonic())
@@ -263,16 +266,14 @@ class ResultOutbox:
                 if item is None:
                     return
                 self._in_flight += 1
-            self._send(item)
-
-    def _send(self, item: _Pending) -> None:
-        def done(reply: Optional[Reply], error: Optional[TransportError]) -> None:
+            try:
+                reply: Optional[Reply] = self._transport.call(item.uri, item.body, self._rpc_timeout)
+                error: Optional[TransportError] = None
+            except TransportError as exc:
+                reply, error = None, exc
+            except Exception as exc:  # a broken transport must not kill the thread
+                reply, error = None, TransportError(repr(exc))
             self._finished(item, reply, error)
-
-        try:
-            self._transport.call_future(item.uri, item.body, self._rpc_timeout, done)
-        except Exception as exc:  # a broken transport must not kill the thread
-            self._finished(item, None, TransportError(repr(exc)))
 
     def _finished(self, item: _Pending, reply: Optional[Reply], error: Optional[TransportError]) -> None:
         forget = True
@@ -300,8 +301,6 @@ class ResultOutbox:
             self._cond.notify_all()
         if forget:
             self._forget(item)
-        if error is not None and self.on_transport_error is not None:
-            self.on_transport_error(error)
 
 
 class LogShipper:

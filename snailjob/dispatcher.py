@@ -2,9 +2,10 @@
 (at most ``parallelNum`` threads), per-batch stop events, client-side
 ``executorTimeout`` and interruption.
 
-Worker threads are started on demand and exit when their batch has no more
-queued work (after ``linger`` seconds idle; at once for cluster batches, which
-have a single task), so nothing grows with the number of batches seen.
+Worker threads are shared: a batch takes an idle one (or starts one) for
+each of its at most ``parallelNum`` concurrent tasks and gives it back when
+its queue is empty; a thread unused for ``linger`` seconds exits, so nothing
+grows with the number of batches seen.
 
 Interruption: a stop or a timeout sets the batch's stop event (what
 ``ThreadPoolCache.event_is_set`` reads) and raises ``TaskInterrupted`` in each
@@ -31,7 +32,6 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
-from snailjob.wire.enums import JobTaskTypeEnum
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
 logger = logging.getLogger(__name__)
@@ -68,15 +68,20 @@ class Task:
 class _Batch:
     batch_id: int
     parallel: int
-    single: bool
     stop_event: threading.Event = field(default_factory=threading.Event)
     queue: Deque[Task] = field(default_factory=deque)
     running: Set[int] = field(default_factory=set)  # ids of running Task objects
     tasks: Dict[int, Task] = field(default_factory=dict)
     workers: int = 0
-    idle: int = 0
-    cond: Optional[threading.Condition] = None
     async_slots: Optional[asyncio.Semaphore] = None
+
+
+class _Slot:
+    """A worker thread's mailbox: the batch it should drain next."""
+
+    def __init__(self, batch: Optional[_Batch]) -> None:
+        self.batch = batch
+        self.wake = threading.Event()
 
 
 Outcome = Callable[[Task, ExecuteResult], None]
@@ -100,6 +105,7 @@ class Dispatcher:
         self._timers = _TimerWheel()
         self._names = itertools.count(1)
         self._loop = _LoopThread()
+        self._idle: List[_Slot] = []  # parked worker threads
 
     # --- queries ----------------------------------------------------------
 
@@ -125,9 +131,7 @@ class Dispatcher:
     def _batch_for(self, request: DispatchJobRequest) -> _Batch:
         batch = self._batches.get(request.taskBatchId)
         if batch is None:
-            single = request.taskType == JobTaskTypeEnum.CLUSTER
-            batch = _Batch(request.taskBatchId, max(1, min(request.parallelNum or 1, 256)), single)
-            batch.cond = threading.Condition(self._lock)
+            batch = _Batch(request.taskBatchId, max(1, min(request.parallelNum or 1, 256)))
             self._batches[request.taskBatchId] = batch
             self._stopped.pop(request.taskBatchId, None)
         return batch
@@ -151,14 +155,42 @@ class Dispatcher:
             task.context.stop_event = batch.stop_event
             batch.queue.append(task)
             batch.tasks[id(task)] = task
-            if batch.idle:
-                assert batch.cond is not None
-                batch.cond.notify()
-            elif batch.workers < batch.parallel:
+            if batch.workers < batch.parallel:
                 batch.workers += 1
-                name = f"snailjob-{request.taskBatchId}-{next(self._names)}"
-                threading.Thread(target=self._worker, args=(batch,), name=name, daemon=True).start()
+                self._assign(batch)
         self._arm_timeout(task)
+
+    def _assign(self, batch: _Batch) -> None:
+        """Give ``batch`` a worker thread: an idle one, else a new one
+        (caller holds the lock)."""
+        if self._idle:
+            slot = self._idle.pop()
+            slot.batch = batch
+            slot.wake.set()
+            return
+        slot = _Slot(batch)
+        name = f"snailjob-worker-{next(self._names)}"
+        threading.Thread(target=self._thread_main, args=(slot,), name=name, daemon=True).start()
+
+    def _thread_main(self, slot: _Slot) -> None:
+        """A worker thread: drains the batches it is given; after ``linger``
+        seconds without one it exits."""
+        me = threading.current_thread()
+        while True:
+            batch = slot.batch
+            assert batch is not None
+            me.name = f"snailjob-{batch.batch_id}-{me.ident}"
+            self._worker(batch)
+            with self._lock:
+                slot.batch = None
+                slot.wake.clear()
+                self._idle.append(slot)
+            me.name = "snailjob-worker-idle"
+            slot.wake.wait(self._linger)
+            with self._lock:
+                if slot.batch is None:  # not handed a batch while it waited
+                    self._idle.remove(slot)
+                    return
 
     def _arm_timeout(self, task: Task) -> None:
         timeout = task.request.executorTimeout
@@ -190,8 +222,6 @@ class Dispatcher:
                     task.timer.cancel()
             affected = len(batch.tasks)
             batch.queue.clear()
-            assert batch.cond is not None
-            batch.cond.notify_all()
         if running:
             if self._interrupt_delay > 0:
                 self._timers.schedule(time.monotonic() + self._interrupt_delay,
@@ -291,25 +321,16 @@ class Dispatcher:
     # --- workers ----------------------------------------------------------
 
     def _next(self, batch: _Batch, holder: List[Optional[Task]]) -> bool:
-        """Take the batch's next task into ``holder``; False when the worker
-        should exit."""
-        assert batch.cond is not None
+        """Take the batch's next task into ``holder``; False when the batch has
+        no queued work left for this worker."""
         with self._lock:
-            while True:
-                if batch.queue and not batch.stop_event.is_set():
-                    task = batch.queue.popleft()
-                    task.state = _RUNNING
-                    task.thread_id = threading.get_ident()
-                    batch.running.add(id(task))
-                    holder[0] = task
-                    return True
-                if batch.stop_event.is_set() or batch.single:
-                    break
-                batch.idle += 1
-                notified = batch.cond.wait(self._linger)
-                batch.idle -= 1
-                if not notified and not batch.queue:
-                    break
+            if batch.queue and not batch.stop_event.is_set():
+                task = batch.queue.popleft()
+                task.state = _RUNNING
+                task.thread_id = threading.get_ident()
+                batch.running.add(id(task))
+                holder[0] = task
+                return True
             batch.workers -= 1
             if batch.workers == 0 and not batch.tasks and self._batches.get(batch.batch_id) is batch:
                 del self._batches[batch.batch_id]

@@ -3,7 +3,7 @@ server the SnailJob server calls back into.
 
 Both directions use the single method ``/UnaryRequest/unaryRequest``.  Every
 outbound call carries a deadline.  ``Transport`` is the seam tests can swap:
-anything with ``call`` and ``call_future`` will do.
+anything with ``call`` and ``close`` will do.
 """
 
 from __future__ import annotations
@@ -49,9 +49,6 @@ class Reply:
 
 class Transport(Protocol):
     def call(self, uri: str, body: str, timeout: float) -> Reply: ...
-
-    def call_future(self, uri: str, body: str, timeout: float,
-                    done: Callable[[Optional[Reply], Optional[TransportError]], None]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -118,27 +115,6 @@ class GrpcTransport:
             raise TransportError(f"{uri}: {exc}") from None
         return Reply(result.status, result.message, decode_data(result.data))
 
-    def call_future(self, uri: str, body: str, timeout: float,
-                    done: Callable[[Optional[Reply], Optional[TransportError]], None]) -> None:
-        """Start a call; ``done(reply, error)`` runs on a gRPC thread."""
-        try:
-            fut = self._method.future(self._request(uri, body), timeout=timeout)
-        except ValueError as exc:
-            done(None, TransportError(f"{uri}: {exc}"))
-            return
-
-        def _finished(f: Any) -> None:
-            try:
-                result = f.result()
-            except grpc.RpcError as exc:
-                done(None, _transport_error(uri, exc))
-            except Exception as exc:  # cancelled, closed channel
-                done(None, TransportError(f"{uri}: {exc!r}"))
-            else:
-                done(Reply(result.status, result.message, decode_data(result.data)), None)
-
-        fut.add_done_callback(_finished)
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -197,17 +173,6 @@ class FailoverTransport:
         except TransportError as exc:
             self._failed(index, exc)
             raise
-
-    def call_future(self, uri: str, body: str, timeout: float,
-                    done: Callable[[Optional[Reply], Optional[TransportError]], None]) -> None:
-        index = self._current
-
-        def finished(reply: Optional[Reply], error: Optional[TransportError]) -> None:
-            if error is not None:
-                self._failed(index, error)
-            done(reply, error)
-
-        self._members[index].call_future(uri, body, timeout, finished)
 
     def close(self) -> None:
         for member in self._members:

@@ -12,7 +12,6 @@ import grpc
 import pytest
 
 from snailjob import Client, Settings
-from snailjob.errors import TransportError
 from snailjob.transport import Reply
 from snailjob.wire import snailjob_pb2 as pb
 
@@ -44,14 +43,6 @@ class RecordingTransport:
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
         return self._answer(uri, body)
-
-    def call_future(self, uri: str, body: str, timeout: float, done: Callable[..., None]) -> None:
-        try:
-            reply = self._answer(uri, body)
-        except TransportError as exc:
-            done(None, exc)
-        else:
-            done(reply, None)
 
     def close(self) -> None:
         self.closed = True
