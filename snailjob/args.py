@@ -12,6 +12,7 @@ strings, one per upstream result).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 import typing
@@ -156,11 +157,14 @@ def declare_types(func: Callable[..., Any], params: Any = None, item: Any = None
     declared = {k: v for k, v in (("params", params), ("item", item)) if v is not None}
     if declared:
         setattr(func, _TYPES_ATTR, {**getattr(func, _TYPES_ATTR, {}), **declared})
+        declared_types.cache_clear()
 
 
+@functools.lru_cache(maxsize=1024)
 def declared_types(func: Callable[..., Any]) -> Dict[str, Any]:
     """Declared types of an executor: decorator arguments first, then the
-    annotation of its first parameter (``JobArgs[T]`` and subclasses)."""
+    annotation of its first parameter (``JobArgs[T]`` and subclasses).
+    Cached per function (resolving annotations costs more than a task)."""
     declared = dict(getattr(func, _TYPES_ATTR, {}))
     if "params" not in declared:
         target = getattr(func, "__func__", func)

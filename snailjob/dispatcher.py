@@ -515,7 +515,8 @@ class _TimerWheel:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="snailjob-timeouts", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0] is handle:  # only an earlier deadline needs the thread awake
+                self._cond.notify()
         return handle
 
     def _run(self) -> None:
