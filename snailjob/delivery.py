@@ -15,7 +15,6 @@ import heapq
 import logging
 import os
 import random
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,6 +84,8 @@ class OutboxStore:
     SQLite's ``synchronous=NORMAL`` in WAL mode goes."""
 
     def __init__(self, path: str) -> None:
+        import sqlite3  # only when an outbox file is configured (about 1 MB of RSS)
+
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self.path = path
@@ -154,8 +155,11 @@ class ResultOutbox:
     def start(self) -> None:
         if self._store is not None:
             self._restore(self._store)
-        # Blocking calls on a few threads: cheaper per call than gRPC futures,
-        # whose completion thread is started anew whenever none is in flight.
+
+    def _start_senders(self) -> None:
+        """Start the sender threads on first use (caller holds the lock).
+        Blocking calls on a few threads: cheaper per call than gRPC futures,
+        whose completion thread is started anew whenever none is in flight."""
         for n in range(self._senders):
             thread = threading.Thread(target=self._run, name=f"snailjob-results-{n}", daemon=True)
             thread.start()
@@ -181,6 +185,8 @@ class ResultOutbox:
 
     def _enqueue(self, item: _Pending) -> None:
         with self._cond:
+            if not self._threads and not self._closed:
+                self._start_senders()
             self._seq += 1
             item.seq = self._seq
             self._queue.append(item)
@@ -196,7 +202,7 @@ class ResultOutbox:
         if item.row is not None and self._store is not None:
             try:
                 self._store.remove(item.row)
-            except sqlite3.Error:
+            except Exception:  # sqlite3.Error; the result was handled, the file is stale
                 logger.exception("could not update the outbox file")
 
     def discard_batch(self, key: Any) -> int:

@@ -39,6 +39,8 @@ _remote = logging.getLogger("snailjob.remote")
 
 _QUEUED, _RUNNING, _DONE, _STOPPED = "queued", "running", "done", "stopped"
 _STOP_MEMORY = 4096  # stopped batches remembered for event_is_set()
+_STOPPED_EVENT = threading.Event()  # what a stopped batch that has left reports
+_STOPPED_EVENT.set()
 
 
 def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
@@ -101,7 +103,7 @@ class Dispatcher:
         self._interrupt_delay = interrupt_delay
         self._lock = threading.Lock()
         self._batches: Dict[int, _Batch] = {}
-        self._stopped: OrderedDict[int, threading.Event] = OrderedDict()
+        self._stopped: OrderedDict[int, None] = OrderedDict()  # ids of recently stopped batches
         self._timers = _TimerWheel()
         self._names = itertools.count(1)
         self._loop = _LoopThread()
@@ -115,7 +117,7 @@ class Dispatcher:
             batch = self._batches.get(batch_id)
             if batch is not None:
                 return batch.stop_event
-            return self._stopped.get(batch_id)
+            return _STOPPED_EVENT if batch_id in self._stopped else None
 
     def running_count(self) -> int:
         """Tasks queued or running."""
@@ -142,13 +144,13 @@ class Dispatcher:
         coroutine functions; each kind at most ``parallelNum`` at once)."""
         request = task.request
         task.is_async = is_async_callable(task.func)
+        self._arm_timeout(task)  # before the task can finish, so that finishing cancels it
         if task.is_async:
             with self._lock:
                 batch = self._batch_for(request)
                 task.context.stop_event = batch.stop_event
                 batch.tasks[id(task)] = task
             self._loop.call(self._start_async, task, batch)
-            self._arm_timeout(task)
             return
         with self._lock:
             batch = self._batch_for(request)
@@ -158,7 +160,6 @@ class Dispatcher:
             if batch.workers < batch.parallel:
                 batch.workers += 1
                 self._assign(batch)
-        self._arm_timeout(task)
 
     def _assign(self, batch: _Batch) -> None:
         """Give ``batch`` a worker thread: an idle one, else a new one
@@ -210,7 +211,7 @@ class Dispatcher:
             if batch is None:
                 return 0
             batch.stop_event.set()
-            self._remember_stopped(batch_id, batch.stop_event)
+            self._remember_stopped(batch_id)
             running = []
             for task in list(batch.tasks.values()):
                 if task.state == _RUNNING:
@@ -244,8 +245,8 @@ class Dispatcher:
                     task.interrupted = True
                     _raise_in_thread(task.thread_id, TaskInterrupted)
 
-    def _remember_stopped(self, batch_id: int, event: threading.Event) -> None:
-        self._stopped[batch_id] = event
+    def _remember_stopped(self, batch_id: int) -> None:
+        self._stopped[batch_id] = None
         while len(self._stopped) > _STOP_MEMORY:
             self._stopped.popitem(last=False)
 
