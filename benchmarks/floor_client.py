@@ -1,0 +1,154 @@
+"""The floor: a bare grpcio process that answers ``/job/dispatch/v1`` and
+sends one result report per task over one long-lived channel, with no job
+logic, no validation, no worker threads of its own and no retries.
+
+By default it uses the same threading model as both real clients (grpcio's
+synchronous server on a ``ThreadPoolExecutor``, reports started with
+``future``) and the same settings names::
+
+    SNAIL_SERVER_PORT=... SNAIL_HOST_PORT=... SNAIL_TOKEN=... python benchmarks/floor_client.py [--aio]
+
+It beats once at start (so the load generator knows it is up), answers every
+dispatch with ``status=1, data=true`` after starting the report call
+asynchronously, answers any other call with ``data=true``, and exits on
+SIGTERM or SIGINT.
+
+``--aio`` runs the same logic on ``grpc.aio`` (server and channel on one
+event-loop thread): a reference for what grpcio's asyncio API costs on the
+same machine, not a model of either client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from typing import Any, Dict, Set
+
+import grpc
+import grpc.aio
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import MAX_MESSAGE, METHOD, NAMESPACE, load_pb2  # noqa: E402
+
+WORKERS = 16  # as this client's SNAIL_INBOUND_WORKERS default
+
+
+class FloorBase:
+    """Settings, headers and message building shared by both floors."""
+
+    def __init__(self) -> None:
+        env = os.environ
+        self.pb = load_pb2()
+        self.group = env.get("SNAIL_GROUP_NAME", "bench_group")
+        self.port = int(env.get("SNAIL_HOST_PORT", "17889"))
+        self.bind = f"{env.get('SNAIL_BIND_HOST', '127.0.0.1')}:{self.port}"
+        self.target = f"{env.get('SNAIL_SERVER_HOST', '127.0.0.1')}:{env.get('SNAIL_SERVER_PORT', '17888')}"
+        self.headers: Dict[str, str] = {
+            "host-id": "py-floor", "host-ip": "127.0.0.1", "host-port": str(self.port), "namespace": NAMESPACE,
+            "group-name": self.group, "token": env.get("SNAIL_TOKEN", ""), "executor-type": "2",
+        }
+        self.req_ids = 0
+        self.in_flight: Set[Any] = set()  # a dropped future cancels its call
+        self.lock = threading.Lock()
+
+    def request(self, uri: str, body: str) -> Any:
+        """A ``GrpcSnailJobRequest`` with this node's headers."""
+        self.req_ids += 1  # not atomic; the server does not care
+        return self.pb.GrpcSnailJobRequest(reqId=self.req_ids, metadata=self.pb.Metadata(uri=uri, headers=self.headers),
+                                           body=body)
+
+    def report_for(self, dispatch_body: str) -> Any:
+        """The success report of the task in a dispatch body."""
+        task = json.loads(dispatch_body)[0]
+        report = {
+            "jobId": task["jobId"], "taskBatchId": task["taskBatchId"], "taskId": task["taskId"],
+            "taskType": task["taskType"], "groupName": task.get("groupName") or self.group, "taskStatus": 3,
+            "executeResult": {"status": 1, "result": None, "message": ""}, "retry": False, "retryStatus": False,
+        }
+        return self.request("/report/dispatch/result", json.dumps([report]))
+
+    def handler(self, behaviour: Any) -> Any:
+        """The generic handler of ``/UnaryRequest/unaryRequest`` calling ``behaviour``."""
+        method = grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=self.pb.GrpcSnailJobRequest.FromString,
+            response_serializer=self.pb.GrpcResult.SerializeToString)
+        return grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": method})
+
+
+class SyncFloor(FloorBase):
+    """grpcio's synchronous server and channel, as both clients use them."""
+
+    def serve(self, request: Any, context: Any) -> Any:
+        """Answer a server call; for a dispatch, start its report first."""
+        if request.metadata.uri == "/job/dispatch/v1":
+            fut = self.call.future(self.report_for(request.body), timeout=5)
+            with self.lock:
+                self.in_flight.add(fut)
+            fut.add_done_callback(self._done)
+        return self.pb.GrpcResult(reqId=request.reqId, status=1, message="", data="true")
+
+    def _done(self, fut: Any) -> None:
+        with self.lock:
+            self.in_flight.discard(fut)
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT."""
+        channel = grpc.insecure_channel(self.target)
+        self.call = channel.unary_unary(METHOD, request_serializer=self.pb.GrpcSnailJobRequest.SerializeToString,
+                                        response_deserializer=self.pb.GrpcResult.FromString)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS),
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
+        server.add_generic_rpc_handlers((self.handler(self.serve),))
+        server.add_insecure_port(self.bind)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        server.start()
+        self.call(self.request("/beat", '["PING"]'), timeout=5)
+        while not stop.wait(0.5):
+            pass
+        server.stop(0.5).wait(2)
+        channel.close()
+
+
+class AioFloor(FloorBase):
+    """The same floor on ``grpc.aio``: server and channel on one event loop."""
+
+    async def serve(self, request: Any, context: Any) -> Any:
+        """Answer a server call; for a dispatch, start its report as a task."""
+        if request.metadata.uri == "/job/dispatch/v1":
+            call = asyncio.ensure_future(self.call(self.report_for(request.body), timeout=5))
+            self.in_flight.add(call)
+            call.add_done_callback(self.in_flight.discard)
+        return self.pb.GrpcResult(reqId=request.reqId, status=1, message="", data="true")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT."""
+        channel = grpc.aio.insecure_channel(self.target)
+        self.call = channel.unary_unary(METHOD, request_serializer=self.pb.GrpcSnailJobRequest.SerializeToString,
+                                        response_deserializer=self.pb.GrpcResult.FromString)
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
+        server.add_generic_rpc_handlers((self.handler(self.serve),))
+        server.add_insecure_port(self.bind)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        await self.call(self.request("/beat", '["PING"]'), timeout=5)
+        await stop.wait()
+        await server.stop(0.5)
+        await channel.close()
+
+
+if __name__ == "__main__":
+    if "--aio" in sys.argv[1:]:
+        asyncio.run(AioFloor().run())
+    else:
+        SyncFloor().run()
