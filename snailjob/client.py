@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 from pydantic import ValidationError
 
 from snailjob._version import __version__
-from snailjob.args import build_args
-from snailjob.context import TaskContext
+from snailjob.args import JobArgs, build_args
+from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, backoff, call_with_retry
 from snailjob.dispatcher import Dispatcher, Task
 from snailjob.errors import MapError, SnailJobError, TransportError
@@ -390,7 +390,7 @@ class Client:
         except UnknownTask as exc:
             return self._refuse(1, str(exc), request)
         args, warnings = build_args(request)
-        ctx = TaskContext(request, args, threading.Event(), self)
+        ctx = TaskContext(request, args, UNASSIGNED_STOP, self)  # the dispatcher sets the batch's
         if warnings:
             ctx.extra["warnings"] = warnings
         self.dispatcher.submit(Task(request, func, args, ctx))
@@ -417,7 +417,6 @@ class Client:
 
     def _on_outcome(self, task: Task, outcome: ExecuteResult) -> None:
         req = task.request
-        changed = task.args.change_wf_context.to_dict() if task.args.change_wf_context is not None else {}
         success = outcome.is_success
         report = DispatchJobResultRequest(
             jobId=req.jobId, taskBatchId=req.taskBatchId, taskId=req.taskId,
@@ -427,7 +426,7 @@ class Client:
             executeResult=WireExecuteResult(status=int(enums.StatusEnum.YES if success else enums.StatusEnum.NO),
                                             result=outcome.result, message=outcome.message or ""),
             retryScene=req.retryScene, retry=req.retry, retryStatus=req.retryStatus,
-            wfContext=dumps(changed) if changed else None,
+            wfContext=_changed_context(task.args),
         )
         assert self._outbox is not None
         s = self.settings
@@ -452,11 +451,10 @@ class Client:
 
     def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
         req = task.request
-        changed = task.args.change_wf_context.to_dict() if task.args.change_wf_context is not None else {}
         payload = MapTaskRequest(
             jobId=req.jobId, taskBatchId=req.taskBatchId, parentId=req.taskId,
             workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,
-            wfContext=dumps(changed) if changed else None, taskName=next_task_name, subTask=items)
+            wfContext=_changed_context(task.args), taskName=next_task_name, subTask=items)
         assert self._transport is not None
         try:
             # The server answers a map report only after creating every sub-task,
@@ -476,6 +474,13 @@ class Client:
     def ship_log(self, entry: Dict[str, Any]) -> None:
         if self._logs is not None:
             self._logs.offer(entry)
+
+
+def _changed_context(args: JobArgs) -> Optional[str]:
+    """The workflow-context keys a task changed, as the JSON text the server
+    stores, or ``None`` when it changed none."""
+    changed = args.change_wf_context.to_dict() if args.change_wf_context is not None else {}
+    return dumps(changed) if changed else None
 
 
 def _short(text: str, limit: int = 100) -> str:

@@ -19,6 +19,10 @@ from snailjob.args import JobArgs
 from snailjob.errors import NotInJobError
 from snailjob.wire.models import DispatchJobRequest
 
+UNASSIGNED_STOP = threading.Event()
+"""Placeholder stop event of a ``TaskContext`` until the dispatcher gives it
+its batch's (never set)."""
+
 
 class TaskServices(Protocol):
     """What job-side helpers need from the client that runs the task."""

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
@@ -72,7 +72,6 @@ class _Batch:
     parallel: int
     stop_event: threading.Event = field(default_factory=threading.Event)
     queue: Deque[Task] = field(default_factory=deque)
-    running: Set[int] = field(default_factory=set)  # ids of running Task objects
     tasks: Dict[int, Task] = field(default_factory=dict)
     workers: int = 0
     async_slots: Optional[asyncio.Semaphore] = None
@@ -329,7 +328,6 @@ class Dispatcher:
                 task = batch.queue.popleft()
                 task.state = _RUNNING
                 task.thread_id = threading.get_ident()
-                batch.running.add(id(task))
                 holder[0] = task
                 return True
             batch.workers -= 1
@@ -346,7 +344,6 @@ class Dispatcher:
             if task.state == _RUNNING:
                 task.state = _DONE
             task.finished = True
-            batch.running.discard(id(task))
             batch.tasks.pop(id(task), None)
             if task.timer is not None:
                 task.timer.cancel()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,8 +91,8 @@ class Settings(BaseSettings):
         for entry in (part.strip() for part in value.split(",")):
             if not entry:
                 raise ValueError("empty entry in the server list")
-            host, sep, port = entry.rpartition(":")
-            if sep and port.isdigit() and not (0 < int(port) < 65536):
+            port = _split_server(entry)[1]
+            if port is not None and not (0 < port < 65536):
                 raise ValueError(f"port of {entry!r} is out of range")
         return value
 
@@ -143,11 +143,8 @@ class Settings(BaseSettings):
         separated list; an entry without a port uses ``SNAIL_SERVER_PORT``)."""
         targets = []
         for entry in filter(None, (part.strip() for part in self.snail_server_host.split(","))):
-            host, sep, port = entry.rpartition(":")
-            if sep and port.isdigit() and "]" not in port:
-                targets.append(f"{host}:{port}")
-            else:
-                targets.append(f"{entry}:{self.snail_server_port}")
+            host, port = _split_server(entry)
+            targets.append(f"{host}:{port if port is not None else self.snail_server_port}")
         return targets
 
     @property
@@ -163,6 +160,14 @@ class Settings(BaseSettings):
     @property
     def snail_version(self) -> str:
         return __version__
+
+
+def _split_server(entry: str) -> Tuple[str, Optional[int]]:
+    """``host:port`` → ``(host, port)``; a bare host (or IPv6 literal) has no port."""
+    host, sep, port = entry.rpartition(":")
+    if sep and port.isdigit() and (host.endswith("]") or ":" not in host):
+        return host, int(port)
+    return entry, None
 
 
 def new_host_id() -> str:

@@ -56,3 +56,20 @@ def test_token_value_never_in_error(monkeypatch):
     assert "repr" not in str(info.value)
     monkeypatch.setenv("SNAIL_TOKEN", "SJ_secret_value")
     assert "SJ_secret_value" not in repr(Settings.load(env_file=None))
+
+
+@pytest.mark.parametrize("value,targets", [
+    ("10.0.0.5", ["10.0.0.5:17888"]),
+    ("10.0.0.5:19000", ["10.0.0.5:19000"]),
+    ("h1:1, h2", ["h1:1", "h2:17888"]),
+    ("[::1]:5", ["[::1]:5"]),
+    ("[::1]", ["[::1]:17888"]),
+])
+def test_server_list(value, targets):
+    assert Settings.load(env_file=None, snail_server_host=value).server_targets == targets
+
+
+@pytest.mark.parametrize("value,fragment", [("h1,,h2", "empty entry"), ("h1:70000", "out of range")])
+def test_bad_server_list(value, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        Settings.load(env_file=None, snail_server_host=value)
