@@ -37,12 +37,14 @@ from snailjob.compat import (
     configure_settings,
     get_snailjob_settings,
 )
-from snailjob.context import TaskContext, current_task
+from snailjob.context import RetryContext, TaskContext, current_retry, current_task
 from snailjob.errors import (
     ConfigurationError,
     ExecutorRegistrationError,
     MapError,
     NotInJobError,
+    RetryDefinitionError,
+    RetrySerializationError,
     SnailJobError,
     TaskInterrupted,
     TransportError,
@@ -50,6 +52,7 @@ from snailjob.errors import (
 from snailjob.executors import Executor, ExecutorRegistry, MapExecutor, MapReduceExecutor, job
 from snailjob.log import RemoteLogHandler, SnailLog
 from snailjob.mapreduce import mr_do_map, mr_do_map_async
+from snailjob.retry import Backoff, Retryable, RetryCall, RetryRegistry, RetryStrategy, StopRetry, retryable
 from snailjob.settings import Settings
 from snailjob.wire.enums import ROOT_MAP
 from snailjob.wire.models import ExecuteResult
@@ -58,6 +61,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "ROOT_MAP",
+    "Backoff",
     "Client",
     "ConfigurationError",
     "ExecuteResult",
@@ -75,11 +79,19 @@ __all__ = [
     "ParamsError",
     "ReduceArgs",
     "RemoteLogHandler",
+    "RetryCall",
+    "RetryContext",
+    "RetryDefinitionError",
+    "RetryRegistry",
+    "RetrySerializationError",
+    "RetryStrategy",
+    "Retryable",
     "Settings",
     "ShardingJobArgs",
     "SnailContextManager",
     "SnailJobError",
     "SnailLog",
+    "StopRetry",
     "TaskContext",
     "TaskInterrupted",
     "ThreadPoolCache",
@@ -88,11 +100,13 @@ __all__ = [
     "__version__",
     "client_main",
     "configure_settings",
+    "current_retry",
     "current_task",
     "get_snailjob_settings",
     "job",
     "mr_do_map",
     "mr_do_map_async",
+    "retryable",
 ]
 
 

@@ -8,36 +8,53 @@ executors); ``client_main()`` runs one built from the environment.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import json
 import logging
 import re
 import signal
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
 from snailjob._version import __version__
 from snailjob.args import JobArgs, build_args
-from snailjob.context import UNASSIGNED_STOP, TaskContext
-from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, backoff, call_with_retry
-from snailjob.dispatcher import Dispatcher, Task
-from snailjob.errors import MapError, SnailJobError, TransportError
+from snailjob.context import UNASSIGNED_STOP, RetryContext, TaskContext
+from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
+from snailjob.dispatcher import Dispatcher, Task, Work
+from snailjob.errors import MapError, RetrySerializationError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
 from snailjob.log import install_remote_handler
+from snailjob.retry import (
+    SERIALIZER_NAME,
+    Retryable,
+    RetryCall,
+    RetryOutcome,
+    RetryRegistry,
+    RetryWork,
+)
 from snailjob.settings import Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, InboundServer, Reply, Transport
 from snailjob.wire import enums
 from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object
 from snailjob.wire.models import (
+    DispatchCallbackResultRequest,
     DispatchJobRequest,
     DispatchJobResultRequest,
-    ExecuteResult,
+    DispatchRetryRequest,
+    DispatchRetryResultRequest,
+    GenerateRetryIdempotentIdRequest,
     JobExecutorRequest,
     MapTaskRequest,
+    RetryArgsDeserializeRequest,
+    RetryCallbackRequest,
+    RetryTaskRequest,
     StopJobRequest,
+    StopRetryRequest,
     WireExecuteResult,
 )
 
@@ -66,15 +83,20 @@ class Client:
     """
 
     def __init__(self, settings: Optional[Settings] = None,
-                 executors: Union[ExecutorRegistry, Iterable[Executor]] = (),
-                 transport_factory: Optional[TransportFactory] = None) -> None:
+                 executors: Union[ExecutorRegistry, Iterable[Union[Executor, Retryable[Any, Any]]]] = (),
+                 transport_factory: Optional[TransportFactory] = None,
+                 retries: Optional[RetryRegistry] = None) -> None:
         self.settings = settings if settings is not None else Settings.load()
+        self.retries = retries if retries is not None else RetryRegistry()
         if isinstance(executors, ExecutorRegistry):
             self.registry = executors
         else:
             self.registry = ExecutorRegistry()
             for executor in executors:
-                self.registry.register(executor)
+                if isinstance(executor, Retryable):
+                    self.retries.register(executor)
+                else:
+                    self.registry.register(executor)
         self._transport_factory = transport_factory or GrpcTransport
         self.host_id = self.settings.snail_host_id or new_host_id()
         self.host_port = self.settings.snail_host_port
@@ -95,12 +117,17 @@ class Client:
                                      interrupt_delay=self.settings.snail_interrupt_delay)
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
+        self._retry_reports: Optional[RetryReporter] = None
         self._headers: Dict[str, str] = {}
 
     # --- public lifecycle -------------------------------------------------
 
-    def register(self, executor: Executor) -> None:
-        """Add an executor; allowed before and after ``start()``."""
+    def register(self, executor: Union[Executor, Retryable[Any, Any]]) -> None:
+        """Add an executor or a ``@retryable`` function; allowed before and
+        after ``start()``."""
+        if isinstance(executor, Retryable):
+            self.retries.register(executor)
+            return
         self.registry.register(executor)
         with self._lock:
             self._registry_version += 1
@@ -135,8 +162,13 @@ class Client:
                                     max_pending=s.snail_result_queue_max, store=store)
         self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
                                 s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
+        self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, batch_size=50,
+                                            interval=s.snail_retry_report_interval,
+                                            max_buffer=s.snail_retry_report_max_buffer)
         self._outbox.start()
         self._logs.start()
+        self._retry_reports.start()
+        self.retries.attach(self)
         self._inbound.start()
         self._accepting = True
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="snailjob-heartbeat",
@@ -168,6 +200,9 @@ class Client:
                 self.dispatcher.stop_all("shutdown")
                 self.dispatcher.wait_idle(2.0)
             self._stopping.set()
+            self.retries.detach(self)
+            if self._retry_reports is not None:
+                self._retry_reports.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
             if self._outbox is not None:
                 self._outbox.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
             if self._logs is not None:
@@ -244,13 +279,21 @@ class Client:
             "logs_shipped": logs.shipped if logs else 0,
             "logs_dropped": logs.dropped if logs else 0,
             "logs_buffered": logs.buffered() if logs else 0,
+            "retry_reports_sent": self._retry_reports.shipped if self._retry_reports else 0,
+            "retry_reports_refused": self._retry_reports.refused if self._retry_reports else 0,
+            "retry_reports_dropped": self._retry_reports.dropped if self._retry_reports else 0,
+            "retry_reports_pending": self._retry_reports.buffered() if self._retry_reports else 0,
             "tasks_active": self.dispatcher.running_count(),
             "batches_active": self.dispatcher.batch_count(),
         }
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until queued results are delivered; False on timeout."""
-        return self._outbox.flush(timeout) if self._outbox else True
+        """Send queued retry reports now and wait until they and queued
+        results are delivered; False on timeout."""
+        deadline = time.monotonic() + timeout
+        if self._retry_reports is not None and not self._retry_reports.flush(timeout):
+            return False
+        return self._outbox.flush(max(0.0, deadline - time.monotonic())) if self._outbox else True
 
     # --- headers, heartbeat, registration ----------------------------------
 
@@ -363,6 +406,9 @@ class Client:
             return self._on_stop(body)
         if path == enums.URI_SYNC_VERSION:
             return Reply(1, "", None)
+        handler = self._retry_handlers.get(path)
+        if handler is not None:
+            return handler(self, body)
         logger.debug("unsupported server call %s answered with null", path[:100])
         return Reply(1, "", None)
 
@@ -413,9 +459,170 @@ class Client:
             self._outbox.discard_batch(request.taskBatchId)
         return Reply(1, "", True)
 
+    # --- retries: the server's side of a @retryable call --------------------
+
+    def report_retry(self, request: RetryTaskRequest) -> None:
+        """Queue a call for ``/batch/report`` (what ``Retryable.report`` uses)."""
+        reporter = self._retry_reports
+        entry = request.model_copy(update={"groupName": self.settings.snail_group_name}).to_wire()
+        if reporter is None or not reporter.offer(entry):
+            raise SnailJobError(f"client {self.host_id} is not running")
+
+    def _find_retryable(self, scene: str, executor_name: str,
+                        serializer: Optional[str]) -> Union[Retryable[Any, Any], str]:
+        """The retryable a server call names, or why there is none."""
+        if serializer and serializer != SERIALIZER_NAME:
+            return (f"serializer {_short(serializer, 40)} is not supported by the Python client "
+                    f"(it reads {SERIALIZER_NAME!r}: a JSON array with one value per parameter)")
+        retryable = self.retries.get(scene, executor_name)
+        if retryable is None:
+            known = ", ".join(f"{s}/{e}" for s, e in self.retries.names()) or "none"
+            return (f"no retryable for scene {_short(scene, 64)} and executor {_short(executor_name)} "
+                    f"on this client (registered: {_short(known, 300)})")
+        return retryable
+
+    def _parse_retry(self, model: Any, body: str, what: str) -> Any:
+        """``model`` from the body, or a refusal ``Reply``."""
+        try:
+            return model.model_validate(first_object(decode_body(body), what))
+        except BodyError as exc:
+            return self._refuse_retry(f"invalid {what} request: {exc}")
+        except ValidationError as exc:
+            return self._refuse_retry(f"invalid {what} request: {_summarize(exc)}")
+
+    def _refuse_retry(self, message: str) -> Reply:
+        logger.warning("retry call refused: %s", message)
+        return Reply(0, message, False)
+
+    def _retry_call_args(self, request: Any, what: str) -> Union[Reply, Tuple[Retryable[Any, Any], Any, Any]]:
+        found = self._find_retryable(request.sceneName, request.executorName, request.serializerName)
+        if isinstance(found, str):
+            return self._refuse_retry(found)
+        try:
+            args, kwargs = found.decode_args(request.argsStr)
+        except RetrySerializationError as exc:
+            return self._refuse_retry(f"{what} {request.retryTaskId}: {exc}")
+        return found, args, kwargs
+
+    def _on_retry_dispatch(self, body: str) -> Reply:
+        request = self._parse_retry(DispatchRetryRequest, body, "retry dispatch")
+        if isinstance(request, Reply):
+            return request
+        if not self._accepting:
+            return self._refuse_retry(f"client {self.host_id} is shutting down")
+        found = self._retry_call_args(request, "retry")
+        if isinstance(found, Reply):
+            return found
+        retryable, args, kwargs = found
+        ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
+                           request.retryCount or 0, "retry", UNASSIGNED_STOP, self)
+        work = RetryWork(functools.partial(retryable.func, *args, **kwargs), ctx,
+                         request.executorTimeout, request)
+        self.dispatcher.submit(work)
+        return Reply(1, "", True)
+
+    def _on_retry_callback(self, body: str) -> Reply:
+        request = self._parse_retry(RetryCallbackRequest, body, "retry callback")
+        if isinstance(request, Reply):
+            return request
+        if not self._accepting:
+            return self._refuse_retry(f"client {self.host_id} is shutting down")
+        found = self._retry_call_args(request, "callback")
+        if isinstance(found, Reply):
+            return found
+        retryable, args, kwargs = found
+        call = RetryCall(request.sceneName, request.executorName, tuple(args), dict(kwargs),
+                         request.retryId, request.retryTaskId, request.retryStatus)
+        status = request.retryStatus
+        callback = (retryable.on_success if status == enums.RetryStatusEnum.FINISH
+                    else retryable.on_max_count if status == enums.RetryStatusEnum.MAX_COUNT else None)
+        ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
+                           0, "callback", UNASSIGNED_STOP, self, retry_status=status)
+        func = functools.partial(callback, call) if callback is not None else _no_callback
+        self.dispatcher.submit(RetryWork(func, ctx, request.executorTimeout, request))
+        return Reply(1, "", True)
+
+    def _on_retry_stop(self, body: str) -> Reply:
+        request = self._parse_retry(StopRetryRequest, body, "retry stop")
+        if isinstance(request, Reply):
+            return request
+        key = f"retry-{request.retryTaskId}"
+        self.dispatcher.stop_batch(key, reason="stopped by the server")
+        if self._outbox is not None:
+            self._outbox.discard_batch(key)
+        return Reply(1, "", True)
+
+    def _on_retry_idempotent_id(self, body: str) -> Reply:
+        request = self._parse_retry(GenerateRetryIdempotentIdRequest, body, "idempotent id")
+        if isinstance(request, Reply):
+            return request
+        found = self._find_retryable(request.scene, request.executorName, request.serializerName)
+        if isinstance(found, str):
+            return self._refuse_retry(found)
+        try:
+            args, kwargs = found.decode_args(request.argsStr)
+            # the canonical text, so the id matches the one a report of this call carries
+            return Reply(1, "", found.idempotent_id_for(args, kwargs, found.encode_args(args, kwargs)))
+        except SnailJobError as exc:
+            return self._refuse_retry(f"idempotent id of scene {_short(request.scene, 64)}: {exc}")
+        except Exception as exc:  # the user's idempotent_id function failed
+            return self._refuse_retry(f"idempotent id function of {found.executor_name} raised "
+                                      f"{type(exc).__name__}: {exc}")
+
+    def _on_retry_deserialize(self, body: str) -> Reply:
+        request = self._parse_retry(RetryArgsDeserializeRequest, body, "deserialize")
+        if isinstance(request, Reply):
+            return request
+        found = self._find_retryable(request.scene, request.executorName, request.serializerName)
+        if isinstance(found, str):
+            return self._refuse_retry(found)
+        try:
+            args, kwargs = found.decode_args(request.argsStr)
+            return Reply(1, "", json.loads(found.encode_args(args, kwargs)))
+        except SnailJobError as exc:
+            return self._refuse_retry(f"arguments of scene {_short(request.scene, 64)}: {exc}")
+
+    _retry_handlers: Dict[str, Callable[[Client, str], Reply]] = {
+        enums.URI_RETRY_DISPATCH: _on_retry_dispatch,
+        enums.URI_RETRY_CALLBACK: _on_retry_callback,
+        enums.URI_RETRY_STOP: _on_retry_stop,
+        enums.URI_RETRY_IDEMPOTENT_ID: _on_retry_idempotent_id,
+        enums.URI_RETRY_DESERIALIZE: _on_retry_deserialize,
+    }
+
+    def _on_retry_outcome(self, work: RetryWork, outcome: RetryOutcome) -> None:
+        ctx, req, s = work.context, work.request, self.settings
+        common: Dict[str, Any] = dict(namespaceId=req.namespaceId or s.snail_namespace,
+                      groupName=req.groupName or s.snail_group_name, sceneName=ctx.scene,
+                      retryId=ctx.retry_id, retryTaskId=ctx.retry_task_id, exceptionMsg=outcome.exception)
+        if ctx.kind == "retry":
+            payload: Any = DispatchRetryResultRequest(taskStatus=outcome.status, result=outcome.result, **common)
+            uri = enums.URI_RETRY_RESULT
+        else:
+            payload = DispatchCallbackResultRequest(taskStatus=outcome.status, **common)
+            uri = enums.URI_RETRY_CALLBACK_RESULT
+        self._put_report(work, uri, encode_body(payload.to_wire()), work.timeout, f"{work.describe()} result")
+
+    def _put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str) -> None:
+        """Queue a report; it expires when the server has given up on the work
+        (its timeout plus ``SNAIL_REPORT_MARGIN``)."""
+        assert self._outbox is not None
+        s = self.settings
+        if timeout and timeout > 0:
+            expires = work.received_wall + timeout + s.snail_report_margin
+        else:
+            expires = time.time() + s.snail_report_retry_seconds
+        self._outbox.put(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
+                         describe=describe)
+
     # --- outcomes, map reports, logs (TaskServices) ------------------------
 
-    def _on_outcome(self, task: Task, outcome: ExecuteResult) -> None:
+    def _on_outcome(self, work: Work, outcome: Any) -> None:
+        if isinstance(work, RetryWork):
+            self._on_retry_outcome(work, outcome)
+            return
+        assert isinstance(work, Task)
+        task = work
         req = task.request
         success = outcome.is_success
         report = DispatchJobResultRequest(
@@ -428,16 +635,9 @@ class Client:
             retryScene=req.retryScene, retry=req.retry, retryStatus=req.retryStatus,
             wfContext=_changed_context(task.args),
         )
-        assert self._outbox is not None
-        s = self.settings
-        if req.executorTimeout and req.executorTimeout > 0:
-            # after the timeout the server has recorded the task as stopped
-            expires = task.received_wall + req.executorTimeout + s.snail_report_margin
-        else:
-            expires = time.time() + s.snail_report_retry_seconds
-        self._outbox.put(req.taskBatchId, enums.URI_REPORT_RESULT, encode_body(report.to_wire()),
-                         expires=max(expires, time.time() + s.snail_rpc_timeout),
-                         describe=f"result of task {req.taskId} (batch {req.taskBatchId})")
+        # after the timeout the server has recorded the task as stopped
+        self._put_report(task, enums.URI_REPORT_RESULT, encode_body(report.to_wire()), req.executorTimeout,
+                         f"result of task {req.taskId} (batch {req.taskBatchId})")
 
     @property
     def map_batch_size(self) -> int:
@@ -474,6 +674,10 @@ class Client:
     def ship_log(self, entry: Dict[str, Any]) -> None:
         if self._logs is not None:
             self._logs.offer(entry)
+
+
+def _no_callback() -> None:
+    """The completion callback of a retryable that declares none."""
 
 
 def _changed_context(args: JobArgs) -> Optional[str]:

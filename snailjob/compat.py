@@ -8,12 +8,13 @@ delegates to ``Client``.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from snailjob.client import Client, live_clients
 from snailjob.context import current_task, current_task_or_none
 from snailjob.executors import Executor, ExecutorRegistry
 from snailjob.log import configure_local_logging
+from snailjob.retry import Retryable, RetryRegistry
 from snailjob.settings import Settings
 from snailjob.wire.models import DispatchJobRequest
 
@@ -22,12 +23,17 @@ class ExecutorManager:
     """0.1.3's registry of executors, used by ``client_main()``."""
 
     registry: ExecutorRegistry = ExecutorRegistry()
+    retries: RetryRegistry = RetryRegistry()
 
     @classmethod
-    def register(cls, executor: Executor) -> None:
-        """Register an ``@job`` function, a ``MapExecutor`` or a
-        ``MapReduceExecutor``; ``ExecutorRegistrationError`` (a
-        ``SnailJobError``) explains a wrong argument or a duplicate name."""
+    def register(cls, executor: Union[Executor, Retryable[Any, Any]]) -> None:
+        """Register an ``@job`` function, a ``MapExecutor``, a
+        ``MapReduceExecutor`` or a ``@retryable`` function;
+        ``ExecutorRegistrationError`` / ``RetryDefinitionError`` (both
+        ``SnailJobError``) explain a wrong argument or a duplicate name."""
+        if isinstance(executor, Retryable):
+            cls.retries.register(executor)  # live clients share this registry
+            return
         cls.registry.register(executor)
         for client in live_clients():
             if client.registry is cls.registry:
@@ -106,4 +112,4 @@ def client_main(settings: Optional[Settings] = None) -> None:
     settings = settings or get_snailjob_settings()
     configure_local_logging(settings.snail_log_level, settings.snail_log_format,
                             settings.snail_log_local_filename, settings.snail_log_local_backup_count)
-    Client(settings, executors=ExecutorManager.registry).run()
+    Client(settings, executors=ExecutorManager.registry, retries=ExecutorManager.retries).run()

@@ -136,6 +136,52 @@ def current_task_or_none() -> Optional[TaskContext]:
     return _current.get()
 
 
+@dataclass
+class RetryContext:
+    """Identity of a server-driven retry (or completion callback) running in
+    this context: what ``current_retry()`` returns and what makes logs of
+    the run ship as the server's RETRY logs."""
+
+    scene: str
+    executor_name: str
+    retry_id: Optional[int]
+    retry_task_id: int
+    retry_count: int
+    kind: str  # "retry" or "callback"
+    stop_event: threading.Event
+    services: TaskServices
+    retry_status: Optional[int] = None  # callbacks: 1 FINISH, 2 MAX_COUNT
+
+    def is_stopped(self) -> bool:
+        """True once the server stopped this run or it timed out."""
+        return self.stop_event.is_set()
+
+
+_current_retry: contextvars.ContextVar[Optional[RetryContext]] = contextvars.ContextVar(
+    "snailjob_retry", default=None)
+
+
+def current_retry() -> RetryContext:
+    """The server-driven retry running in this context; ``NotInJobError``
+    elsewhere (also during local retries, which the server does not know)."""
+    ctx = _current_retry.get()
+    if ctx is None:
+        raise NotInJobError("no server-driven retry is running in this context")
+    return ctx
+
+
+def current_retry_or_none() -> Optional[RetryContext]:
+    return _current_retry.get()
+
+
+def enter_retry(ctx: RetryContext) -> contextvars.Token:
+    return _current_retry.set(ctx)
+
+
+def leave_retry(token: contextvars.Token) -> None:
+    _current_retry.reset(token)
+
+
 def enter(ctx: TaskContext) -> contextvars.Token:
     return _current.set(ctx)
 

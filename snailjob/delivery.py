@@ -3,9 +3,10 @@ with deadlines and bounded retries, so that job threads never wait on the
 network.
 
 ``ResultOutbox`` keeps results until the server accepts them or the retry
-window (``SNAIL_REPORT_RETRY_SECONDS``) runs out; ``LogShipper`` batches log
-entries (50 entries or 5 s) in a bounded buffer and counts what it had to
-drop.  ``call_with_retry`` is the synchronous form used by ``mr_do_map``.
+window (``SNAIL_REPORT_RETRY_SECONDS``) runs out; ``BatchShipper`` batches
+entries in a bounded buffer and counts what it had to drop: ``LogShipper``
+for log entries (50 entries or 5 s), ``RetryReporter`` for calls handed to
+the retry server.  ``call_with_retry`` is the synchronous form used by ``mr_do_map``.
 """
 
 from __future__ import annotations
@@ -309,13 +310,20 @@ class ResultOutbox:
             self._forget(item)
 
 
-class LogShipper:
-    """Buffers job-log entries and ships them in batches on its own thread.
+class BatchShipper:
+    """Buffers entries and ships them in batches on its own thread
+    (``batch_size`` entries or every ``interval`` seconds).
 
     ``offer`` never blocks and does no I/O.  The buffer holds at most
     ``max_buffer`` entries; beyond that the oldest are dropped and counted,
-    and the count is logged once the server accepts logs again.
+    and the count is logged once the server accepts entries again.  A batch
+    that cannot be sent (no connection) goes back to the buffer and is
+    retried with backoff; one the server refuses is dropped and counted.
     """
+
+    uri = ""
+    what = "entries"
+    thread_name = "snailjob-batches"
 
     def __init__(self, transport: Transport, rpc_timeout: float, batch_size: int = 50,
                  interval: float = 5.0, max_buffer: int = 10000) -> None:
@@ -332,16 +340,18 @@ class LogShipper:
         self.dropped = 0
         self._dropped_reported = 0
         self.shipped = 0
+        self.refused = 0
         self.batches = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="snailjob-logs", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def offer(self, entry: Dict[str, Any]) -> None:
+    def offer(self, entry: Dict[str, Any]) -> bool:
+        """Queue ``entry``; False once closed (the entry is not taken)."""
         with self._cond:
             if self._closed:
-                return
+                return False
             if len(self._buffer) == self._buffer.maxlen:
                 self.dropped += 1
             self._buffer.append(entry)
@@ -349,10 +359,25 @@ class LogShipper:
                 self._first_at = time.monotonic()
             if len(self._buffer) >= self.batch_size:
                 self._cond.notify()
+            return True
 
     def buffered(self) -> int:
         with self._cond:
             return len(self._buffer) + self._sending
+
+    def flush(self, timeout: float) -> bool:
+        """Send what is buffered now; wait up to ``timeout`` seconds for it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._buffer:
+                self._first_at = time.monotonic() - self.interval  # due now
+                self._cond.notify_all()
+            while self._buffer or self._sending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
 
     def _take(self, force: bool) -> List[Dict[str, Any]]:
         """A batch to send now, or [] (caller holds the lock)."""
@@ -380,17 +405,20 @@ class LogShipper:
                         wait = max(0.001, self._first_at + self.interval - time.monotonic())
                     self._cond.wait(wait)
                     batch = self._take(force=self._closed)
-            if self._send(batch):
+            unsent = self._send_all(batch)
+            if not unsent:
                 attempt = 0
-            else:
-                attempt += 1
-                with self._cond:
-                    if self._closed:
-                        self.dropped += len(batch)
-                        self._sending = 0
-                        continue
-                    self._requeue(batch)
-                    self._cond.wait(backoff(attempt))
+                continue
+            attempt += 1
+            with self._cond:
+                if self._closed:
+                    self.dropped += len(unsent)
+                    self._sending = 0
+                    self._cond.notify_all()
+                    logger.error("%d %s not delivered before shutdown", len(unsent), self.what)
+                    continue
+                self._requeue(unsent)
+                self._cond.wait(backoff(attempt))
 
     def _requeue(self, batch: List[Dict[str, Any]]) -> None:
         room = (self._buffer.maxlen or 0) - len(self._buffer)
@@ -400,28 +428,51 @@ class LogShipper:
         self._first_at = self._first_at or time.monotonic()
         self._sending = 0
 
-    def _send(self, batch: List[Dict[str, Any]]) -> bool:
+    def split(self, batch: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+        """The calls one batch is sent in (one by default)."""
+        return [batch]
+
+    def _send_all(self, batch: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Send ``batch``; what could not be sent (to retry)."""
+        unsent: List[Dict[str, Any]] = []
+        for part in self.split(batch):
+            if unsent or not self._send(part):
+                unsent.extend(part)
+        lost = 0
+        with self._cond:
+            if not unsent:
+                self._sending = 0
+                lost = self.dropped - self._dropped_reported
+                self._dropped_reported = self.dropped
+            self._cond.notify_all()
+        if lost:
+            logger.warning("%d %s were dropped while the server could not take them", lost, self.what)
+        return unsent
+
+    def _send(self, part: List[Dict[str, Any]]) -> bool:
+        """One call; False when it should be retried."""
         try:
-            reply = self._transport.call(enums.URI_REPORT_LOG, encode_body(batch), self._rpc_timeout)
+            reply = self._transport.call(self.uri, encode_body(part), self._rpc_timeout)
         except TransportError as exc:
-            logger.debug("log shipping failed: %s", exc)
+            logger.debug("sending %s failed: %s", self.what, exc)
             return False
         except Exception:
-            logger.exception("log shipping failed")
+            logger.exception("sending %s failed", self.what)
             return False
         with self._cond:
-            self._sending = 0
             self.batches += 1
-            if reply.ok:
-                self.shipped += len(batch)
-            else:
-                self.dropped += len(batch)
-                logger.warning("server refused %d log entries: %s", len(batch), reply.message)
-            lost = self.dropped - self._dropped_reported
-            self._dropped_reported = self.dropped
-        if lost:
-            logger.warning("%d job log entries were dropped while the server could not take them", lost)
+            if self.accepted(reply):
+                self.shipped += len(part)
+                return True
+            self.refused += len(part)
+        self.on_refused(part, reply)
         return True
+
+    def accepted(self, reply: Reply) -> bool:
+        return reply.ok
+
+    def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
+        logger.warning("server refused %d %s: %s", len(part), self.what, reply.message)
 
     def close(self, timeout: float) -> None:
         """Ship what is buffered (up to ``timeout`` seconds), then stop."""
@@ -430,3 +481,43 @@ class LogShipper:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class LogShipper(BatchShipper):
+    """Job and retry log entries for ``/batch/server/report/log``."""
+
+    uri = enums.URI_REPORT_LOG
+    what = "log entries"
+    thread_name = "snailjob-logs"
+
+    def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
+        with self._cond:
+            self.dropped += len(part)
+        super().on_refused(part, reply)
+
+
+class RetryReporter(BatchShipper):
+    """Calls handed to the server for ``/batch/report``, one call per scene
+    (the server refuses a whole batch when one scene is unknown).  A report
+    is kept and re-sent until the server answers; one it refuses (unknown
+    scene, group without automatic scene creation) is logged with the
+    server's reason and not sent again."""
+
+    uri = enums.URI_RETRY_REPORT
+    what = "retry reports"
+    thread_name = "snailjob-retry-reports"
+
+    def split(self, batch: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+        scenes: Dict[Any, List[Dict[str, Any]]] = {}
+        for entry in batch:
+            scenes.setdefault(entry.get("sceneName"), []).append(entry)
+        return list(scenes.values())
+
+    def accepted(self, reply: Reply) -> bool:
+        return reply.accepted
+
+    def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
+        ids = ", ".join(str(e.get("idempotentId")) for e in part[:5])
+        logger.error("server refused %d retry report(s) of scene %s (idempotent ids %s%s): %s",
+                     len(part), part[0].get("sceneName"), ids, "..." if len(part) > 5 else "",
+                     reply.message or "no reason given")

@@ -18,6 +18,7 @@ returns.  Stopped tasks are never reported; the server records them as STOP.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import heapq
 import inspect
@@ -27,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
 from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
@@ -49,30 +50,110 @@ def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
         ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None)
 
 
-@dataclass
-class Task:
-    request: DispatchJobRequest
-    func: Callable[..., Any]
-    args: JobArgs
-    context: TaskContext
-    state: str = _QUEUED
-    thread_id: Optional[int] = None
-    interrupted: bool = False
-    finished: bool = False
-    is_async: bool = False
-    async_task: Optional[asyncio.Task[None]] = None
-    timer: Optional[_TimerHandle] = None
-    received: float = field(default_factory=time.monotonic)
-    received_wall: float = field(default_factory=time.time)
+class Work:
+    """Something the dispatcher runs: a job task or a server-driven retry.
+
+    Subclasses say which batch it belongs to (``key``: work of one key shares
+    at most ``parallel`` workers, a stop event and ``stop_batch``), its
+    timeout, how to run it and how to enter its context."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.state = _QUEUED
+        self.thread_id: Optional[int] = None
+        self.interrupted = False
+        self.finished = False
+        self.is_async = False
+        self.async_task: Optional[asyncio.Task[None]] = None
+        self.timer: Optional[_TimerHandle] = None
+        self.received = time.monotonic()
+        self.received_wall = time.time()
+
+    @property
+    def key(self) -> Hashable:
+        raise NotImplementedError
+
+    @property
+    def parallel(self) -> int:
+        return 1
+
+    @property
+    def timeout(self) -> Optional[int]:
+        return None
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def set_stop_event(self, event: threading.Event) -> None:
+        raise NotImplementedError
+
+    def enter(self) -> Any:
+        """Make the work's context current; the token ``leave`` takes."""
+        raise NotImplementedError
+
+    def leave(self, token: Any) -> None:
+        raise NotImplementedError
+
+    def run(self) -> Any:
+        """Run the function; the outcome handed to ``on_outcome``.
+        ``TaskInterrupted`` must propagate."""
+        raise NotImplementedError
+
+    async def run_async(self) -> Any:
+        """``run`` for coroutine functions; cancellation must propagate."""
+        raise NotImplementedError
+
+
+class Task(Work):
+    """A dispatched job task."""
+
+    def __init__(self, request: DispatchJobRequest, func: Callable[..., Any], args: JobArgs,
+                 context: TaskContext) -> None:
+        super().__init__(func)
+        self.request = request
+        self.args = args
+        self.context = context
+
+    @property
+    def key(self) -> Hashable:
+        return self.request.taskBatchId
+
+    @property
+    def parallel(self) -> int:
+        return max(1, min(self.request.parallelNum or 1, 256))
+
+    @property
+    def timeout(self) -> Optional[int]:
+        return self.request.executorTimeout
+
+    def describe(self) -> str:
+        return f"task {self.request.taskId} of batch {self.request.taskBatchId}"
+
+    def set_stop_event(self, event: threading.Event) -> None:
+        self.context.stop_event = event
+
+    def enter(self) -> contextvars.Token:
+        token = enter(self.context)
+        _log_warnings(self)  # inside the task: shipped as its job log
+        return token
+
+    def leave(self, token: contextvars.Token) -> None:
+        leave(token)
+
+    def run(self) -> ExecuteResult:
+        return run_function(self.func, self.args)
+
+    async def run_async(self) -> ExecuteResult:
+        return await run_coroutine(self.func, self.args)
 
 
 @dataclass
 class _Batch:
-    batch_id: int
+    batch_id: Hashable
     parallel: int
     stop_event: threading.Event = field(default_factory=threading.Event)
-    queue: Deque[Task] = field(default_factory=deque)
-    tasks: Dict[int, Task] = field(default_factory=dict)
+    queue: Deque[Work] = field(default_factory=deque)
+    tasks: Dict[int, Work] = field(default_factory=dict)
     workers: int = 0
     async_slots: Optional[asyncio.Semaphore] = None
 
@@ -85,13 +166,13 @@ class _Slot:
         self.wake = threading.Event()
 
 
-Outcome = Callable[[Task, ExecuteResult], None]
+Outcome = Callable[[Work, Any], None]
 
 
 class Dispatcher:
-    """Queues tasks per batch and runs them on the batch's worker threads.
+    """Queues work per batch and runs it on the batch's worker threads.
 
-    ``on_outcome(task, result)`` is called (on the worker thread, never while a
+    ``on_outcome(work, outcome)`` (the value of ``work.run()``) is called (on the worker thread, never while a
     lock is held) for every task that ends without being stopped; it must not
     block on the network.
     """
@@ -101,8 +182,8 @@ class Dispatcher:
         self._linger = linger
         self._interrupt_delay = interrupt_delay
         self._lock = threading.Lock()
-        self._batches: Dict[int, _Batch] = {}
-        self._stopped: OrderedDict[int, None] = OrderedDict()  # ids of recently stopped batches
+        self._batches: Dict[Hashable, _Batch] = {}
+        self._stopped: OrderedDict[Hashable, None] = OrderedDict()  # ids of recently stopped batches
         self._timers = _TimerWheel()
         self._names = itertools.count(1)
         self._loop = _LoopThread()
@@ -110,7 +191,7 @@ class Dispatcher:
 
     # --- queries ----------------------------------------------------------
 
-    def stop_event(self, batch_id: int) -> Optional[threading.Event]:
+    def stop_event(self, batch_id: Hashable) -> Optional[threading.Event]:
         """The stop event of a live or recently stopped batch."""
         with self._lock:
             batch = self._batches.get(batch_id)
@@ -129,31 +210,31 @@ class Dispatcher:
 
     # --- submit -----------------------------------------------------------
 
-    def _batch_for(self, request: DispatchJobRequest) -> _Batch:
-        batch = self._batches.get(request.taskBatchId)
+    def _batch_for(self, task: Work) -> _Batch:
+        key = task.key
+        batch = self._batches.get(key)
         if batch is None:
-            batch = _Batch(request.taskBatchId, max(1, min(request.parallelNum or 1, 256)))
-            self._batches[request.taskBatchId] = batch
-            self._stopped.pop(request.taskBatchId, None)
+            batch = _Batch(key, task.parallel)
+            self._batches[key] = batch
+            self._stopped.pop(key, None)
         return batch
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Work) -> None:
         """Queue a task; it starts as soon as its batch has a free worker
         (a thread for plain functions, a slot on the event loop for
         coroutine functions; each kind at most ``parallelNum`` at once)."""
-        request = task.request
         task.is_async = is_async_callable(task.func)
         self._arm_timeout(task)  # before the task can finish, so that finishing cancels it
         if task.is_async:
             with self._lock:
-                batch = self._batch_for(request)
-                task.context.stop_event = batch.stop_event
+                batch = self._batch_for(task)
+                task.set_stop_event(batch.stop_event)
                 batch.tasks[id(task)] = task
             self._loop.call(self._start_async, task, batch)
             return
         with self._lock:
-            batch = self._batch_for(request)
-            task.context.stop_event = batch.stop_event
+            batch = self._batch_for(task)
+            task.set_stop_event(batch.stop_event)
             batch.queue.append(task)
             batch.tasks[id(task)] = task
             if batch.workers < batch.parallel:
@@ -192,15 +273,15 @@ class Dispatcher:
                     self._idle.remove(slot)
                     return
 
-    def _arm_timeout(self, task: Task) -> None:
-        timeout = task.request.executorTimeout
+    def _arm_timeout(self, task: Work) -> None:
+        timeout = task.timeout
         if timeout is not None and timeout > 0:
             task.timer = self._timers.schedule(
                 task.received + timeout, lambda: self._timed_out(task, timeout))
 
     # --- stop -------------------------------------------------------------
 
-    def stop_batch(self, batch_id: int, reason: str = "stop") -> int:
+    def stop_batch(self, batch_id: Hashable, reason: str = "stop") -> int:
         """Stop a batch: set its stop event, drop its queued tasks, and after
         ``interrupt_delay`` seconds interrupt the tasks still running (a job
         that watches the event can return on its own first).  Returns how many
@@ -232,7 +313,7 @@ class Dispatcher:
             logger.info("batch %s %s: %d task(s) stopped", batch_id, reason, affected)
         return affected
 
-    def _interrupt(self, tasks: List[Task]) -> None:
+    def _interrupt(self, tasks: List[Work]) -> None:
         with self._lock:
             for task in tasks:
                 if task.finished or task.interrupted:
@@ -244,18 +325,17 @@ class Dispatcher:
                     task.interrupted = True
                     _raise_in_thread(task.thread_id, TaskInterrupted)
 
-    def _remember_stopped(self, batch_id: int) -> None:
+    def _remember_stopped(self, batch_id: Hashable) -> None:
         self._stopped[batch_id] = None
         while len(self._stopped) > _STOP_MEMORY:
             self._stopped.popitem(last=False)
 
-    def _timed_out(self, task: Task, timeout: int) -> None:
+    def _timed_out(self, task: Work, timeout: int) -> None:
         with self._lock:
             if task.state not in (_QUEUED, _RUNNING):
                 return
-        logger.warning("task %s of batch %s exceeded executorTimeout=%ss; stopping the batch",
-                       task.request.taskId, task.request.taskBatchId, timeout)
-        self.stop_batch(task.request.taskBatchId, reason="timed out")
+        logger.warning("%s exceeded executorTimeout=%ss; stopping it", task.describe(), timeout)
+        self.stop_batch(task.key, reason="timed out")
 
     def stop_all(self, reason: str = "shutdown") -> int:
         with self._lock:
@@ -280,13 +360,13 @@ class Dispatcher:
 
     # --- coroutines -------------------------------------------------------
 
-    def _start_async(self, task: Task, batch: _Batch) -> None:
+    def _start_async(self, task: Work, batch: _Batch) -> None:
         """On the loop thread: create the asyncio task of a queued coroutine."""
         if batch.async_slots is None:
             batch.async_slots = asyncio.Semaphore(batch.parallel)
         task.async_task = asyncio.get_running_loop().create_task(self._run_async(task, batch))
 
-    async def _run_async(self, task: Task, batch: _Batch) -> None:
+    async def _run_async(self, task: Work, batch: _Batch) -> None:
         try:
             assert batch.async_slots is not None
             async with batch.async_slots:
@@ -294,12 +374,11 @@ class Dispatcher:
                     if task.state != _QUEUED:
                         return
                     task.state = _RUNNING
-                token = enter(task.context)
+                token = task.enter()
                 try:
-                    _log_warnings(task)
-                    outcome = await run_coroutine(task.func, task.args)
+                    outcome = await task.run_async()
                 finally:
-                    leave(token)
+                    task.leave(token)
                 with self._lock:
                     if task.state != _RUNNING:
                         return
@@ -320,7 +399,7 @@ class Dispatcher:
 
     # --- workers ----------------------------------------------------------
 
-    def _next(self, batch: _Batch, holder: List[Optional[Task]]) -> bool:
+    def _next(self, batch: _Batch, holder: List[Optional[Work]]) -> bool:
         """Take the batch's next task into ``holder``; False when the batch has
         no queued work left for this worker."""
         with self._lock:
@@ -335,7 +414,7 @@ class Dispatcher:
                 del self._batches[batch.batch_id]
             return False
 
-    def _finish(self, batch: _Batch, task: Task) -> None:
+    def _finish(self, batch: _Batch, task: Work) -> None:
         with self._lock:
             if task.interrupted:
                 # The exception may still be pending if the task ended on its own
@@ -349,7 +428,7 @@ class Dispatcher:
                 task.timer.cancel()
 
     def _worker(self, batch: _Batch) -> None:
-        holder: List[Optional[Task]] = [None]
+        holder: List[Optional[Work]] = [None]
         while True:
             try:
                 if holder[0] is not None:
@@ -364,15 +443,14 @@ class Dispatcher:
             except BaseException:  # never let a worker die with a task RUNNING
                 logger.exception("internal error in worker of batch %s", batch.batch_id)
 
-    def _execute(self, task: Task) -> None:
-        token = enter(task.context)
+    def _execute(self, task: Work) -> None:
+        token = task.enter()
         try:
-            _log_warnings(task)
-            outcome = run_function(task.func, task.args)
+            outcome = task.run()
         except TaskInterrupted:
             return
         finally:
-            leave(token)
+            task.leave(token)
         with self._lock:
             if task.state != _RUNNING:
                 return  # stopped while finishing: no report
@@ -385,7 +463,7 @@ def _log_warnings(task: Task) -> None:
         _remote.warning("%s", warning)
 
 
-def _cancel(task: Task) -> None:
+def _cancel(task: Work) -> None:
     if task.async_task is not None:
         task.async_task.cancel()
 
@@ -543,4 +621,4 @@ class _TimerWheel:
             self._cond.notify_all()
 
 
-__all__: Tuple[str, ...] = ("Dispatcher", "Task", "run_function")
+__all__: Tuple[str, ...] = ("Dispatcher", "Task", "Work", "run_function")

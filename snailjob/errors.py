@@ -37,6 +37,17 @@ class TransportError(SnailJobError):
         self.code = code
 
 
+class RetryDefinitionError(SnailJobError):
+    """A ``@retryable`` declaration is invalid (blank scene, a method with a
+    remote strategy, a parameter type that cannot be sent...)."""
+
+
+class RetrySerializationError(SnailJobError):
+    """A retryable call's arguments cannot be sent to the server, or a
+    server replay's arguments cannot be decoded; the message names the
+    parameter."""
+
+
 class TaskInterrupted(BaseException):
     """Raised inside a job's thread when its batch is stopped or times out.
 

@@ -21,9 +21,9 @@ import logging.handlers
 import os
 import sys
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from snailjob.context import current_task_or_none
+from snailjob.context import current_retry_or_none, current_task_or_none
 
 PACKAGE_LOGGER = "snailjob"
 _SHIPPED = "_snailjob_shipped"
@@ -60,6 +60,38 @@ def _throwable(record: logging.LogRecord) -> Optional[str]:
 def build_entry(record: logging.LogRecord, identity: Dict[str, str], job_id: int,
                 task_batch_id: int, task_id: int) -> Dict[str, Any]:
     """The wire form of one job-log entry (protocol.md section 6)."""
+    millis, fields = _fields(record, identity)
+    return {
+        "logType": "JOB",
+        "namespaceId": identity["namespace"],
+        "groupName": identity["group"],
+        "jobId": job_id,
+        "taskBatchId": task_batch_id,
+        "taskId": task_id,
+        "realTime": millis,
+        "fieldList": fields,
+    }
+
+
+def build_retry_entry(record: logging.LogRecord, identity: Dict[str, str], retry_id: Optional[int],
+                      retry_task_id: int) -> Dict[str, Any]:
+    """The wire form of one retry-log entry (``RetryLogTaskRequest``)."""
+    millis, fields = _fields(record, identity)
+    entry: Dict[str, Any] = {
+        "logType": "RETRY",
+        "namespaceId": identity["namespace"],
+        "groupName": identity["group"],
+        "retryTaskId": retry_task_id,
+        "realTime": millis,
+        "fieldList": fields,
+        "clientInfo": identity.get("client_info", f"{identity['host']}:{identity['port']}"),
+    }
+    if retry_id is not None:
+        entry["retryId"] = retry_id
+    return entry
+
+
+def _fields(record: logging.LogRecord, identity: Dict[str, str]) -> Tuple[int, List[Dict[str, Any]]]:
     millis = int(record.created * 1000)
     fields = [
         {"name": "time_stamp", "value": str(millis)},
@@ -73,34 +105,33 @@ def build_entry(record: logging.LogRecord, identity: Dict[str, str], job_id: int
         fields.append({"name": "throwable", "value": throwable})
     fields.append({"name": "host", "value": identity["host"]})
     fields.append({"name": "port", "value": identity["port"]})
-    return {
-        "logType": "JOB",
-        "namespaceId": identity["namespace"],
-        "groupName": identity["group"],
-        "jobId": job_id,
-        "taskBatchId": task_batch_id,
-        "taskId": task_id,
-        "realTime": millis,
-        "fieldList": fields,
-    }
+    return millis, fields
 
 
 class RemoteLogHandler(logging.Handler):
-    """Ships records emitted inside a running task to the server's console.
+    """Ships records emitted inside a running task (as JOB logs) or a
+    server-driven retry or callback (as RETRY logs) to the server's console.
 
-    Records outside a task are ignored; a record handled by several
+    Records outside both are ignored; a record handled by several
     ``RemoteLogHandler``s (through propagation) is shipped once.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            ctx = current_task_or_none()
-            if ctx is None or getattr(record, _SHIPPED, False):
+            if getattr(record, _SHIPPED, False):
                 return
-            setattr(record, _SHIPPED, True)
-            services = ctx.services
-            services.ship_log(build_entry(record, services.log_identity, ctx.job_id,
-                                          ctx.task_batch_id, ctx.task_id))
+            ctx = current_task_or_none()
+            if ctx is not None:
+                setattr(record, _SHIPPED, True)
+                services = ctx.services
+                services.ship_log(build_entry(record, services.log_identity, ctx.job_id,
+                                              ctx.task_batch_id, ctx.task_id))
+                return
+            retry = current_retry_or_none()
+            if retry is not None:
+                setattr(record, _SHIPPED, True)
+                retry.services.ship_log(build_retry_entry(record, retry.services.log_identity,
+                                                          retry.retry_id, retry.retry_task_id))
         except Exception:
             pass  # logging must never raise into the job
 

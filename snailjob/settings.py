@@ -62,6 +62,25 @@ class Settings(BaseSettings):
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
     snail_interrupt_delay: float = Field(1.0, ge=0)
+    snail_retry_report_interval: float = Field(1.0, gt=0)
+    snail_retry_report_max_buffer: int = Field(10000, ge=1)
+
+    # --- OpenAPI client (snailjob.openapi; HTTP to the server's web port) ---
+    # None: http://<first host of SNAIL_SERVER_HOST>:8080/snail-job
+    snail_openapi_url: Optional[str] = None
+    snail_openapi_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("snail_openapi_url")
+    @classmethod
+    def _openapi_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme, _, rest = value.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+            raise ValueError("must look like http://host:8080/snail-job")
+        return value
+    # --- end of the OpenAPI client block ---
 
     @field_validator("snail_log_level")
     @classmethod

@@ -155,4 +155,4 @@ def test_log_buffer_is_bounded_and_drops_are_reported(make_client, caplog):
                for f in e["fieldList"] if f["name"] == "message"]
     assert client.stats()["logs_dropped"] == 250 - len(shipped) >= 150
     assert shipped == sorted(shipped) and shipped[-1] == 249  # the newest are kept, in order
-    assert f"{250 - len(shipped)} job log entries were dropped" in caplog.text
+    assert f"{250 - len(shipped)} log entries were dropped" in caplog.text

@@ -49,9 +49,12 @@ def test_token_never_logged(make_client, caplog):
 
 def test_unknown_uri_and_sync_version(make_client):
     client, _ = make_client()
-    for uri in ["/retry/dispatch/v1", "/nope", "", "/sync/version?x=1"]:
+    for uri in ["/nope", "", "/sync/version?x=1"]:
         reply = call_inbound(client.host_port, uri, "[]")
         assert (reply.status, reply.data) == (1, "null"), uri
+    reply = call_inbound(client.host_port, "/retry/dispatch/v1", "[]")
+    assert (reply.status, reply.data) == (0, "false")
+    assert "invalid retry dispatch request" in reply.message
     reply = call_inbound(client.host_port, "/job/stop/v1", json.dumps([{"taskBatchId": 123456}]))
     assert (reply.status, reply.data) == (1, "true")  # unknown batch: success
 

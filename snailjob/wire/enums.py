@@ -58,6 +58,27 @@ class JobRetrySceneEnum(IntEnum):
     MANUAL = 2
 
 
+class RetryTaskStatusEnum(IntEnum):
+    """Status of one retry execution (``/report/retry/dispatch/result`` and
+    ``/report/retry/callback/result`` send 3, 4 or 5)."""
+
+    WAITING = 1
+    RUNNING = 2
+    SUCCESS = 3
+    FAIL = 4
+    STOP = 5
+    CANCEL = 6
+
+
+class RetryStatusEnum(IntEnum):
+    """Status of a retry as a whole (``retryStatus`` of ``/retry/callback/v1``)."""
+
+    RUNNING = 0
+    FINISH = 1
+    MAX_COUNT = 2
+    SUSPEND = 3
+
+
 ROOT_MAP = "ROOT_MAP"
 """Task name of the first task of a map or map-reduce batch."""
 
@@ -67,11 +88,19 @@ URI_REGISTER_EXECUTORS = "/register/job/executors"
 URI_REPORT_RESULT = "/report/dispatch/result"
 URI_REPORT_MAP = "/batch/report/job/map/task/v1"
 URI_REPORT_LOG = "/batch/server/report/log"
+URI_RETRY_REPORT = "/batch/report"
+URI_RETRY_RESULT = "/report/retry/dispatch/result"
+URI_RETRY_CALLBACK_RESULT = "/report/retry/callback/result"
 
 # URIs the server calls on the client.
 URI_DISPATCH = "/job/dispatch/v1"
 URI_STOP = "/job/stop/v1"
 URI_SYNC_VERSION = "/sync/version"
+URI_RETRY_DISPATCH = "/retry/dispatch/v1"
+URI_RETRY_CALLBACK = "/retry/callback/v1"
+URI_RETRY_STOP = "/retry/stop/v1"
+URI_RETRY_IDEMPOTENT_ID = "/retry/generate/idempotent-id/v1"
+URI_RETRY_DESERIALIZE = "/retry/deserialize/args/v1"
 
 # Header keys (lower case, as the Java client sends them).
 HEADER_SERVER_TOKEN = "SJ-TOKEN"

@@ -182,3 +182,114 @@ class JobLogTask(_Outgoing):
         data = self.model_dump(exclude={"fieldList"})
         data["fieldList"] = [f.to_wire() for f in self.fieldList]
         return data
+
+
+# --- retry module: server -> client -----------------------------------------
+
+
+class DispatchRetryRequest(_Incoming):
+    """Body element of ``/retry/dispatch/v1`` (``DispatchRetryRequest.java``).
+
+    ``serializerName`` exists from server 1.5 on; older servers omit it."""
+
+    namespaceId: Optional[str] = None
+    groupName: Optional[str] = None
+    sceneName: str
+    argsStr: Optional[str] = None
+    executorName: str
+    retryCount: Optional[Int] = None
+    retryTaskId: Long
+    retryId: Optional[Long] = None
+    executorTimeout: Optional[Int] = None
+    serializerName: Optional[str] = None
+
+
+class RetryCallbackRequest(_Incoming):
+    """Body element of ``/retry/callback/v1``: a dispatch request without
+    ``retryCount``, plus ``retryStatus`` (1 FINISH, 2 MAX_COUNT)."""
+
+    namespaceId: Optional[str] = None
+    groupName: Optional[str] = None
+    sceneName: str
+    argsStr: Optional[str] = None
+    executorName: str
+    retryStatus: Int
+    retryTaskId: Long
+    retryId: Optional[Long] = None
+    executorTimeout: Optional[Int] = None
+    serializerName: Optional[str] = None
+
+
+class StopRetryRequest(_Incoming):
+    """Body element of ``/retry/stop/v1`` (note: ``scene``, not ``sceneName``)."""
+
+    namespaceId: Optional[str] = None
+    groupName: Optional[str] = None
+    scene: Optional[str] = None
+    retryTaskId: Long
+    retryId: Optional[Long] = None
+
+
+class GenerateRetryIdempotentIdRequest(_Incoming):
+    """Body element of ``/retry/generate/idempotent-id/v1``."""
+
+    group: Optional[str] = None
+    scene: str
+    argsStr: Optional[str] = None
+    executorName: str
+    serializerName: Optional[str] = None
+
+
+class RetryArgsDeserializeRequest(_Incoming):
+    """Body element of ``/retry/deserialize/args/v1`` (server 1.5+)."""
+
+    namespaceId: Optional[str] = None
+    group: Optional[str] = None
+    scene: str
+    argsStr: Optional[str] = None
+    executorName: str
+    serializerName: Optional[str] = None
+
+
+# --- retry module: client -> server -----------------------------------------
+
+
+class RetryTaskRequest(_Outgoing):
+    """One element of the list sent to ``/batch/report`` (``RetryTaskRequest``;
+    ``RetryTaskDTO`` before server 1.5, which ignores ``serializerName``).
+    The server stores ``extAttrs`` in a NOT NULL column: it is never null."""
+
+    groupName: str
+    sceneName: str
+    idempotentId: str
+    executorName: str
+    bizNo: str = ""
+    argsStr: str
+    extAttrs: str = ""
+    serializerName: str
+
+
+class DispatchRetryResultRequest(_Outgoing):
+    """Body element of ``/report/retry/dispatch/result``; ``taskStatus`` is
+    3 SUCCESS, 4 FAIL or 5 STOP."""
+
+    namespaceId: Optional[str] = None
+    groupName: Optional[str] = None
+    sceneName: str
+    retryId: Optional[int] = None
+    retryTaskId: int
+    taskStatus: int
+    result: Optional[str] = None
+    exceptionMsg: Optional[str] = None
+
+
+class DispatchCallbackResultRequest(_Outgoing):
+    """Body element of ``/report/retry/callback/result``: 3 SUCCESS or 4 FAIL."""
+
+    namespaceId: Optional[str] = None
+    groupName: Optional[str] = None
+    sceneName: str
+    retryId: Optional[int] = None
+    retryTaskId: int
+    taskStatus: int
+    exceptionMsg: Optional[str] = None

@@ -193,8 +193,53 @@ def failing(args: sj.JobArgs) -> None:
     raise ValueError(f"deliberate e2e failure ({args.job_params})")
 
 
+# --- distributed retry -----------------------------------------------------------
+
+RETRY_SCENE = "py_e2e_charge"
+
+
+def _charged(call: sj.RetryCall) -> None:
+    sj.SnailLog.REMOTE.info("callback: charge %s finished", call.args[0])
+    mark("charge-callback", f"{call.args[0]} {NODE} status={call.retry_status} kwargs={json.dumps(call.kwargs)}")
+
+
+def _gave_up(call: sj.RetryCall) -> None:
+    mark("charge-callback", f"{call.args[0]} {NODE} status={call.retry_status}")
+
+
+@sj.retryable(RETRY_SCENE, executor_name="e2eCharge", local_times=1, local_interval=0.2,
+              biz_no="tag", on_success=_charged, on_max_count=_gave_up)
+def charge(tag: str, amount: int, *, currency: str = "EUR") -> dict:
+    """Fails its first three calls (two local, one replayed by the server), then succeeds."""
+    path = MARKER_DIR / f"charge-{tag}"
+    calls = len(path.read_text().splitlines()) + 1 if path.exists() else 1
+    replay = sj.current_retry().retry_task_id if _in_replay() else None
+    mark(f"charge-{tag}", f"call={calls} node={NODE} replay={replay}")
+    sj.SnailLog.REMOTE.info("charging %s, call %d", tag, calls)
+    if calls <= 3:
+        raise ConnectionError(f"payment gateway down (call {calls} of {tag})")
+    return {"charged": amount, "currency": currency, "tag": tag}
+
+
+def _in_replay() -> bool:
+    try:
+        sj.current_retry()
+        return True
+    except sj.NotInJobError:
+        return False
+
+
+@sj.job("e2eRetryTrigger")
+def retry_trigger(args: sj.JobArgs) -> str:
+    """Calls the retryable function; it fails locally and is handed to the server."""
+    try:
+        return json.dumps(charge(args.job_params, 42, currency="USD"))
+    except ConnectionError as exc:
+        return f"handed to the server after: {exc}"
+
+
 ALL = [cluster, broadcast, sharding, e2e_map, e2e_mr, wf_write, wf_middle, wf_read, log_job,
-       stop_aware, sleeper, failing]
+       stop_aware, sleeper, failing, retry_trigger, charge]
 
 
 if __name__ == "__main__":

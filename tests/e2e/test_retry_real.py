@@ -1,0 +1,90 @@
+# mypy: allow-untyped-defs
+"""Distributed retry against the real server: a ``@retryable`` call that
+fails in place is handed to the server, replayed on a client until it
+succeeds, and its completion callback runs.
+
+The scene is created through the web API with the smallest intervals the
+server accepts (10 s, fixed), so the flow takes about a minute: the
+server's retry scan runs every 10 s (the first one ~30 s after it starts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from snailjob.retry import default_idempotent_id
+from tests.e2e.harness import BatchStatus, RetryStatus, RetryTaskStatus, TaskType
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SCENE = "py_e2e_charge"  # the scene of e2e_client.charge
+EXECUTOR = "e2eCharge"
+
+
+def ensure_scene(srv):
+    if srv.retry_scene(SCENE) is None:
+        srv.create_retry_scene(SCENE, max_retry_count=5, executor_timeout=10, callback=True)
+    return srv.retry_scene(SCENE)
+
+
+def test_failing_call_is_replayed_by_the_server_until_it_succeeds(srv, run):
+    ensure_scene(srv)
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    job_id = srv.create_job(f"retry-trigger-{tag}", "e2eRetryTrigger", TaskType.CLUSTER, args_str=tag)
+    batch = srv.trigger_job(job_id)
+    final = srv.wait_batch(batch, timeout=60)
+    assert int(final["taskBatchStatus"]) == BatchStatus.SUCCESS, final
+    (task,) = srv.task_rows(batch)
+    assert task["result_message"] == f"handed to the server after: payment gateway down (call 2 of {tag})", task
+
+    # two local calls in the job (the call and one local retry), then the report
+    local = run.wait_marker(f"charge-{tag}", None, count=2, timeout=10)
+    assert [line.split()[0] for line in local] == ["call=1", "call=2"] and all("replay=None" in ln for ln in local)
+
+    args_str = json.dumps([tag, 42, "USD"], separators=(",", ":"))
+    idempotent_id = default_idempotent_id(SCENE, EXECUTOR, args_str)
+    row = srv.wait_retry(lambda rows: next((r for r in rows if r["idempotent_id"] == idempotent_id), None),
+                         timeout=30, scene=SCENE)
+    assert (row["executor_name"], row["args_str"], row["biz_no"]) == (EXECUTOR, args_str, tag), row
+    if "serializer_name" in row:  # not in 1.4.0's table
+        assert row["serializer_name"] == "jackson", row
+
+    # the server replays it: call 3 fails (an attempt FAIL), call 4 succeeds (FINISH)
+    done = srv.wait_retry(int(row["id"]), timeout=150)
+    assert int(done["retry_status"]) == RetryStatus.FINISH, done
+    attempts = srv.wait_retry_tasks(int(row["id"]), lambda rs: len(rs) >= 2 and
+                                    all(int(r["task_status"]) in RetryTaskStatus.FINAL for r in rs))
+    assert [int(r["task_status"]) for r in attempts] == [RetryTaskStatus.FAIL, RetryTaskStatus.SUCCESS], attempts
+    calls = run.marker_lines(f"charge-{tag}")
+    assert [line.split()[0] for line in calls] == ["call=1", "call=2", "call=3", "call=4"], calls
+    replayed = {line.split("replay=")[1] for line in calls[2:]}
+    assert replayed == {str(r["id"]) for r in attempts}, (calls, attempts)  # each replay is one attempt
+
+    # the replay's remote log lines are stored as RETRY logs of their attempt
+    logs = srv.wait_retry_logs(lambda ls: any(f"charging {tag}, call 4" in (ln.get("message") or "") for ln in ls),
+                               timeout=30, retry_id=int(row["id"]))
+    line = next(ln for ln in logs if f"charging {tag}, call 4" in (ln.get("message") or ""))
+    assert line["level"] == "INFO" and int(line["retry_task_id"]) == int(attempts[1]["id"]), line
+    failed = [ln for ln in logs if "payment gateway down (call 3" in (ln.get("message") or "")]
+    assert failed and "ConnectionError" in (failed[0].get("throwable") or ""), logs
+
+    # the completion callback runs on a client with the decoded call, and is reported
+    marks = _wait_lines(run, "charge-callback", tag, timeout=60)
+    assert marks and "status=1" in marks[0] and '"currency": "USD"' in marks[0], marks
+    (callback,) = srv.callbacks(int(row["id"]))
+    srv.wait_retry(int(callback["id"]), timeout=60)
+    assert int(srv.retry(int(callback["id"]))["retry_status"]) == RetryStatus.FINISH
+
+
+def _wait_lines(run, name, prefix, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [ln for ln in run.marker_lines(name) if ln.startswith(prefix + " ")]
+        if lines:
+            return lines
+        time.sleep(0.5)
+    return []
