@@ -161,8 +161,24 @@ def readme_stop(emu: ServerEmulator) -> Tuple[int, int, str]:
     return status, 5, f"job log: {log_lines(emu, b.id)[-1]!r}; task stays {STATUS[b.tasks[0].status]}"
 
 
+def run_openapi(runner: Runner) -> None:
+    """openapi_jobs.py needs no emulator: it starts an in-process fake of the server's OpenAPI."""
+    env = {k: v for k, v in os.environ.items() if k != "SNAIL_OPENAPI_URL"}
+    out = subprocess.run([sys.executable, "openapi_jobs.py"], cwd=HERE, env=env, capture_output=True, text=True,
+                         timeout=120)
+    lines = out.stdout.splitlines()
+    added = sum(" added " in ln for ln in lines if ln.startswith("sync 1:"))
+    updated = sum(" updated " in ln for ln in lines if ln.startswith("sync 2:"))
+    runner.check("openapi_jobs.py", "sync_jobs (jobs as code)", 3 if (added, updated) == (3, 3) else 4, 3,
+                 f"{added} added, then {updated} updated")
+    last = lines[-1] if lines else out.stderr.strip()[-200:]
+    runner.check("openapi_jobs.py", "trigger + wait_job_batch", 3 if out.returncode == 0 and "SUCCESS" in last
+                 else 4, 3, last)
+
+
 def main() -> int:
     runner = Runner()
+    run_openapi(runner)
     with ServerEmulator() as emu:
         run_main(emu, runner)
     for script, go in [("readme_job.py", readme_job), ("readme_map.py", readme_map),

@@ -23,6 +23,8 @@ def test_run_examples_reports_every_outcome():
         ("readme_job.py", "0.1.3 README example", "SUCCESS"),
         ("readme_map.py", "0.1.3 README example", "SUCCESS"),
         ("readme_mapreduce.py", "0.1.3 README example", "FAIL"), ("readme_stop.py", "0.1.3 README example", "STOP"),
+        ("openapi_jobs.py", "sync_jobs (jobs as code)", "SUCCESS"),
+        ("openapi_jobs.py", "trigger + wait_job_batch", "SUCCESS"),
     ]:
         assert any(line.split()[0] == program and f" {job} " in line and f" {outcome} " in line
                    for line in lines), (program, job, out.stdout)
