@@ -161,6 +161,35 @@ def readme_stop(emu: ServerEmulator) -> Tuple[int, int, str]:
     return status, 5, f"job log: {log_lines(emu, b.id)[-1]!r}; task stays {STATUS[b.tasks[0].status]}"
 
 
+def run_retry(emu: ServerEmulator, runner: Runner) -> None:
+    """retry_example.py: a charge fails twice in place, is handed to the
+    (emulated) server, replayed until it succeeds, then called back."""
+    emu.add_retry_scene("examplePayment", max_retry_count=5, interval=0.5, callback=True)
+    state = tempfile.mkdtemp(prefix="snailjob-retry-example-")
+    os.environ["RETRY_EXAMPLE_STATE"] = state
+    try:
+        proc = start_program(emu, "retry_example.py")
+    finally:
+        del os.environ["RETRY_EXAMPLE_STATE"]
+    try:
+        emu.wait_until(lambda: "retryExampleCheckout" in emu.registered_executors, timeout=30)
+        b = emu.trigger("retryExampleCheckout", 1, args_str="order-42")
+        runner.check("retry_example.py", "checkout (charge fails twice)", b.wait(15), 3, results(b)[0])
+        emu.wait_until(lambda: bool(emu.retries_for("examplePayment")), timeout=10)
+        retry = emu.retries_for("examplePayment")[0]
+        status = retry.wait(20)
+        attempts = ", ".join(STATUS.get(t.status, str(t.status)) for t in retry.retry_tasks)
+        runner.check("retry_example.py", "server replays of the charge", 3 if status == 1 else 4, 3,
+                     f"retry {'FINISH' if status == 1 else status} after replays: {attempts}")
+        callback = retry.wait_callback(20)
+        note = os.path.join(state, "order-42.callback")
+        outcome = open(note).read() if os.path.exists(note) else "(no callback ran)"
+        runner.check("retry_example.py", "completion callback", callback, 3, f"callback: {outcome}")
+    finally:
+        code = stop_program(proc)
+        runner.check("retry_example.py", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
+
+
 def run_openapi(runner: Runner) -> None:
     """openapi_jobs.py needs no emulator: it starts an in-process fake of the server's OpenAPI."""
     env = {k: v for k, v in os.environ.items() if k != "SNAIL_OPENAPI_URL"}
@@ -181,6 +210,8 @@ def main() -> int:
     run_openapi(runner)
     with ServerEmulator() as emu:
         run_main(emu, runner)
+    with ServerEmulator() as emu:
+        run_retry(emu, runner)
     for script, go in [("readme_job.py", readme_job), ("readme_map.py", readme_map),
                        ("readme_mapreduce.py", readme_mapreduce), ("readme_stop.py", readme_stop)]:
         with ServerEmulator() as emu:

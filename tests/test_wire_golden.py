@@ -4,6 +4,7 @@ sends, against hand-written fixtures in ``tests/golden`` (protocol.md)."""
 import json
 import pathlib
 import threading
+from decimal import Decimal
 
 import snailjob as sj
 from snailjob.args import build_args
@@ -123,3 +124,57 @@ def test_server_messages_over_grpc(make_client):
     for uri, key in [("/job/stop/v1", "stop"), ("/sync/version", "sync_version")]:
         reply = call_inbound(client.host_port, uri, json.dumps(SERVER[key]))
         assert reply.status == 1, uri
+
+
+# --- retry module -------------------------------------------------------------------
+
+
+def golden_charge(order: int, amount: Decimal, meta: dict) -> dict:
+    sj.SnailLog.REMOTE.info("paying %s", order)
+    if meta.get("fail"):
+        raise ConnectionError("gateway down")
+    return {"paid": order}
+
+
+def test_retry_report_and_results(make_client):
+    charge = sj.retryable("payment", executor_name="golden.charge", biz_no=lambda o, a, m: f"A-{o}",
+                          strategy="remote_only")(golden_charge)
+    client, transport = make_client([charge])
+    charge.report(17, Decimal("9.50"), {"currency": "EUR"})
+    assert client.flush(5)
+    assert transport.calls[-1][0] == CLIENT["retry_report"]["uri"]
+    assert matches(transport.bodies("/batch/report")[0], CLIENT["retry_report"]["body"])
+
+    for key in ("retry_dispatch_2_0", "retry_dispatch_1_4"):
+        reply = call_inbound(client.host_port, SERVER[key]["uri"], json.dumps(SERVER[key]["body"]))
+        assert (reply.status, reply.data) == (1, "true"), (key, reply.message)
+    got = wait_for(lambda: len(transport.bodies("/report/retry/dispatch/result")) == 2
+                   and transport.bodies("/report/retry/dispatch/result"))
+    assert sorted(got, key=lambda b: b[0]["retryTaskId"])[0] == CLIENT["retry_result_success"]["body"]
+    failing = dict(SERVER["retry_dispatch_2_0"]["body"][0], retryTaskId=3,
+                   argsStr='[17, "9.50", {"fail": true}]')
+    call_inbound(client.host_port, "/retry/dispatch/v1", json.dumps([failing]))
+    got = wait_for(lambda: [b for b in transport.bodies("/report/retry/dispatch/result")
+                            if b[0]["retryTaskId"] == 3 and b[0]["taskStatus"] == 4])
+    assert got[0] == CLIENT["retry_result_failure"]["body"]
+    entry = wait_for(lambda: [e for b in transport.bodies("/batch/server/report/log") for e in b[0]
+                              if e["logType"] == "RETRY" and e["retryTaskId"] == 2])[0]
+    assert matches(entry, CLIENT["retry_log"]["body"], client.host_port), entry
+
+
+def test_retry_callback_stop_and_console_calls(make_client):
+    charge = sj.retryable("payment", executor_name="golden.charge", on_success=lambda call: None)(golden_charge)
+    client, transport = make_client([charge])
+    reply = call_inbound(client.host_port, SERVER["retry_callback"]["uri"], json.dumps(SERVER["retry_callback"]["body"]))
+    assert (reply.status, reply.data) == (1, "true")
+    got = wait_for(lambda: transport.bodies("/report/retry/callback/result"))
+    assert got[0] == CLIENT["retry_callback_result"]["body"]
+    reply = call_inbound(client.host_port, SERVER["retry_stop"]["uri"], json.dumps(SERVER["retry_stop"]["body"]))
+    assert (reply.status, reply.data) == (1, "true")
+    reply = call_inbound(client.host_port, SERVER["retry_idempotent_id"]["uri"],
+                         json.dumps(SERVER["retry_idempotent_id"]["body"]))
+    expected = charge.build_report((17, Decimal("9.50"), {}), {}).idempotentId
+    assert reply.status == 1 and json.loads(reply.data) == expected
+    reply = call_inbound(client.host_port, SERVER["retry_deserialize"]["uri"],
+                         json.dumps(SERVER["retry_deserialize"]["body"]))
+    assert reply.status == 1 and json.loads(reply.data) == [17, "9.50", {}]

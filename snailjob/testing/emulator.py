@@ -8,6 +8,12 @@ and that plays the server's side of a job: it builds the tasks of a batch,
 dispatches them to the registered nodes with ``/job/dispatch/v1``, applies
 the reported results, creates map, reduce and merge tasks, retries failed
 tasks, times batches out, sends ``/job/stop/v1`` and runs linear workflows.
+It also plays the server's side of the distributed retry module: it takes
+``/batch/report``, dispatches retries with ``/retry/dispatch/v1``, applies
+``/report/retry/dispatch/result``, sends ``/retry/callback/v1`` and applies
+``/report/retry/callback/result``, and makes the console's calls
+(``/retry/stop/v1``, ``/retry/generate/idempotent-id/v1``,
+``/retry/deserialize/args/v1``).
 
 The rules follow ``protocol.md`` (sections 2-6 and the checklist of section
 9).  Deliberate simplifications are listed in the class docstring.
@@ -44,6 +50,7 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    TypeVar,
     Union,
 )
 from urllib.parse import urlsplit
@@ -65,12 +72,15 @@ __all__ = [
     "DispatchReply",
     "DroppedLogBatch",
     "EmulatedBatch",
+    "EmulatedRetry",
+    "EmulatedRetryTask",
     "EmulatedTask",
     "EmulatedWorkflow",
     "Exchange",
     "OutboundCall",
     "RecordedBeat",
     "RecordedRequest",
+    "RetryScene",
     "ServerEmulator",
 ]
 
@@ -136,6 +146,60 @@ _MSG_RETRY_REPORT_OK = "Batch Retry Data Upload Processed Successfully"
 _MSG_RETRY_RESULT_OK = "Report dispatch result processed successfully"
 _MSG_CLIENT_MISSING = "Client does not exist"
 
+# Retry module (protocol.md sections 3.10, 4.7; the vsj2.0.2 retry-task module).
+RETRY_RUNNING = int(enums.RetryStatusEnum.RUNNING)
+RETRY_FINISH = int(enums.RetryStatusEnum.FINISH)
+RETRY_MAX_COUNT = int(enums.RetryStatusEnum.MAX_COUNT)
+RETRY_SUSPEND = int(enums.RetryStatusEnum.SUSPEND)
+_RT_WAITING = int(enums.RetryTaskStatusEnum.WAITING)
+_RT_RUNNING = int(enums.RetryTaskStatusEnum.RUNNING)
+_RT_SUCCESS = int(enums.RetryTaskStatusEnum.SUCCESS)
+_RT_FAIL = int(enums.RetryTaskStatusEnum.FAIL)
+_RT_STOP = int(enums.RetryTaskStatusEnum.STOP)
+_RT_CANCEL = int(enums.RetryTaskStatusEnum.CANCEL)
+_RT_NOT_COMPLETE = (_RT_WAITING, _RT_RUNNING)
+_RT_VALID = frozenset(int(s) for s in enums.RetryTaskStatusEnum)
+
+# Operation reasons of a retry task (RetryOperationReasonEnum).
+RETRY_REASON_NONE = 0
+RETRY_REASON_TIMEOUT = 1
+RETRY_REASON_NOT_CLIENT = 2
+RETRY_REASON_MANUAL_STOP = 7
+RETRY_REASON_SCENE_CLOSED = 9
+RETRY_REASON_RETRY_FAIL = 10
+RETRY_REASON_CLIENT_STOP = 11
+
+_KIND_RETRY = "retry"
+_KIND_CALLBACK = "callback"
+_HEADER_SNAIL_JOB = "snail-job"
+_RETRY_RPC_ATTEMPTS = 3
+_RETRY_RPC_WAIT = 1.0
+_CONSOLE_TIMEOUT = 5.0
+_INIT_SCENE_MAX_RETRY = 21  # DelayLevelEnum._21
+_INIT_SCENE_CB_MAX = 16  # DelayLevelEnum._16
+_INIT_SCENE_TIMEOUT = 5  # sj_retry_scene_config.executor_timeout default
+# VARCHAR limits of sj_retry (doc/sql/snail_job_mysql.sql); a longer value
+# fails the insert on MySQL in strict mode and on PostgreSQL.
+_RETRY_COLUMNS = (("sceneName", "scene_name", 64), ("idempotentId", "idempotent_id", 64),
+                  ("bizNo", "biz_no", 64), ("executorName", "executor_name", 512),
+                  ("serializerName", "serializer_name", 32))
+_RETRY_NOT_NULL = (("executorName", "executor_name"), ("argsStr", "args_str"),
+                   ("serializerName", "serializer_name"))
+_RETRY_STRING_FIELDS = ("groupName", "sceneName", "idempotentId", "executorName", "bizNo", "argsStr",
+                        "extAttrs", "serializerName")
+_SERVER_EXCEPTION = "com.aizuda.snailjob.server.common.exception.SnailJobServerException"
+_DATA_INTEGRITY = "org.springframework.dao.DataIntegrityViolationException"
+_MSG_RETRY_SAME_GROUP = "Batch report data, the same batch can only be the same group. ReqId:[{}]"
+_MSG_RETRY_NULL_SCENE = "element cannot be mapped to a null key"
+_MSG_RETRY_NO_SCENE = ("failed to report data, no scene configuration found. "
+                       "groupName:[{}] sceneName:[{}]")
+_MSG_RETRY_NULL_IDEMPOTENT = ('java.lang.NullPointerException: Cannot invoke "java.lang.Comparable.compareTo'
+                              '(Object)" because the return value of "java.util.function.Function.apply'
+                              '(Object)" is null')
+_MSG_RETRY_STATUS_INVALID = "task status code is invalid"
+_MSG_RETRY_STATUS_NULL = "status is marked non-null but is null"
+_MSG_MANUAL_STOP = "User manually triggered stop"
+
 _WORKFLOW_NODE_KEYS = frozenset({
     "executor", "task_type", "args_str", "parallel_num", "executor_timeout",
     "max_retry_times", "retry_interval", "shard_num", "executor_type", "labels",
@@ -144,6 +208,7 @@ _WORKFLOW_NODE_KEYS = frozenset({
 _INT_RE = re.compile(r"[+-]?\d+")
 
 Handler = Callable[[Optional[List[Any]], Dict[str, str]], Tuple[int, str, Any]]
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------
@@ -555,6 +620,214 @@ class EmulatedWorkflow:
 
 
 # --------------------------------------------------------------------------
+# Retries
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class RetryScene:
+    """A retry scene (``sj_retry_scene_config``) as the emulator keeps it.
+
+    ``interval`` and ``cb_interval`` are seconds of a fixed backoff (the
+    server's FIXED strategy; fractions allowed here).  ``auto_created`` marks a
+    scene the emulator created on a report because ``init_scene`` was on.
+    """
+
+    name: str
+    max_retry_count: int = 3
+    interval: float = 0.2
+    executor_timeout: int = 5
+    callback: bool = False
+    cb_max_count: int = 3
+    cb_interval: float = 0.2
+    enabled: bool = True
+    auto_created: bool = False
+
+
+@dataclass
+class EmulatedRetryTask:
+    """One execution (``sj_retry_task``) of a retry (``kind="retry"``,
+    ``/retry/dispatch/v1``) or of its completion callback (``kind="callback"``,
+    ``/retry/callback/v1``).
+
+    ``status`` is a ``RetryTaskStatusEnum`` value (2 RUNNING, 3 SUCCESS, 4 FAIL,
+    5 STOP, 6 CANCEL); ``operation_reason`` a ``RetryOperationReasonEnum``
+    value (``RETRY_REASON_*``).  ``request`` is the body element sent (empty
+    when nothing was sent) and ``snail_job_header`` the ``SnailJobHeaders``
+    sent with a dispatch.  ``result`` and ``exception_msg`` are what the
+    client reported (the server itself discards ``result``), or the failure
+    message of a refused or failed call.
+    """
+
+    id: int
+    retry_id: int
+    kind: str
+    status: int = _RT_RUNNING
+    node: Optional[str] = None
+    client_address: Optional[str] = None
+    retry_count: int = 0
+    manual: bool = False
+    operation_reason: int = RETRY_REASON_NONE
+    result: Optional[str] = None
+    exception_msg: Optional[str] = None
+    timed_out: bool = False
+    request: Dict[str, Any] = field(default_factory=dict)
+    snail_job_header: Optional[Dict[str, Any]] = None
+    dispatch_replies: List[DispatchReply] = field(default_factory=list)
+    reports: List[Dict[str, Any]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    finished_at: Optional[float] = None
+    reported: bool = field(default=False, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status not in _RT_NOT_COMPLETE
+
+
+class EmulatedRetry:
+    """A retry (``sj_retry`` row of task type 1) and its callback.
+
+    ``status``: 0 RUNNING, 1 FINISH, 2 MAX_COUNT, 3 SUSPEND.  The callback is
+    the server's separate callback row (task type 2, its own id
+    ``callback_id``, sent as ``retryId`` of ``/retry/callback/v1``);
+    ``callback_status`` is ``None`` (no callback), 2 while it is pending, 3
+    once the client reported success, 4 when it gave up after
+    ``cb_max_count`` failed attempts, 5 when the client reported STOP on the
+    dispatch-result URI (the callback row is suspended).  All attributes are
+    read under the emulator's lock; ``tasks`` is a snapshot list.
+    """
+
+    RUNNING = RETRY_RUNNING
+    FINISH = RETRY_FINISH
+    MAX_COUNT = RETRY_MAX_COUNT
+    SUSPEND = RETRY_SUSPEND
+
+    def __init__(self, emulator: ServerEmulator, retry_id: int, namespace: str, group: str, scene: str,
+                 idempotent_id: str, biz_no: str, executor_name: str, args_str: str,
+                 serializer_name: str, ext_attrs: str, status: int, source: str) -> None:
+        self._emu = emulator
+        self.id = retry_id
+        self.namespace = namespace
+        self.group = group
+        self.scene = scene
+        self.idempotent_id = idempotent_id
+        self.biz_no = biz_no
+        self.executor_name = executor_name
+        self.args_str = args_str
+        self.serializer_name = serializer_name
+        self.ext_attrs = ext_attrs
+        self.source = source
+        """``"report"`` (``/batch/report``) or ``"console"`` (``add_retry``)."""
+        self.created_at = time.time()
+        self._status = status
+        self._retry_count = 0
+        self._deleted = False  # the ``deleted`` column: set to the id on FINISH / MAX_COUNT
+        self._tasks: List[EmulatedRetryTask] = []
+        self._gen = 0
+        self._parked = False
+        self._cb_id: Optional[int] = None
+        self._cb_status: Optional[int] = None
+        self._cb_count = 0
+        self._cb_gen = 0
+        self._cb_parked = False
+
+    @property
+    def status(self) -> int:
+        with self._emu._lock:
+            return self._status
+
+    @property
+    def retry_count(self) -> int:
+        with self._emu._lock:
+            return self._retry_count
+
+    @property
+    def tasks(self) -> List[EmulatedRetryTask]:
+        with self._emu._lock:
+            return list(self._tasks)
+
+    @property
+    def retry_tasks(self) -> List[EmulatedRetryTask]:
+        """The ``kind="retry"`` tasks."""
+        with self._emu._lock:
+            return [t for t in self._tasks if t.kind == _KIND_RETRY]
+
+    @property
+    def callback_tasks(self) -> List[EmulatedRetryTask]:
+        """The ``kind="callback"`` tasks."""
+        with self._emu._lock:
+            return [t for t in self._tasks if t.kind == _KIND_CALLBACK]
+
+    @property
+    def callback_id(self) -> Optional[int]:
+        with self._emu._lock:
+            return self._cb_id
+
+    @property
+    def callback_status(self) -> Optional[int]:
+        with self._emu._lock:
+            return self._cb_status
+
+    @property
+    def callback_count(self) -> int:
+        """The callback row's retry count (failed or finished attempts)."""
+        with self._emu._lock:
+            return self._cb_count
+
+    def task(self, task_id: int) -> EmulatedRetryTask:
+        with self._emu._lock:
+            for task in self._tasks:
+                if task.id == task_id:
+                    return task
+        raise KeyError(task_id)
+
+    def wait(self, timeout: float = 10.0,
+             statuses: Sequence[int] = (RETRY_FINISH, RETRY_MAX_COUNT, RETRY_SUSPEND)) -> int:
+        """Block until the retry's status is one of ``statuses``; return it.
+        Raises ``TimeoutError`` describing the retry and its tasks."""
+        wanted = set(statuses)
+        return self._wait(timeout, lambda: self._status in wanted, lambda: self._status, "status in "
+                          f"{sorted(wanted)}")
+
+    def wait_callback(self, timeout: float = 10.0) -> int:
+        """Block until the callback ended (``callback_status`` 3, 4 or 5); return it."""
+        return self._wait(timeout, lambda: self._cb_status in (_RT_SUCCESS, _RT_FAIL, _RT_STOP),
+                          lambda: int(self._cb_status or 0), "an ended callback")
+
+    def stop(self, suspend: bool = False) -> Optional[Tuple[int, str, str]]:
+        """``ServerEmulator.stop_retry`` for this retry."""
+        return self._emu.stop_retry(self.id, suspend=suspend)
+
+    def trigger(self) -> EmulatedRetryTask:
+        """``ServerEmulator.trigger_retry`` for this retry."""
+        return self._emu.trigger_retry(self.id)
+
+    def _wait(self, timeout: float, done: Callable[[], bool], value: Callable[[], int], what: str) -> int:
+        deadline = time.monotonic() + timeout
+        with self._emu._cond:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{what} not reached after {timeout:g}s: {self._describe()}")
+                if self._emu._stopping.is_set():
+                    raise RuntimeError(f"emulator stopped while waiting for retry {self.id}")
+                self._emu._cond.wait(min(remaining, 0.25))
+            return value()
+
+    def _describe(self) -> str:
+        shown = ", ".join(f"{t.kind} task {t.id} status {t.status} on {t.node or '-'} "
+                          f"(replies {len(t.dispatch_replies)}, reports {len(t.reports)})"
+                          for t in self._tasks[-10:])
+        return (f"retry {self.id} (scene {self.scene!r}, executor {self.executor_name!r}) has status "
+                f"{self._status}, retry_count {self._retry_count}, callback_status {self._cb_status}; "
+                f"{len(self._tasks)} task(s): [{shown}]")
+
+    def __repr__(self) -> str:
+        return (f"EmulatedRetry(id={self.id}, scene={self.scene!r}, idempotent_id={self.idempotent_id!r}, "
+                f"status={self._status}, retry_count={self._retry_count}, tasks={len(self._tasks)})")
+
+
+# --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
 
@@ -643,6 +916,28 @@ def _partition(items: Sequence[str], shards: int) -> List[List[str]]:
         parts.append(list(items[index:index + size]))
         index += size
     return parts
+
+
+def _json_kind(value: Any) -> str:
+    """How Jackson names the JSON token it could not convert."""
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, bool):
+        return "Boolean"
+    if value is None:
+        return "Null"
+    return "Number"
+
+
+def _java_text(value: Any) -> str:
+    """Jackson's coercion of a JSON scalar into a ``String`` field."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _result_message(result: Any) -> str:
@@ -751,15 +1046,64 @@ class ServerEmulator:
       reports still overwrite the task rows.
     * Only ``group`` / ``namespace`` (and ``DEFAULT_SERVER`` with
       ``server_token``) pass the token check.
-    * Retry-module URIs are accepted and recorded in ``retry_requests``.
     * ``strict_primitives`` (default true) rejects an explicit JSON null for
       ``retry``/``executeResult.status`` (Java primitives) like the 2.x server;
       pass false to emulate 1.10.x.
 
+    Retry module (vsj2.0.2 ``snail-job-server-retry-task``): scenes
+    (``add_retry_scene``; ``init_scene`` mirrors the group's ``initScene``),
+    ``/batch/report`` with the server's checks, replies and de-duplication
+    (same idempotent id in one report, or a RUNNING retry of the scene),
+    ``/retry/dispatch/v1`` with the ``[DispatchRetryRequest, SnailJobHeaders]``
+    body and the ``snail-job`` header, the success condition of its reply,
+    ``/report/retry/dispatch/result`` and ``/report/retry/callback/result``
+    (their replies and the success / stop / failure handlers: retry count,
+    MAX_COUNT, SUSPEND, the NOT_COMPLETE guard of a failure), the timeout
+    check at ``executorTimeout + 0.5 s``, callbacks (``/retry/callback/v1``
+    with the parent's ``retryStatus`` and the callback row's id, up to
+    ``cb_max_count``), and the console operations (``add_retry``,
+    ``trigger_retry``, ``stop_retry``, ``update_retry_status``,
+    ``generate_idempotent_id``, ``deserialize_args``).  Retry simplifications:
+
+    * Backoff is fixed: the next attempt starts ``interval`` seconds after the
+      previous one ended (the server re-triggers every interval from the last
+      trigger time, with a 10 s scan period, and applies the scene's block
+      strategy to a still-running task; here the scan never meets one).  An
+      automatically created scene uses ``max_retry_count=21``,
+      ``executor_timeout=5`` and ``cb_max_count=16`` like the server, but the
+      emulator's default interval instead of the delay-level table.
+    * Nodes are chosen round-robin among the group's live nodes; scene labels
+      and route strategies are not modelled.
+    * A dispatch or callback whose call fails or is refused fails the task
+      without counting an attempt (the server's ``incrementRetryCount`` is
+      false there), so a client that always refuses is re-dispatched forever,
+      as on the server, unless the next count reaches the limit.
+    * Database errors are reported with abbreviated messages; the insert
+      limits are those of the MySQL schema in strict mode (a too long value
+      is refused, with a ``problems`` entry).  A report colliding with a
+      SUSPEND retry's unique key is refused at once (the server first retries
+      the insert 5 times, 1 s apart).
+    * A result whose ``retryId``, ``sceneName``, ``groupName`` or
+      ``namespaceId`` does not match the task is ignored with a ``problems``
+      entry (the server looks the retry and the scene up by these fields and
+      fails silently).  ``result`` is kept on the task (the server drops it).
+    * vsj2.0.2 defects are not reproduced unless ``retry_stop_quirk=True``:
+      ``RetryStopHandler`` throws on a client STOP (taskStatus 5 on the
+      dispatch-result URI) so nothing changes and the task later times out;
+      ``RetryTaskStopHandler`` never sends ``/retry/stop/v1`` (its message
+      does not match the stop actor), neither on a timeout nor from the
+      console; and the console's stop button changes nothing (no task id is
+      set).  By default the intended behaviour is emulated: a client STOP
+      suspends the retry (task STOP, count + 1), a timeout and
+      ``stop_retry`` send ``/retry/stop/v1`` (with the field ``scene``), and
+      ``stop_retry`` fails the running task like a manual stop.
+
     ``problems`` lists protocol violations the emulator noticed that the real
     server would not report to the client (bad labels, missing
     ``time_stamp`` in a log entry, results for unknown tasks, endless manual
-    retry loops...).  A well-behaved client leaves it empty.
+    retry loops, retry results it ignores or refuses with ``data=false``,
+    duplicate retry results, dropped RETRY log batches, over-long retry
+    fields...).  A well-behaved client leaves it empty.
     """
 
     def __init__(self, namespace: str = DEFAULT_NAMESPACE, group: str = DEFAULT_GROUP,
@@ -828,6 +1172,18 @@ class ServerEmulator:
         self._dropped_logs: List[DroppedLogBatch] = []
         self._retry_requests: List[RecordedRequest] = []
         self._problems: List[str] = []
+        self._tls = threading.local()
+
+        self.init_scene = False
+        """The group's ``initScene``: create an unknown scene (server defaults)
+        when a report names it, instead of refusing the report."""
+        self.retry_stop_quirk = False
+        """Reproduce the vsj2.0.2 defects of the stop paths (see the class docstring)."""
+        self._retry_scenes: Dict[str, RetryScene] = {}
+        self._retries: Dict[int, EmulatedRetry] = {}
+        self._retry_task_index: Dict[int, EmulatedRetryTask] = {}
+        self._retry_reports: List[Dict[str, Any]] = []
+        self._retry_rr = 0
 
         self._handlers: Dict[str, Handler] = {
             enums.URI_BEAT: self._on_beat,
@@ -836,9 +1192,10 @@ class ServerEmulator:
             enums.URI_REPORT_MAP: self._on_map_report,
             enums.URI_REPORT_LOG: self._on_logs,
             enums.URI_SYNC_VERSION: self._on_sync_version,
-            "/batch/report": self._retry_handler(_MSG_RETRY_REPORT_OK),
-            "/report/retry/dispatch/result": self._retry_handler(_MSG_RETRY_RESULT_OK),
-            "/report/retry/callback/result": self._retry_handler(_MSG_RETRY_RESULT_OK),
+            enums.URI_RETRY_REPORT: self._on_retry_report,
+            enums.URI_RETRY_RESULT: functools.partial(self._on_retry_result, enums.URI_RETRY_RESULT),
+            enums.URI_RETRY_CALLBACK_RESULT: functools.partial(self._on_retry_result,
+                                                               enums.URI_RETRY_CALLBACK_RESULT),
         }
 
     # ------------------------------------------------------------------
@@ -1015,8 +1372,57 @@ class ServerEmulator:
 
     @property
     def retry_requests(self) -> List[RecordedRequest]:
+        """Every call to a retry-module URI (``/batch/report``,
+        ``/report/retry/dispatch/result``, ``/report/retry/callback/result``)
+        that passed the token check; ``body`` is the parsed body re-encoded."""
         with self._lock:
             return list(self._retry_requests)
+
+    @property
+    def retry_reports(self) -> List[Dict[str, Any]]:
+        """Every row of every ``/batch/report`` answered ``data=true``, as
+        sent (rows de-duplicated by the server included)."""
+        with self._lock:
+            return [dict(row) for row in self._retry_reports]
+
+    @property
+    def retry_scenes(self) -> Dict[str, RetryScene]:
+        with self._lock:
+            return dict(self._retry_scenes)
+
+    @property
+    def retries(self) -> List[EmulatedRetry]:
+        """Every retry, in creation order."""
+        with self._lock:
+            return list(self._retries.values())
+
+    def retry(self, retry_id: int) -> EmulatedRetry:
+        """The retry with this id; ``KeyError`` if there is none."""
+        with self._lock:
+            return self._retries[retry_id]
+
+    def retries_for(self, scene: str) -> List[EmulatedRetry]:
+        with self._lock:
+            return [r for r in self._retries.values() if r.scene == scene]
+
+    def retry_task(self, task_id: int) -> EmulatedRetryTask:
+        with self._lock:
+            return self._retry_task_index[task_id]
+
+    @property
+    def retry_dispatch_calls(self) -> List[OutboundCall]:
+        with self._lock:
+            return [c for c in self._outbound if c.uri == enums.URI_RETRY_DISPATCH]
+
+    @property
+    def retry_callback_calls(self) -> List[OutboundCall]:
+        with self._lock:
+            return [c for c in self._outbound if c.uri == enums.URI_RETRY_CALLBACK]
+
+    @property
+    def retry_stop_calls(self) -> List[OutboundCall]:
+        with self._lock:
+            return [c for c in self._outbound if c.uri == enums.URI_RETRY_STOP]
 
     @property
     def problems(self) -> List[str]:
@@ -1198,6 +1604,221 @@ class ServerEmulator:
         return reply.status, reply.message, reply.data
 
     # ------------------------------------------------------------------
+    # driving retries
+    # ------------------------------------------------------------------
+
+    def add_retry_scene(self, name: str, max_retry_count: int = 3, interval: float = 0.2,
+                        executor_timeout: int = 5, callback: bool = False, cb_max_count: int = 3,
+                        cb_interval: float = 0.2, enabled: bool = True) -> RetryScene:
+        """Create a retry scene of the emulator's group, or replace the
+        settings of an existing one (its retries are kept).
+
+        ``interval`` / ``cb_interval``: seconds between the end of an attempt
+        and the next one (a new retry is first dispatched ``interval`` after
+        it was reported).  ``executor_timeout``: whole seconds, sent as
+        ``executorTimeout`` and ``ddl``; an attempt without a result after
+        ``executor_timeout + 0.5`` s fails.  ``callback``: send
+        ``/retry/callback/v1`` once the retry reaches FINISH or MAX_COUNT, up
+        to ``cb_max_count`` attempts.  A disabled scene accepts reports but
+        nothing of it is dispatched until ``set_retry_scene_enabled``.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a scene name must be a non-blank string")
+        if len(name) > 64:
+            raise ValueError("a scene name has at most 64 characters (scene_name is VARCHAR(64))")
+        if max_retry_count < 1 or cb_max_count < 1:
+            raise ValueError("max_retry_count and cb_max_count must be at least 1")
+        if interval < 0 or cb_interval < 0:
+            raise ValueError("interval and cb_interval must not be negative")
+        if executor_timeout < 1 or int(executor_timeout) != executor_timeout:
+            raise ValueError("executor_timeout is whole seconds, at least 1")
+        scene = RetryScene(name=name, max_retry_count=int(max_retry_count), interval=float(interval),
+                           executor_timeout=int(executor_timeout), callback=bool(callback),
+                           cb_max_count=int(cb_max_count), cb_interval=float(cb_interval),
+                           enabled=bool(enabled))
+        with self._cond:
+            self._retry_scenes[name] = scene
+            if scene.enabled:
+                self._unpark_scene(name)
+            self._cond.notify_all()
+        return scene
+
+    def set_retry_scene_enabled(self, name: str, enabled: bool) -> None:
+        """Open or close a scene (the console's scene switch).  Retries that
+        came due while it was closed are dispatched at once when it opens."""
+        with self._cond:
+            scene = self._retry_scenes[name]
+            scene.enabled = bool(enabled)
+            if scene.enabled:
+                self._unpark_scene(name)
+            self._cond.notify_all()
+
+    def add_retry(self, scene: str, executor_name: str, args_str: str, idempotent_id: Optional[str] = None,
+                  biz_no: str = "", serializer_name: str = "jackson", ext_attrs: str = "",
+                  status: int = RETRY_RUNNING) -> Optional[EmulatedRetry]:
+        """Create a retry like the console's "add retry" (``RetryWebServiceImpl.saveRetryTask``).
+
+        Without ``idempotent_id`` the client is asked first
+        (``generate_idempotent_id``), as the console's form does.  Returns the
+        new retry, or ``None`` when a RUNNING retry of the scene already has
+        this idempotent id (the server then inserts nothing and still reports
+        success).  Raises ``RuntimeError`` where the console shows an error.
+        """
+        self._require_running()
+        if status not in (RETRY_RUNNING, RETRY_FINISH, RETRY_MAX_COUNT, RETRY_SUSPEND):
+            raise RuntimeError("Retry status error")
+        for value, label in ((scene, "Scene name"), (executor_name, "Executor name"),
+                             (serializer_name, "serializerName")):
+            if not isinstance(value, str) or not value.strip():
+                raise RuntimeError(f"{label} cannot be empty")
+        if idempotent_id is None:
+            idempotent_id = self.generate_idempotent_id(scene, executor_name, args_str, serializer_name)
+        if not idempotent_id.strip():
+            raise RuntimeError("Idempotent ID cannot be empty")
+        row = {"sceneName": scene, "idempotentId": idempotent_id, "executorName": executor_name,
+               "bizNo": biz_no, "argsStr": args_str, "extAttrs": ext_attrs, "serializerName": serializer_name}
+        with self._cond:
+            if scene not in self._retry_scenes:
+                # the console does not set initScene: checkAndInitScene throws a NullPointerException
+                raise RuntimeError(f"no retry scene {scene!r} (the server fails with a NullPointerException)")
+            error = self._retry_row_error(row, 1, problem=False)
+            if error is not None:
+                raise RuntimeError(error)
+            if self._running_retry(scene, idempotent_id) is not None:
+                return None
+            conflict = self._retry_key_conflict(scene, idempotent_id)
+            if conflict is not None:
+                raise RuntimeError(conflict)
+            retry = self._create_retry(row, status, source="console")
+            self._cond.notify_all()
+            return retry
+
+    def generate_idempotent_id(self, scene: str, executor_name: str, args_str: str,
+                               serializer_name: str = "jackson") -> str:
+        """Ask a live client for the idempotent id of these arguments
+        (``/retry/generate/idempotent-id/v1``, as the console's "generate"
+        button does) and return its answer.  ``RuntimeError`` with the
+        server's message when the scene is unknown, no client is live, the
+        call fails or the client answers ``status`` 0 or a non-string."""
+        self._require_running()
+        with self._lock:
+            if scene not in self._retry_scenes:
+                raise RuntimeError("Failed to generate idempotentId: RetrySceneConfig nodes exist")
+            node = self._next_retry_node()
+        if node is None:
+            raise RuntimeError("Failed to generate idempotentId: No active client nodes exist")
+        body = {"group": self.group, "scene": scene, "argsStr": args_str, "executorName": executor_name,
+                "serializerName": serializer_name}
+        reply, data, error = self._console_call(node, enums.URI_RETRY_IDEMPOTENT_ID, body)
+        if reply is None:
+            raise RuntimeError(f"idempotentId generation failed: {error}")
+        if reply.status != 1:
+            raise RuntimeError("idempotentId generation failed: Ensure that the parameters and executor "
+                               "name are correct")
+        if not isinstance(data, str):
+            with self._cond:
+                self._problem(f"/retry/generate/idempotent-id/v1 answered data {reply.data[:200]!r}: "
+                              "the server casts data to a String")
+            raise RuntimeError(f"idempotentId generation failed: data {reply.data[:200]!r} is not a JSON string")
+        if len(data) > 64:
+            with self._cond:
+                self._problem(f"/retry/generate/idempotent-id/v1 answered an id of {len(data)} characters; "
+                              "idempotent_id is VARCHAR(64)")
+        return data
+
+    def deserialize_args(self, scene: str, executor_name: str, args_str: str,
+                         serializer_name: str = "jackson") -> Any:
+        """Ask a live client to decode ``args_str`` (``/retry/deserialize/args/v1``,
+        as the console's retry detail view does) and return its ``data``
+        decoded.  Like the server, fall back to ``args_str`` itself when the
+        scene is unknown, no client is live, the call fails, or the client
+        answers ``status`` 0 or a null ``data``."""
+        self._require_running()
+        with self._lock:
+            if scene not in self._retry_scenes:
+                return args_str
+            node = self._next_retry_node()
+        if node is None:
+            return args_str
+        body = {"namespaceId": self.namespace, "group": self.group, "scene": scene, "argsStr": args_str,
+                "executorName": executor_name, "serializerName": serializer_name}
+        reply, data, _ = self._console_call(node, enums.URI_RETRY_DESERIALIZE, body)
+        if reply is None or reply.status == 0 or data is None:
+            return args_str
+        return data
+
+    def trigger_retry(self, retry_id: int) -> EmulatedRetryTask:
+        """Run a retry now, like the console's "execute" button
+        (``triggerRetry``): whatever its status, without waiting for a running
+        task.  Returns the new task (CANCEL when the scene is closed or no
+        client is live); the dispatch itself is asynchronous."""
+        self._require_running()
+        send = False
+        with self._cond:
+            retry = self._retries[retry_id]
+            scene = self._retry_scenes.get(retry.scene)
+            if scene is None or not scene.enabled:
+                task = self._new_retry_task(retry, _KIND_RETRY, manual=True)
+                self._end_retry_task(task, _RT_CANCEL, RETRY_REASON_SCENE_CLOSED)
+            else:
+                task = self._open_retry_task(retry, scene, _KIND_RETRY, manual=True)
+                send = task.status == _RT_RUNNING
+            self._cond.notify_all()
+        if send:
+            self._submit(lambda: self._retry_send(task))
+        return task
+
+    def stop_retry(self, retry_id: int, suspend: bool = False) -> Optional[Tuple[int, str, str]]:
+        """Stop the retry's running task like the console's stop button
+        (``RetryTaskServiceImpl.stopById`` -> ``RetryTaskStopHandler``): the
+        task becomes FAIL with reason 7 and counts as a failed attempt
+        (MAX_COUNT when the limit is reached, otherwise the retry runs again
+        after its interval), and ``/retry/stop/v1`` goes to the node running
+        it.  With ``suspend=True`` the retry is first set to SUSPEND (the
+        console's status switch), so it does not run again.
+
+        Returns the node's answer ``(status, message, data)`` to the stop
+        call, or ``None`` when nothing was sent.  With ``retry_stop_quirk``
+        only ``suspend`` has an effect (vsj2.0.2, see the class docstring).
+        """
+        self._require_running()
+        with self._cond:
+            retry = self._retries[retry_id]
+            if suspend:
+                retry._status = RETRY_SUSPEND
+                self._cond.notify_all()
+            if self.retry_stop_quirk:
+                return None
+            running = [t for t in retry._tasks if t.status in _RT_NOT_COMPLETE]
+            for task in running:
+                self._retry_outcome(task, _RT_FAIL, RETRY_REASON_MANUAL_STOP, True, _MSG_MANUAL_STOP)
+            self._cond.notify_all()
+        answer: Optional[Tuple[int, str, str]] = None
+        for task in running:
+            reply = self._on_pool(functools.partial(self._send_retry_stop, task),
+                                  timeout=_RETRY_RPC_ATTEMPTS * (_STOP_TIMEOUT + _RETRY_RPC_WAIT) + 5.0)
+            if reply is not None:
+                answer = (reply.status, reply.message, reply.data)
+        return answer
+
+    def update_retry_status(self, retry_id: int, status: int) -> None:
+        """The console's status switch (``updateRetryStatus``): 0 resumes
+        (next run after the scene interval), 1 FINISH, 2 MAX_COUNT, 3
+        SUSPEND.  No client is called; a running task keeps running."""
+        if status not in (RETRY_RUNNING, RETRY_FINISH, RETRY_MAX_COUNT, RETRY_SUSPEND):
+            raise ValueError(f"Retry status error. [{status}]")
+        with self._cond:
+            retry = self._retries[retry_id]
+            retry._status = status
+            if status == RETRY_RUNNING:
+                retry._deleted = False
+                scene = self._retry_scenes.get(retry.scene)
+                self._schedule_retry(retry, scene.interval if scene is not None else 0.0, _KIND_RETRY)
+            elif status == RETRY_FINISH:
+                retry._deleted = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------
     # inbound gRPC
     # ------------------------------------------------------------------
 
@@ -1209,6 +1830,7 @@ class ServerEmulator:
             self._exchanges.append(exchange)
         if not uri.strip():
             self._hold_forever(context)
+        self._tls.req_id = request.reqId  # some retry-module messages name it
         status, message, data = self._process(uri, headers, request.body)
         text = dumps(data)
         with self._cond:
@@ -1364,15 +1986,240 @@ class ServerEmulator:
     def _on_sync_version(self, args: Optional[List[Any]], headers: Dict[str, str]) -> Tuple[int, str, Any]:
         return 1, "", self.config
 
-    # -- retry module ----------------------------------------------------------
+    # -- retry module: /batch/report -----------------------------------------
 
-    def _retry_handler(self, message: str) -> Handler:
-        def handle(args: Optional[List[Any]], headers: Dict[str, str]) -> Tuple[int, str, Any]:
+    def _record_retry_request(self, uri: str, args: Optional[List[Any]], headers: Dict[str, str]) -> None:
+        with self._cond:
+            self._retry_requests.append(RecordedRequest(uri, dict(headers), dumps(args)))
+            self._cond.notify_all()
+
+    def _req_id(self) -> int:
+        return int(getattr(self._tls, "req_id", 0))
+
+    def _on_retry_report(self, args: Optional[List[Any]], headers: Dict[str, str]) -> Tuple[int, str, Any]:
+        """``ReportRetryInfoHttpRequestHandler`` + ``AbstractGenerator``."""
+        self._record_retry_request(enums.URI_RETRY_REPORT, args, headers)
+        rows = _arg0(args)  # args null or empty: the catch block itself throws (status 0)
+        if rows is None:
+            rows = []
+        if not isinstance(rows, list):
+            return self._retry_refused(f"Cannot deserialize value of type `java.util.ArrayList<RetryTaskRequest>` "
+                                       f"from {_json_kind(rows)} value", problem=True)
+        for row in rows:
+            if row is not None and not isinstance(row, dict):
+                return self._retry_refused(f"Cannot deserialize value of type `RetryTaskRequest` from "
+                                           f"{_json_kind(row)} value", problem=True)
+        present: List[Dict[str, Any]] = [row for row in rows if row is not None]
+        if len(present) != len(rows):
+            return self._retry_refused('Cannot invoke "com.aizuda.snailjob.model.request.RetryTaskRequest.'
+                                       'getGroupName()" because "<parameter1>" is null', problem=True)
+        clean: List[Dict[str, Any]] = []
+        for row in present:
+            copy = dict(row)
+            for name in _RETRY_STRING_FIELDS:
+                value = copy.get(name)
+                if isinstance(value, (dict, list)):
+                    return self._retry_refused(f"Cannot deserialize value of type `java.lang.String` from "
+                                               f"{_json_kind(value)} value (through reference chain: "
+                                               f"RetryTaskRequest[\"{name}\"])", problem=True)
+                if value is not None and not isinstance(value, str):
+                    copy[name] = _java_text(value)
+            clean.append(copy)
+        group = _header(headers, "group-name") or ""
+        groups: Set[str] = {row["groupName"] for row in clean if row.get("groupName") is not None}
+        if len(groups) > 1:
+            return self._retry_refused(_MSG_RETRY_SAME_GROUP.format(self._req_id()), problem=True)
+        if any(row.get("sceneName") is None for row in clean):
+            return self._retry_refused(_MSG_RETRY_NULL_SCENE, problem=True)
+        by_scene: Dict[str, List[Dict[str, Any]]] = {}
+        for row in clean:
+            by_scene.setdefault(row["sceneName"], []).append(row)
+        with self._cond:
+            if not clean:
+                self._problem("/batch/report with an empty list (the server accepts it and creates nothing)")
+            if groups and groups != {group}:
+                self._problem(f"/batch/report rows name group {next(iter(groups))!r} but the caller's group-name "
+                              f"header is {group!r}; the server files them under the header's group")
+            elif len(clean) != sum(1 for row in clean if row.get("groupName") is not None):
+                self._problem("/batch/report rows without groupName (the server uses the group-name header)")
+            for scene_name, scene_rows in by_scene.items():
+                error = self._generate_retries(scene_name, scene_rows)
+                if error is not None:
+                    self._cond.notify_all()
+                    return 1, error, False
+            self._retry_reports.extend(dict(row) for row in rows if isinstance(row, dict))
+            self._cond.notify_all()
+        return 1, _MSG_RETRY_REPORT_OK, True
+
+    def _retry_refused(self, message: str, problem: bool) -> Tuple[int, str, Any]:
+        """A retry-module refusal: ``status`` 1 with ``data`` false."""
+        if problem:
             with self._cond:
-                self._retry_requests.append(RecordedRequest("", dict(headers), dumps(args)))
-                self._cond.notify_all()
-            return 1, message, True
-        return handle
+                self._problem(f"the server refuses this retry-module request (status=1, data=false): {message}")
+        return 1, message, False
+
+    def _generate_retries(self, scene_name: str, rows: List[Dict[str, Any]]) -> Optional[str]:
+        """``AbstractGenerator.taskGenerator`` for one scene (lock held); the
+        failure message (the server's ``ExecutionException`` text) or ``None``."""
+        scene = self._retry_scenes.get(scene_name)
+        if scene is None:
+            if not self.init_scene:
+                return f"{_SERVER_EXCEPTION}: " + _MSG_RETRY_NO_SCENE.format(self.group, scene_name)
+            if len(scene_name) > 64:
+                self._problem(f"/batch/report names scene {scene_name[:80]!r}...: longer than scene_name "
+                              "VARCHAR(64), the scene cannot be created")
+                return f"{_DATA_INTEGRITY}: Data too long for column 'scene_name' at row 1"
+            scene = RetryScene(name=scene_name, max_retry_count=_INIT_SCENE_MAX_RETRY,
+                               executor_timeout=_INIT_SCENE_TIMEOUT, cb_max_count=_INIT_SCENE_CB_MAX,
+                               auto_created=True)
+            self._retry_scenes[scene_name] = scene
+        if any(row.get("idempotentId") is None for row in rows):
+            self._problem(f"/batch/report row of scene {scene_name!r} without idempotentId (the report is "
+                          "refused: status=1, data=false)")
+            return _MSG_RETRY_NULL_IDEMPOTENT
+        unique: Dict[str, Dict[str, Any]] = {}
+        for row in rows:  # TreeSet by idempotentId: the first row of each id wins, sorted
+            unique.setdefault(row["idempotentId"], row)
+        fresh = [unique[key] for key in sorted(unique)
+                 if self._running_retry(scene_name, key) is None]
+        for index, row in enumerate(fresh, start=1):
+            error = self._retry_row_error(row, index)
+            if error is not None:
+                return f"{_DATA_INTEGRITY}: {error}"
+        for row in fresh:
+            conflict = self._retry_key_conflict(scene_name, row["idempotentId"])
+            if conflict is not None:
+                return conflict
+        for row in fresh:
+            self._create_retry(row, RETRY_RUNNING, source="report")
+        return None
+
+    def _retry_row_error(self, row: Dict[str, Any], index: int, problem: bool = True) -> Optional[str]:
+        """The database error inserting this row would raise (MySQL strict
+        mode), with a ``problems`` entry when ``problem``."""
+        for name, column in _RETRY_NOT_NULL:
+            if row.get(name) is None:
+                if problem:
+                    self._problem(f"/batch/report row {row.get('idempotentId')!r} has no {name}; {column} is "
+                                  "NOT NULL (the report is refused: status=1, data=false)")
+                return f"Column '{column}' cannot be null"
+        for name, column, limit in _RETRY_COLUMNS:
+            value = row.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                if problem:
+                    self._problem(f"/batch/report row {name} has {len(value)} characters; {column} is "
+                                  f"VARCHAR({limit}) (the insert fails in strict mode, or the value is "
+                                  "truncated)")
+                return f"Data too long for column '{column}' at row {index}"
+        return None
+
+    def _running_retry(self, scene: str, idempotent_id: str) -> Optional[EmulatedRetry]:
+        for retry in self._retries.values():
+            if retry.scene == scene and retry.idempotent_id == idempotent_id and retry._status == RETRY_RUNNING:
+                return retry
+        return None
+
+    def _retry_key_conflict(self, scene: str, idempotent_id: str) -> Optional[str]:
+        """``uk_scene_tasktype_idempotentid_deleted``: a not-RUNNING retry whose
+        ``deleted`` is still 0 (SUSPEND) blocks a new one with the same id."""
+        for retry in self._retries.values():
+            if retry.scene == scene and retry.idempotent_id == idempotent_id and not retry._deleted:
+                return (f"Duplicate entry '{idempotent_id}' for key "
+                        "'sj_retry.uk_scene_tasktype_idempotentid_deleted'")
+        return None
+
+    # -- retry module: /report/retry/dispatch/result, /report/retry/callback/result
+
+    def _on_retry_result(self, uri: str, args: Optional[List[Any]],
+                         headers: Dict[str, str]) -> Tuple[int, str, Any]:
+        """``ReportDispatchResultHttpRequestHandler`` / ``ReportCallbackResultHttpRequestHandler``:
+        every failure is ``status`` 1 with ``data`` false; the result itself is
+        applied later by ``RetryResultActor`` (here: at once)."""
+        self._record_retry_request(uri, args, headers)
+        try:
+            req = _arg0(args)
+        except _Failure as failure:
+            return self._retry_refused(failure.message, problem=True)
+        if not isinstance(req, dict):
+            return self._retry_refused(f"Cannot deserialize value of type `DispatchRetryResultRequest` from "
+                                       f"{_json_kind(req)} value", problem=True)
+        try:
+            retry_id = _as_long(req.get("retryId"), "retryId", required=False)
+            task_id = _as_long(req.get("retryTaskId"), "retryTaskId", required=False)
+            status = _as_long(req.get("taskStatus"), "taskStatus", required=False)
+        except _Failure as failure:
+            return self._retry_refused(failure.message, problem=True)
+        for name in ("namespaceId", "groupName", "sceneName", "result", "exceptionMsg"):
+            if isinstance(req.get(name), (dict, list)):
+                return self._retry_refused(f"Cannot deserialize value of type `java.lang.String` from "
+                                           f"{_json_kind(req[name])} value (through reference chain: "
+                                           f"[\"{name}\"])", problem=True)
+        if status is None:
+            return self._retry_refused(_MSG_RETRY_STATUS_NULL, problem=True)
+        if status not in _RT_VALID:
+            return self._retry_refused_status(status)
+        with self._cond:
+            self._apply_client_result(uri, req, retry_id, task_id, int(status))
+            self._cond.notify_all()
+        return 1, _MSG_RETRY_RESULT_OK, True
+
+    def _retry_refused_status(self, status: int) -> Tuple[int, str, Any]:
+        with self._cond:
+            self._problem(f"retry result with taskStatus {status}: the server answers status=1, data=false "
+                          f"({_MSG_RETRY_STATUS_INVALID!r})")
+        return 1, _MSG_RETRY_STATUS_INVALID, False
+
+    def _apply_client_result(self, uri: str, req: Dict[str, Any], retry_id: Optional[int],
+                             task_id: Optional[int], status: int) -> None:
+        """``RetryResultActor`` with the success, stop and failure handlers (lock held)."""
+        task = self._retry_task_index.get(task_id) if task_id is not None else None
+        where = "/report/retry/callback/result" if uri == enums.URI_RETRY_CALLBACK_RESULT else \
+            "/report/retry/dispatch/result"
+        if task is None:
+            self._problem(f"{where} for unknown retry task {task_id} (retry {retry_id}); the server ignores it")
+            return
+        task.reports.append(dict(req))
+        retry = self._retries[task.retry_id]
+        expected_uri = enums.URI_RETRY_CALLBACK_RESULT if task.kind == _KIND_CALLBACK else enums.URI_RETRY_RESULT
+        if uri != expected_uri:
+            self._problem(f"{where} for {task.kind} task {task.id}; a {task.kind} result belongs on "
+                          f"{expected_uri}")
+        sent_id = task.request.get("retryId")
+        if retry_id != sent_id:
+            self._problem(f"{where} for retry task {task.id} has retryId {retry_id}, but the task was sent "
+                          f"retryId {sent_id}; the server looks the retry up by retryId (result ignored)")
+            return
+        for name, expected in (("namespaceId", retry.namespace), ("groupName", retry.group),
+                               ("sceneName", retry.scene)):
+            if req.get(name) != expected:
+                self._problem(f"{where} for retry task {task.id} has {name} {req.get(name)!r}, expected "
+                              f"{expected!r}; the server's scene lookup fails and the result is ignored")
+                return
+        if status in _RT_NOT_COMPLETE:
+            self._problem(f"{where} for retry task {task.id} with taskStatus {status}: not a final status, "
+                          "no result handler takes it (ignored)")
+            return
+        if status == _RT_CANCEL:
+            self._problem(f"{where} for retry task {task.id} with taskStatus 6 (CANCEL): a client reports "
+                          "3, 4 or 5; the server treats it as a failure")
+        if task.reported:
+            self._problem(f"duplicate result for {task.kind} task {task.id} (taskStatus {status}; the task "
+                          f"already is {task.status})")
+        reason: Optional[int] = None
+        if uri == enums.URI_RETRY_RESULT:  # only the dispatch-result handler sets a reason
+            reason = {_RT_FAIL: RETRY_REASON_RETRY_FAIL, _RT_STOP: RETRY_REASON_CLIENT_STOP}.get(status)
+        message = req.get("exceptionMsg")
+        if status == _RT_STOP and reason == RETRY_REASON_CLIENT_STOP and self.retry_stop_quirk:
+            return  # vsj2.0.2: RetryStopHandler throws a NullPointerException, nothing changes
+        was = task.status
+        applied = self._retry_outcome(task, status, reason, True, message if isinstance(message, str) else None)
+        if applied:
+            task.reported = True
+            result = req.get("result")
+            task.result = result if result is None or isinstance(result, str) else _java_text(result)
+        elif not task.reported:
+            self._problem(f"{where} (taskStatus {status}) for {task.kind} task {task.id} that already is {was}: "
+                          "the server ignores it")
 
     # -- /report/dispatch/result ---------------------------------------------
 
@@ -1532,10 +2379,12 @@ class ServerEmulator:
         with self._cond:
             if job_entries:
                 self._store_job_logs(job_entries)
-            if retry_entries:
+            if retry_entries:  # RetryLogActor: groupingBy retryTaskId, toMap of the fields
                 reason = self._log_batch_problem(retry_entries, "retryTaskId")
                 if reason:
                     self._dropped_logs.append(DroppedLogBatch(list(retry_entries), reason))
+                    self._problem(f"RETRY log batch of {len(retry_entries)} entries dropped by the server: "
+                                  f"{reason}")
                 else:
                     self._retry_logs.extend(retry_entries)
             self._cond.notify_all()
@@ -2151,3 +3000,331 @@ class ServerEmulator:
                 self._scheduler.schedule(_STOP_RETRY_WAIT, lambda: attempt(n + 1))
 
         self._submit(lambda: attempt(1))
+
+    # ------------------------------------------------------------------
+    # retries (callers hold the lock unless noted)
+    # ------------------------------------------------------------------
+
+    def _retry_live_nodes(self) -> List[ClientNode]:
+        return [n for n in self._nodes.values()
+                if n.namespace == self.namespace and n.group == self.group and self._is_live(n)]
+
+    def _next_retry_node(self) -> Optional[ClientNode]:
+        """Round robin over the group's live nodes (scene labels are not modelled)."""
+        live = self._retry_live_nodes()
+        if not live:
+            return None
+        node = live[self._retry_rr % len(live)]
+        self._retry_rr += 1
+        return node
+
+    def _create_retry(self, row: Dict[str, Any], status: int, source: str) -> EmulatedRetry:
+        """``AbstractGenerator.doConvertTask``: blank bizNo -> UUID, blank extAttrs -> ""."""
+        biz_no = row.get("bizNo")
+        if not isinstance(biz_no, str) or not biz_no.strip():
+            biz_no = uuid.uuid4().hex  # hutool IdUtil.fastSimpleUUID()
+        ext_attrs = row.get("extAttrs")
+        if not isinstance(ext_attrs, str) or not ext_attrs.strip():
+            ext_attrs = ""
+        retry = EmulatedRetry(self, next(self._ids), self.namespace, self.group, row["sceneName"],
+                              row["idempotentId"], biz_no, row["executorName"], row["argsStr"],
+                              row["serializerName"], ext_attrs, status, source)
+        self._retries[retry.id] = retry
+        if status == RETRY_RUNNING:
+            self._schedule_retry(retry, self._retry_scenes[retry.scene].interval, _KIND_RETRY)
+        return retry
+
+    def _schedule_retry(self, retry: EmulatedRetry, delay: float, kind: str) -> None:
+        """The next run of the retry (or of its callback); a newer schedule
+        replaces an older one."""
+        if kind == _KIND_RETRY:
+            retry._gen += 1
+            retry._parked = False
+            gen = retry._gen
+        else:
+            retry._cb_gen += 1
+            retry._cb_parked = False
+            gen = retry._cb_gen
+        if self._scheduler is not None:
+            self._scheduler.schedule(delay, functools.partial(self._retry_due, retry, kind, gen))
+
+    def _unpark_scene(self, name: str) -> None:
+        for retry in self._retries.values():
+            if retry.scene != name:
+                continue
+            if retry._parked and retry._status == RETRY_RUNNING:
+                self._schedule_retry(retry, 0.0, _KIND_RETRY)
+            if retry._cb_parked and retry._cb_status == _RT_RUNNING:
+                self._schedule_retry(retry, 0.0, _KIND_CALLBACK)
+
+    def _retry_due(self, retry: EmulatedRetry, kind: str, gen: int) -> None:
+        """``ScanRetryActor`` + ``RetryExecutor`` for one due retry or
+        callback (runs on a pool thread)."""
+        with self._cond:
+            if self._stopping.is_set():
+                return
+            if kind == _KIND_RETRY and (gen != retry._gen or retry._status != RETRY_RUNNING):
+                return
+            if kind == _KIND_CALLBACK and (gen != retry._cb_gen or retry._cb_status != _RT_RUNNING):
+                return
+            scene = self._retry_scenes[retry.scene]
+            if not scene.enabled:  # the scan skips closed scenes
+                if kind == _KIND_RETRY:
+                    retry._parked = True
+                else:
+                    retry._cb_parked = True
+                return
+            if any(t.kind == kind and t.status in _RT_NOT_COMPLETE for t in retry._tasks):
+                return  # the running task's end schedules the next run
+            task = self._open_retry_task(retry, scene, kind, manual=False)
+            if task.status != _RT_RUNNING:  # no live client: CANCEL, the next scan tries again
+                self._schedule_retry(retry, scene.interval if kind == _KIND_RETRY else scene.cb_interval, kind)
+            self._cond.notify_all()
+        if task.status == _RT_RUNNING:
+            self._retry_send(task)
+
+    def _new_retry_task(self, retry: EmulatedRetry, kind: str, manual: bool) -> EmulatedRetryTask:
+        task = EmulatedRetryTask(id=next(self._task_ids), retry_id=retry.id, kind=kind, manual=manual)
+        retry._tasks.append(task)
+        self._retry_task_index[task.id] = task
+        return task
+
+    def _end_retry_task(self, task: EmulatedRetryTask, status: int, reason: int) -> None:
+        task.status = status
+        task.operation_reason = reason
+        task.finished_at = time.time()
+
+    def _open_retry_task(self, retry: EmulatedRetry, scene: RetryScene, kind: str,
+                         manual: bool) -> EmulatedRetryTask:
+        """``RetryExecutor.doExecute``: pick a node, build the request, arm the
+        timeout check (``executorTimeout`` + 500 ms)."""
+        task = self._new_retry_task(retry, kind, manual)
+        node = self._next_retry_node()
+        if node is None:
+            self._end_retry_task(task, _RT_CANCEL, RETRY_REASON_NOT_CLIENT)
+            return task
+        task.node, task.client_address = node.host_id, node.address
+        body: Dict[str, Any] = {
+            "namespaceId": retry.namespace,
+            "groupName": retry.group,
+            "sceneName": retry.scene,
+            "argsStr": retry.args_str,
+            "executorName": retry.executor_name,
+        }
+        if kind == _KIND_RETRY:  # DispatchRetryRequest
+            task.retry_count = retry._retry_count
+            body.update({"retryCount": retry._retry_count, "retryTaskId": task.id, "retryId": retry.id})
+            task.snail_job_header = {"retry": True, "retryId": str(retry.id), "ddl": scene.executor_timeout}
+        else:  # RetryCallbackRequest: the parent's status now, the callback row's id
+            body.update({"retryStatus": retry._status, "retryTaskId": task.id, "retryId": retry._cb_id})
+        body.update({"executorTimeout": scene.executor_timeout, "serializerName": retry.serializer_name})
+        task.request = {key: value for key, value in body.items() if value is not None}
+        if self._scheduler is not None:
+            self._scheduler.schedule(scene.executor_timeout + _TIMEOUT_GRACE,
+                                     functools.partial(self._retry_timeout, task))
+        return task
+
+    def _retry_send(self, task: EmulatedRetryTask) -> None:
+        """``RequestRetryClientActor`` / ``RequestCallbackClientActor`` (pool
+        thread): 3 s per attempt, 3 attempts 1 s apart with failover on a
+        failed call; a dispatch needs ``status=1, data=true``, a callback
+        ``status=1``; otherwise the task fails (not counted as an attempt)."""
+        with self._cond:
+            node = self._node_by_id(task.node) if task.node else None
+            if node is None or not self._is_live(node):
+                self._retry_outcome(task, _RT_FAIL, None, False, _MSG_CLIENT_MISSING)
+                self._cond.notify_all()
+                return
+            uri = enums.URI_RETRY_DISPATCH if task.kind == _KIND_RETRY else enums.URI_RETRY_CALLBACK
+            args: List[Any] = [task.request]
+            if task.snail_job_header is not None:
+                args.append(task.snail_job_header)
+            text = dumps(args)
+        attempt = 0
+        while True:
+            attempt += 1
+            with self._lock:
+                headers = self.server_headers(node)
+            if task.snail_job_header is not None:
+                headers[_HEADER_SNAIL_JOB] = dumps(task.snail_job_header)
+            reply, error, _ = self._invoke(node, uri, text, headers, _DISPATCH_TIMEOUT)
+            data_value: Any = None
+            if reply is not None and reply.data.strip():
+                try:
+                    data_value = json.loads(reply.data)
+                except ValueError:
+                    error = f"data is not JSON: {reply.data[:200]!r}"
+            with self._cond:
+                task.dispatch_replies.append(DispatchReply(
+                    node=node.host_id,
+                    status=reply.status if reply is not None else None,
+                    message=reply.message if reply is not None else None,
+                    data=reply.data if reply is not None else None,
+                    error=error))
+                self._cond.notify_all()
+            if error is None:
+                break
+            if self._stopping.is_set():
+                return
+            with self._cond:
+                node.alive = False  # a failed call marks the node not alive until its next beat
+                if attempt >= _RETRY_RPC_ATTEMPTS:
+                    self._retry_outcome(task, _RT_FAIL, None, False, error)
+                    self._cond.notify_all()
+                    return
+                other = self._next_retry_node()
+                if other is not None:  # failover
+                    node = other
+                    task.node, task.client_address = node.host_id, node.address
+            if self._stopping.wait(_RETRY_RPC_WAIT):
+                return
+        assert reply is not None
+        with self._cond:
+            accepted = reply.status == 1 and (task.kind == _KIND_CALLBACK or data_value is True)
+            if not accepted:
+                self._retry_outcome(task, _RT_FAIL, None, False, reply.message)
+            self._cond.notify_all()
+
+    def _retry_timeout(self, task: EmulatedRetryTask) -> None:
+        """``RetryTimeoutCheckTask`` (pool thread): a task still running fails
+        (reason 1, counted as an attempt) and the node is told to stop it."""
+        with self._cond:
+            if self._stopping.is_set() or task.done:
+                return
+            task.timed_out = True
+            self._retry_outcome(task, _RT_FAIL, RETRY_REASON_TIMEOUT, True, None)
+            self._cond.notify_all()
+        if not self.retry_stop_quirk:
+            self._send_retry_stop(task)
+
+    def _retry_outcome(self, task: EmulatedRetryTask, status: int, reason: Optional[int], increment: bool,
+                       message: Optional[str]) -> bool:
+        """``RetrySuccessHandler`` / ``RetryStopHandler`` / ``RetryFailureHandler``;
+        false when the failure handler's guard (task not WAITING/RUNNING)
+        leaves everything unchanged."""
+        retry = self._retries[task.retry_id]
+        scene = self._retry_scenes[retry.scene]
+        callback = task.kind == _KIND_CALLBACK
+        if status == _RT_SUCCESS:  # no guard on the task's status
+            self._end_retry_task(task, _RT_SUCCESS, task.operation_reason)
+            if callback:
+                retry._cb_status = _RT_SUCCESS
+                retry._cb_count += 1
+            else:
+                retry._status = RETRY_FINISH
+                retry._retry_count += 1
+                retry._deleted = True
+                self._create_callback(retry, scene)
+            return True
+        if status == _RT_STOP and reason == RETRY_REASON_CLIENT_STOP:  # the retry is suspended
+            self._end_retry_task(task, _RT_STOP, RETRY_REASON_CLIENT_STOP)
+            if message is not None:
+                task.exception_msg = message
+            if callback:
+                retry._cb_status = _RT_STOP
+                retry._cb_count += 1
+            else:
+                retry._status = RETRY_SUSPEND
+                retry._retry_count += 1
+            return True
+        if task.status not in _RT_NOT_COMPLETE:
+            return False
+        self._end_retry_task(task, status, RETRY_REASON_NONE if reason is None else reason)
+        if message is not None:
+            task.exception_msg = message
+        limit = scene.cb_max_count if callback else scene.max_retry_count
+        current = (retry._cb_count if callback else retry._retry_count) + 1
+        if limit <= current:
+            if callback:
+                retry._cb_status = _RT_FAIL
+                retry._cb_count = current
+            else:
+                retry._status = RETRY_MAX_COUNT
+                retry._retry_count = current
+                retry._deleted = True
+                self._create_callback(retry, scene)
+            return True
+        if increment:
+            if callback:
+                retry._cb_count = current
+            else:
+                retry._retry_count = current
+        if callback and retry._cb_status == _RT_RUNNING:
+            self._schedule_retry(retry, scene.cb_interval, _KIND_CALLBACK)
+        elif not callback and retry._status == RETRY_RUNNING:
+            self._schedule_retry(retry, scene.interval, _KIND_RETRY)
+        return True
+
+    def _create_callback(self, retry: EmulatedRetry, scene: RetryScene) -> None:
+        """``CallbackRetryTaskHandler.create``: a new callback row, first run
+        ``cb_interval`` from now; none while the previous one is pending or
+        suspended (its unique key is still taken)."""
+        if not scene.callback or retry._cb_status in (_RT_RUNNING, _RT_STOP):
+            return
+        retry._cb_id = next(self._ids)
+        retry._cb_status = _RT_RUNNING
+        retry._cb_count = 0
+        self._schedule_retry(retry, scene.cb_interval, _KIND_CALLBACK)
+
+    def _send_retry_stop(self, task: EmulatedRetryTask) -> Optional[pb2.GrpcResult]:
+        """``/retry/stop/v1`` to the task's node (blocking, on a pool thread):
+        1 s per attempt, 3 attempts 1 s apart, no failover; the answer is
+        only logged by the server."""
+        with self._lock:
+            node = self._node_by_id(task.node) if task.node else None
+            if node is None or not self._is_live(node):
+                return None
+            retry = self._retries[task.retry_id]
+            body = {"namespaceId": retry.namespace, "groupName": retry.group, "scene": retry.scene,
+                    "retryTaskId": task.id, "retryId": task.request.get("retryId", retry.id)}
+        text = dumps([body])
+        for attempt in range(1, _RETRY_RPC_ATTEMPTS + 1):
+            with self._lock:
+                headers = self.server_headers(node)
+            reply, error, _ = self._invoke(node, enums.URI_RETRY_STOP, text, headers, _STOP_TIMEOUT)
+            if error is None:
+                return reply
+            if self._stopping.is_set():
+                return None
+            with self._cond:
+                node.alive = False
+            if attempt < _RETRY_RPC_ATTEMPTS and self._stopping.wait(_RETRY_RPC_WAIT):
+                return None
+        return None
+
+    def _console_call(self, node: ClientNode, uri: str,
+                      body: Dict[str, Any]) -> Tuple[Optional[pb2.GrpcResult], Any, Optional[str]]:
+        """A console-initiated call (idempotent id, deserialize): 5 s per
+        attempt, 3 attempts 1 s apart, no failover.  Returns ``(reply, data
+        decoded, error)``; runs on the pool and waits for it (bounded)."""
+        text = dumps([body])
+
+        def work() -> Tuple[Optional[pb2.GrpcResult], Any, Optional[str]]:
+            error: Optional[str] = None
+            for attempt in range(1, _RETRY_RPC_ATTEMPTS + 1):
+                with self._lock:
+                    headers = self.server_headers(node)
+                reply, error, _ = self._invoke(node, uri, text, headers, _CONSOLE_TIMEOUT)
+                if reply is not None and error is None:
+                    if not reply.data.strip():
+                        return reply, None, None
+                    try:
+                        return reply, json.loads(reply.data), None
+                    except ValueError:
+                        error = f"data is not JSON: {reply.data[:200]!r}"
+                if self._stopping.is_set():
+                    break
+                with self._cond:
+                    node.alive = False
+                if attempt < _RETRY_RPC_ATTEMPTS and self._stopping.wait(_RETRY_RPC_WAIT):
+                    break
+            return None, None, error
+
+        return self._on_pool(work, _RETRY_RPC_ATTEMPTS * (_CONSOLE_TIMEOUT + _RETRY_RPC_WAIT) + 5.0)
+
+    def _on_pool(self, fn: Callable[[], _T], timeout: float) -> _T:
+        """Run ``fn`` on the emulator's pool and wait for it (bounded)."""
+        pool = self._pool
+        if pool is None or self._stopping.is_set():
+            raise RuntimeError("the emulator is not running (call start() or use it as a context manager)")
+        return pool.submit(fn).result(timeout=timeout)
