@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from pydantic import ValidationError
@@ -36,6 +37,7 @@ from snailjob.retry import (
     RetryOutcome,
     RetryRegistry,
     RetryWork,
+    StopRetry,
 )
 from snailjob.settings import Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, InboundServer, Reply, Transport
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
+_STOPPED_RETRY_MEMORY = 4096  # retries a StopRetry ended, remembered to answer their later replays
 
 
 def live_clients() -> List[Client]:
@@ -118,6 +121,7 @@ class Client:
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
         self._retry_reports: Optional[RetryReporter] = None
+        self._stopped_retries: OrderedDict[int, str] = OrderedDict()  # retryId -> StopRetry text
         self._headers: Dict[str, str] = {}
 
     # --- public lifecycle -------------------------------------------------
@@ -164,7 +168,7 @@ class Client:
                                 s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
         self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, batch_size=50,
                                             interval=s.snail_retry_report_interval,
-                                            max_buffer=s.snail_retry_report_max_buffer)
+                                            max_buffer=s.snail_retry_report_max_buffer, store=store)
         self._outbox.start()
         self._logs.start()
         self._retry_reports.start()
@@ -516,8 +520,12 @@ class Client:
         retryable, args, kwargs = found
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
                            request.retryCount or 0, "retry", UNASSIGNED_STOP, self)
-        work = RetryWork(functools.partial(retryable.func, *args, **kwargs), ctx,
-                         request.executorTimeout, request)
+        func: Callable[[], Any] = functools.partial(retryable.func, *args, **kwargs)
+        with self._lock:
+            stopped = self._stopped_retries.get(request.retryId) if request.retryId is not None else None
+        if stopped is not None:
+            func = functools.partial(_raise_stop, stopped)  # answered without running the function
+        work = RetryWork(func, ctx, request.executorTimeout, request)
         self.dispatcher.submit(work)
         return Reply(1, "", True)
 
@@ -592,6 +600,11 @@ class Client:
 
     def _on_retry_outcome(self, work: RetryWork, outcome: RetryOutcome) -> None:
         ctx, req, s = work.context, work.request, self.settings
+        if outcome.stop and ctx.retry_id is not None:
+            with self._lock:
+                self._stopped_retries[ctx.retry_id] = outcome.exception or "StopRetry"
+                while len(self._stopped_retries) > _STOPPED_RETRY_MEMORY:
+                    self._stopped_retries.popitem(last=False)
         common: Dict[str, Any] = dict(namespaceId=req.namespaceId or s.snail_namespace,
                       groupName=req.groupName or s.snail_group_name, sceneName=ctx.scene,
                       retryId=ctx.retry_id, retryTaskId=ctx.retry_task_id, exceptionMsg=outcome.exception)
@@ -674,6 +687,10 @@ class Client:
     def ship_log(self, entry: Dict[str, Any]) -> None:
         if self._logs is not None:
             self._logs.offer(entry)
+
+
+def _raise_stop(text: str) -> None:
+    raise StopRetry(f"{text.split(': ', 1)[-1]} (an earlier replay of this retry raised StopRetry)")
 
 
 def _no_callback() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import heapq
+import json
 import logging
 import os
 import random
@@ -97,6 +98,8 @@ class OutboxStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "batch_id INTEGER, uri TEXT NOT NULL, body TEXT NOT NULL, "
                          "expires REAL NOT NULL, describe TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS retry_reports (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "entry TEXT NOT NULL)")
 
     def add(self, batch_id: Any, uri: str, body: str, expires: float, describe: str) -> int:
         with self._lock:
@@ -116,6 +119,20 @@ class OutboxStore:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    # calls handed to the retry server, not yet accepted (RetryReporter)
+
+    def add_report(self, entry: str) -> int:
+        with self._lock:
+            return int(self._db.execute("INSERT INTO retry_reports (entry) VALUES (?)", (entry,)).lastrowid or 0)
+
+    def remove_reports(self, rows: List[int]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM retry_reports WHERE id = ?", [(r,) for r in rows])
+
+    def load_reports(self) -> List[Tuple[int, str]]:
+        with self._lock:
+            return list(self._db.execute("SELECT id, entry FROM retry_reports ORDER BY id"))
 
     def close(self) -> None:
         with self._lock:
@@ -354,6 +371,7 @@ class BatchShipper:
                 return False
             if len(self._buffer) == self._buffer.maxlen:
                 self.dropped += 1
+                self.forget([self._buffer[0]])
             self._buffer.append(entry)
             if self._first_at is None:
                 self._first_at = time.monotonic()
@@ -415,7 +433,7 @@ class BatchShipper:
                     self.dropped += len(unsent)
                     self._sending = 0
                     self._cond.notify_all()
-                    logger.error("%d %s not delivered before shutdown", len(unsent), self.what)
+                    logger.error("%d %s not delivered before shutdown%s", len(unsent), self.what, self.kept_note())
                     continue
                 self._requeue(unsent)
                 self._cond.wait(backoff(attempt))
@@ -424,6 +442,7 @@ class BatchShipper:
         room = (self._buffer.maxlen or 0) - len(self._buffer)
         keep = batch[-room:] if room > 0 else []
         self.dropped += len(batch) - len(keep)
+        self.forget(batch[:len(batch) - len(keep)])
         self._buffer.extendleft(reversed(keep))
         self._first_at = self._first_at or time.monotonic()
         self._sending = 0
@@ -461,12 +480,22 @@ class BatchShipper:
             return False
         with self._cond:
             self.batches += 1
-            if self.accepted(reply):
+            accepted = self.accepted(reply)
+            if accepted:
                 self.shipped += len(part)
-                return True
-            self.refused += len(part)
-        self.on_refused(part, reply)
+            else:
+                self.refused += len(part)
+        if not accepted:
+            self.on_refused(part, reply)
+        self.forget(part)
         return True
+
+    def forget(self, entries: List[Dict[str, Any]]) -> None:
+        """``entries`` are done with (delivered, refused or dropped)."""
+
+    def kept_note(self) -> str:
+        """Where undelivered entries stay after shutdown, for the error log."""
+        return ""
 
     def accepted(self, reply: Reply) -> bool:
         return reply.ok
@@ -501,11 +530,52 @@ class RetryReporter(BatchShipper):
     (the server refuses a whole batch when one scene is unknown).  A report
     is kept and re-sent until the server answers; one it refuses (unknown
     scene, group without automatic scene creation) is logged with the
-    server's reason and not sent again."""
+    server's reason and not sent again.  With a ``store`` (``SNAIL_OUTBOX_PATH``)
+    every report is written to the file when queued and deleted when done
+    with, so reports not yet accepted survive a restart or a killed process."""
 
     uri = enums.URI_RETRY_REPORT
     what = "retry reports"
     thread_name = "snailjob-retry-reports"
+
+    def __init__(self, transport: Transport, rpc_timeout: float, batch_size: int = 50,
+                 interval: float = 1.0, max_buffer: int = 10000, store: Optional[OutboxStore] = None) -> None:
+        super().__init__(transport, rpc_timeout, batch_size, interval, max_buffer)
+        self._store = store
+        self._rows: Dict[int, int] = {}  # id(entry) -> row in the store
+        self.restored = 0
+
+    def start(self) -> None:
+        if self._store is not None:
+            for row, text in self._store.load_reports():
+                entry = json.loads(text)
+                self._rows[id(entry)] = row
+                super().offer(entry)
+                self.restored += 1
+            if self.restored:
+                logger.info("restored %d undelivered retry report(s) from %s", self.restored, self._store.path)
+        super().start()
+
+    def offer(self, entry: Dict[str, Any]) -> bool:
+        if self._store is not None:
+            with self._cond:
+                if self._closed:
+                    return False
+            self._rows[id(entry)] = self._store.add_report(json.dumps(entry))
+        return super().offer(entry)
+
+    def kept_note(self) -> str:
+        return f"; kept in {self._store.path}" if self._store is not None else ""
+
+    def forget(self, entries: List[Dict[str, Any]]) -> None:
+        if self._store is None:
+            return
+        rows = [r for r in (self._rows.pop(id(e), None) for e in entries) if r is not None]
+        if rows:
+            try:
+                self._store.remove_reports(rows)
+            except Exception:  # sqlite3.Error: the report was handled, the file is stale
+                logger.exception("could not update the outbox file")
 
     def split(self, batch: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
         scenes: Dict[Any, List[Dict[str, Any]]] = {}

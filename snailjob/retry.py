@@ -116,8 +116,14 @@ class Backoff(str, Enum):
 
 class StopRetry(Exception):
     """Raise from a retryable function to end all retrying of this call: no
-    further local attempt, no report, and a server replay ends as STOP
-    (the server stops replaying it)."""
+    further local attempt and no report.
+
+    In a server replay it is reported as a *failure* with the text
+    ``StopRetry: <message>``, and this client answers later replays of the
+    same retry with that failure without running the function, so the
+    server reaches the scene's maximum count after its remaining attempts.
+    (The protocol's STOP status is not used: servers up to 2.0.2 fail to
+    apply it, and 1.4.0 then replays the call forever.)"""
 
 
 @dataclass(frozen=True)
@@ -649,11 +655,13 @@ def exception_text(exc: BaseException, limit: int = 2000) -> str:
 
 @dataclass(frozen=True)
 class RetryOutcome:
-    """How a server-driven run ended: ``status`` 3 SUCCESS, 4 FAIL, 5 STOP."""
+    """How a server-driven run ended: ``status`` 3 SUCCESS or 4 FAIL;
+    ``stop`` when the function raised ``StopRetry``."""
 
     status: int
     result: Optional[str] = None
     exception: Optional[str] = None
+    stop: bool = False
 
 
 class RetryWork(Work):
@@ -715,8 +723,8 @@ class RetryWork(Work):
     def _failure(self, exc: BaseException) -> RetryOutcome:
         text = exception_text(exc)
         if isinstance(exc, StopRetry) and self.context.kind == "retry":
-            _remote.warning("%s stopped retrying: %s", self.describe(), text)
-            return RetryOutcome(int(RetryTaskStatusEnum.STOP), exception=text)
+            _remote.warning("%s asked to stop retrying: %s", self.describe(), text)
+            return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text, stop=True)
         _remote.error("%s failed: %s", self.describe(), text, exc_info=(type(exc), exc, exc.__traceback__))
         return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text)
 

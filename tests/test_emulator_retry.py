@@ -468,6 +468,7 @@ def test_callback_failure_resent_up_to_cb_max_count(emu: ServerEmulator, make_cl
 
 
 def test_timeout_fails_attempt_and_sends_stop(emu: ServerEmulator, make_client: MakeClient) -> None:
+    emu.retry_stop_quirk = False  # the server's intended behaviour
     client = ready(emu, make_client, behaviours={"pay": hang})
     emu.add_retry_scene("orders", interval=0.05, executor_timeout=1, max_retry_count=1)
     started = time.monotonic()
@@ -492,6 +493,7 @@ def test_timeout_fails_attempt_and_sends_stop(emu: ServerEmulator, make_client: 
 
 
 def test_stop_retry(emu: ServerEmulator, make_client: MakeClient) -> None:
+    emu.retry_stop_quirk = False  # the server's intended behaviour
     client = ready(emu, make_client, behaviours={"pay": hang})
     emu.add_retry_scene("orders", interval=0.05, executor_timeout=30, max_retry_count=5)
     client.report_retries([row(emu)])
@@ -518,6 +520,7 @@ def test_stop_retry(emu: ServerEmulator, make_client: MakeClient) -> None:
 
 
 def test_client_stop_suspends_retry(emu: ServerEmulator, make_client: MakeClient) -> None:
+    emu.retry_stop_quirk = False  # the server's intended behaviour
     def stop(client: FakeRetryClient, req: Dict[str, Any]) -> None:
         assert client.result(req, 5, exc="do not retry").data == "true"
 

@@ -431,7 +431,8 @@ def test_server_replay_runs_once_and_reports_each_outcome(make_client):
     got = wait_for(lambda: len(results(transport)) == 3 and results(transport))
     assert got[1]["taskStatus"] == 3 and json.loads(got[1]["result"]) == {"charged": 5.5}
     assert got[2]["taskStatus"] == 4 and got[2]["exceptionMsg"] == "ValueError: negative amount"
-    assert got[3]["taskStatus"] == 5 and got[3]["exceptionMsg"] == "StopRetry: nothing to charge"
+    # StopRetry is reported as a failure (servers up to 2.0.2 do not apply STOP) ...
+    assert got[3]["taskStatus"] == 4 and got[3]["exceptionMsg"] == "StopRetry: nothing to charge"
     assert got[1]["sceneName"] == "replay" and got[1]["retryId"] == 901 and got[1]["groupName"]
     assert len(calls) == 3  # one attempt per dispatch: no local retries in a replay
     assert calls[0][0] == Order(3, datetime.date(2026, 1, 2), [])
@@ -440,6 +441,11 @@ def test_server_replay_runs_once_and_reports_each_outcome(make_client):
     assert {e["retryTaskId"] for e in charging} == {1, 2, 3}
     assert all(e["retryId"] == 900 + e["retryTaskId"] and "jobId" not in e for e in charging)
     assert not reports(transport)  # the failing replay is not reported again
+    # ... and a later replay of that retry is answered the same way without running the function
+    assert dispatch_retry(client.host_port, "replay", name, f"[{order}, 0]", 4, retryId=903).status == 1
+    again = wait_for(lambda: results(transport).get(4))
+    assert again["taskStatus"] == 4 and again["exceptionMsg"].startswith("StopRetry: nothing to charge")
+    assert len(calls) == 3
 
 
 def test_replay_refusals_name_the_problem(make_client):
@@ -579,3 +585,32 @@ def test_registration_paths_share_one_registry():
         registry.register(g)
     with pytest.raises(sj.RetryDefinitionError, match="not a @retryable"):
         registry.register(lambda: None)  # type: ignore[arg-type]
+
+
+def test_undelivered_reports_survive_a_restart_with_an_outbox_file(make_client, tmp_path):
+    path = str(tmp_path / "outbox.db")
+
+    def down(uri: str, body: Any) -> Reply:
+        if uri == REPORT:
+            raise TransportError("UNAVAILABLE: simulated", code="UNAVAILABLE")
+        return Reply(1, "", True)
+
+    @sj.retryable("durable")
+    def durable(i: int) -> None:
+        pass
+
+    first, transport = make_client([durable], snail_outbox_path=path, snail_retry_report_interval=0.1)
+    transport.responder = down
+    for i in range(3):
+        durable.report(i)
+    time.sleep(0.3)
+    assert reports(transport) and first.stats()["retry_reports_sent"] == 0  # tried, never taken
+    first.stop(grace=0)  # they stay in the file
+
+    second, transport2 = make_client([durable], snail_outbox_path=path, snail_retry_report_interval=0.1)
+    assert second.flush(5)
+    assert sorted(json.loads(e["argsStr"])[0] for e in reports(transport2)) == [0, 1, 2]
+    second.stop(grace=0)
+    third, transport3 = make_client([durable], snail_outbox_path=path, snail_retry_report_interval=0.1)
+    time.sleep(0.3)
+    assert third.flush(2) and reports(transport3) == []  # delivered ones are not sent again

@@ -18,8 +18,7 @@ from snailjob.wire.enums import RetryStatusEnum, RetryTaskStatusEnum
 
 from .conftest import wait_for
 
-SUCCESS, FAIL, STOP = (int(RetryTaskStatusEnum.SUCCESS), int(RetryTaskStatusEnum.FAIL),
-                       int(RetryTaskStatusEnum.STOP))
+SUCCESS, FAIL = int(RetryTaskStatusEnum.SUCCESS), int(RetryTaskStatusEnum.FAIL)
 FINISH, MAX_COUNT = int(RetryStatusEnum.FINISH), int(RetryStatusEnum.MAX_COUNT)
 
 
@@ -102,20 +101,23 @@ def test_max_count_calls_the_give_up_callback(run_client, snailjob_emulator):
     assert [(c.args, c.kwargs, c.retry_status) for c in gave_up] == [(("db",), {"port": 5432}, MAX_COUNT)]
 
 
-def test_stop_retry_in_a_replay_reports_stop(run_client, snailjob_emulator):
+def test_stop_retry_in_a_replay_ends_the_retry_at_its_maximum(run_client, snailjob_emulator):
     emu = snailjob_emulator
-    emu.add_retry_scene("refund", max_retry_count=5, interval=0.1)
+    emu.add_retry_scene("refund", max_retry_count=3, interval=0.1)
+    runs: List[str] = []
 
     @sj.retryable("refund", strategy="remote_only")
     def refund(order: str) -> None:
+        runs.append(order)
         raise sj.StopRetry(f"order {order} was cancelled")
 
     run_client([refund])
     refund.report("A1")
     retry = wait_for(lambda: emu.retries_for("refund") and emu.retries_for("refund")[0])
-    emu.wait_until(lambda: bool(retry.retry_tasks) and retry.retry_tasks[0].status == STOP, timeout=10)
-    assert retry.retry_tasks[0].exception_msg == "StopRetry: order A1 was cancelled"
-    assert len(retry.retry_tasks) == 1
+    assert retry.wait(10) == MAX_COUNT
+    assert [t.status for t in retry.retry_tasks] == [FAIL, FAIL, FAIL]
+    assert all(t.exception_msg.startswith("StopRetry: order A1 was cancelled") for t in retry.retry_tasks)
+    assert runs == ["A1"]  # later replays are answered without running the function
 
 
 def test_duplicate_reports_are_one_retry_and_console_calls_use_the_client(run_client, snailjob_emulator):

@@ -165,7 +165,8 @@ def test_retry_report_and_results(make_client):
 def test_retry_callback_stop_and_console_calls(make_client):
     charge = sj.retryable("payment", executor_name="golden.charge", on_success=lambda call: None)(golden_charge)
     client, transport = make_client([charge])
-    reply = call_inbound(client.host_port, SERVER["retry_callback"]["uri"], json.dumps(SERVER["retry_callback"]["body"]))
+    reply = call_inbound(client.host_port, SERVER["retry_callback"]["uri"],
+                         json.dumps(SERVER["retry_callback"]["body"]))
     assert (reply.status, reply.data) == (1, "true")
     got = wait_for(lambda: transport.bodies("/report/retry/callback/result"))
     assert got[0] == CLIENT["retry_callback_result"]["body"]

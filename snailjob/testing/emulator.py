@@ -1087,14 +1087,17 @@ class ServerEmulator:
       ``namespaceId`` does not match the task is ignored with a ``problems``
       entry (the server looks the retry and the scene up by these fields and
       fails silently).  ``result`` is kept on the task (the server drops it).
-    * vsj2.0.2 defects are not reproduced unless ``retry_stop_quirk=True``:
+    * The stop defects of the real servers are reproduced by default
+      (``retry_stop_quirk=True``; seen on 1.4.0, read in the 2.0.2 source):
       ``RetryStopHandler`` throws on a client STOP (taskStatus 5 on the
       dispatch-result URI) so nothing changes and the task later times out;
       ``RetryTaskStopHandler`` never sends ``/retry/stop/v1`` (its message
       does not match the stop actor), neither on a timeout nor from the
       console; and the console's stop button changes nothing (no task id is
-      set).  By default the intended behaviour is emulated: a client STOP
-      suspends the retry (task STOP, count + 1), a timeout and
+      set).  A timed-out attempt is counted as in 2.0.2 (1.4.0 does not
+      count it, so there a timed-out retry is replayed forever).  With
+      ``retry_stop_quirk=False`` the intended behaviour is emulated: a
+      client STOP suspends the retry (task STOP, count + 1), a timeout and
       ``stop_retry`` send ``/retry/stop/v1`` (with the field ``scene``), and
       ``stop_retry`` fails the running task like a manual stop.
 
@@ -1177,8 +1180,8 @@ class ServerEmulator:
         self.init_scene = False
         """The group's ``initScene``: create an unknown scene (server defaults)
         when a report names it, instead of refusing the report."""
-        self.retry_stop_quirk = False
-        """Reproduce the vsj2.0.2 defects of the stop paths (see the class docstring)."""
+        self.retry_stop_quirk = True
+        """Reproduce the stop defects of the real servers (default; see the class docstring)."""
         self._retry_scenes: Dict[str, RetryScene] = {}
         self._retries: Dict[int, EmulatedRetry] = {}
         self._retry_task_index: Dict[int, EmulatedRetryTask] = {}

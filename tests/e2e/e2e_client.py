@@ -229,9 +229,22 @@ def _in_replay() -> bool:
         return False
 
 
+STOP_SCENE = "py_e2e_stop"
+
+
+@sj.retryable(STOP_SCENE, executor_name="e2eStopCharge", strategy="remote_only")
+def stop_charge(tag: str) -> None:
+    """Every replay asks the server to stop retrying."""
+    mark(f"stop-{tag}", f"replay={sj.current_retry().retry_task_id} node={NODE}")
+    raise sj.StopRetry(f"order {tag} was cancelled")
+
+
 @sj.job("e2eRetryTrigger")
 def retry_trigger(args: sj.JobArgs) -> str:
-    """Calls the retryable function; it fails locally and is handed to the server."""
+    """Calls the retryable function; it fails locally and is handed to the
+    server.  ``stop:<tag>`` hands ``stop_charge`` over instead."""
+    if str(args.job_params).startswith("stop:"):
+        return f"reported {stop_charge.report(str(args.job_params)[5:])}"
     try:
         return json.dumps(charge(args.job_params, 42, currency="USD"))
     except ConnectionError as exc:
@@ -239,7 +252,7 @@ def retry_trigger(args: sj.JobArgs) -> str:
 
 
 ALL = [cluster, broadcast, sharding, e2e_map, e2e_mr, wf_write, wf_middle, wf_read, log_job,
-       stop_aware, sleeper, failing, retry_trigger, charge]
+       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge]
 
 
 if __name__ == "__main__":
