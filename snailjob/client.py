@@ -8,55 +8,38 @@ executors); ``client_main()`` runs one built from the environment.
 
 from __future__ import annotations
 
-import functools
 import hmac
-import json
 import logging
 import re
 import signal
 import threading
 import time
 import weakref
-from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from pydantic import ValidationError
 
 from snailjob._version import __version__
 from snailjob.args import JobArgs, build_args
-from snailjob.context import UNASSIGNED_STOP, RetryContext, TaskContext
+from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
 from snailjob.dispatcher import Dispatcher, Task, Work
-from snailjob.errors import MapError, RetrySerializationError, SnailJobError, TransportError
+from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
 from snailjob.log import install_remote_handler
-from snailjob.retry import (
-    SERIALIZER_NAME,
-    Retryable,
-    RetryCall,
-    RetryOutcome,
-    RetryRegistry,
-    RetryWork,
-    StopRetry,
-)
+from snailjob.retry import Retryable, RetryRegistry, RetryWork
+from snailjob.retry_endpoint import RetryEndpoint
 from snailjob.settings import Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, InboundServer, Reply, Transport
 from snailjob.wire import enums
-from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object
+from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object, short, summarize
 from snailjob.wire.models import (
-    DispatchCallbackResultRequest,
     DispatchJobRequest,
     DispatchJobResultRequest,
-    DispatchRetryRequest,
-    DispatchRetryResultRequest,
-    GenerateRetryIdempotentIdRequest,
     JobExecutorRequest,
     MapTaskRequest,
-    RetryArgsDeserializeRequest,
-    RetryCallbackRequest,
     RetryTaskRequest,
     StopJobRequest,
-    StopRetryRequest,
     WireExecuteResult,
 )
 
@@ -64,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
-_STOPPED_RETRY_MEMORY = 4096  # retries a StopRetry ended, remembered to answer their later replays
 
 
 def live_clients() -> List[Client]:
@@ -121,7 +103,7 @@ class Client:
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
         self._retry_reports: Optional[RetryReporter] = None
-        self._stopped_retries: OrderedDict[int, str] = OrderedDict()  # retryId -> StopRetry text
+        self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self)
         self._headers: Dict[str, str] = {}
 
     # --- public lifecycle -------------------------------------------------
@@ -410,9 +392,9 @@ class Client:
             return self._on_stop(body)
         if path == enums.URI_SYNC_VERSION:
             return Reply(1, "", None)
-        handler = self._retry_handlers.get(path)
+        handler = self._retry_endpoint.handlers.get(path)
         if handler is not None:
-            return handler(self, body)
+            return handler(body)
         logger.debug("unsupported server call %s answered with null", path[:100])
         return Reply(1, "", None)
 
@@ -423,7 +405,7 @@ class Client:
         except BodyError as exc:
             return self._refuse(0, f"invalid dispatch request: {exc}")
         except ValidationError as exc:
-            return self._refuse(0, f"invalid dispatch request: {_summarize(exc)}")
+            return self._refuse(0, f"invalid dispatch request: {summarize(exc)}")
         if not self._accepting:
             return self._refuse(1, f"client {self.host_id} is shutting down; "
                                    "dispatch it to another node", request)
@@ -433,8 +415,8 @@ class Client:
         spec = self.registry.get(request.executorInfo)
         if spec is None:
             known = ", ".join(self.registry.names()) or "none"
-            return self._refuse(1, f"no executor named {_short(request.executorInfo)} on this client "
-                                   f"(registered: {_short(known, 300)})", request)
+            return self._refuse(1, f"no executor named {short(request.executorInfo)} on this client "
+                                   f"(registered: {short(known, 300)})", request)
         try:
             func = spec.resolve(request.taskType, request.mrStage, request.taskName)
         except UnknownTask as exc:
@@ -457,10 +439,9 @@ class Client:
         except BodyError as exc:
             return Reply(0, f"invalid stop request: {exc}", False)
         except ValidationError as exc:
-            return Reply(0, f"invalid stop request: {_summarize(exc)}", False)
+            return Reply(0, f"invalid stop request: {summarize(exc)}", False)
         self.dispatcher.stop_batch(request.taskBatchId)
-        if self._outbox is not None:
-            self._outbox.discard_batch(request.taskBatchId)
+        self.discard_reports(request.taskBatchId)
         return Reply(1, "", True)
 
     # --- retries: the server's side of a @retryable call --------------------
@@ -472,151 +453,17 @@ class Client:
         if reporter is None or not reporter.offer(entry):
             raise SnailJobError(f"client {self.host_id} is not running")
 
-    def _find_retryable(self, scene: str, executor_name: str,
-                        serializer: Optional[str]) -> Union[Retryable[Any, Any], str]:
-        """The retryable a server call names, or why there is none."""
-        if serializer and serializer != SERIALIZER_NAME:
-            return (f"serializer {_short(serializer, 40)} is not supported by the Python client "
-                    f"(it reads {SERIALIZER_NAME!r}: a JSON array with one value per parameter)")
-        retryable = self.retries.get(scene, executor_name)
-        if retryable is None:
-            known = ", ".join(f"{s}/{e}" for s, e in self.retries.names()) or "none"
-            return (f"no retryable for scene {_short(scene, 64)} and executor {_short(executor_name)} "
-                    f"on this client (registered: {_short(known, 300)})")
-        return retryable
+    @property
+    def accepting(self) -> bool:
+        """True while the client takes new work from the server."""
+        return self._accepting
 
-    def _parse_retry(self, model: Any, body: str, what: str) -> Any:
-        """``model`` from the body, or a refusal ``Reply``."""
-        try:
-            return model.model_validate(first_object(decode_body(body), what))
-        except BodyError as exc:
-            return self._refuse_retry(f"invalid {what} request: {exc}")
-        except ValidationError as exc:
-            return self._refuse_retry(f"invalid {what} request: {_summarize(exc)}")
-
-    def _refuse_retry(self, message: str) -> Reply:
-        logger.warning("retry call refused: %s", message)
-        return Reply(0, message, False)
-
-    def _retry_call_args(self, request: Any, what: str) -> Union[Reply, Tuple[Retryable[Any, Any], Any, Any]]:
-        found = self._find_retryable(request.sceneName, request.executorName, request.serializerName)
-        if isinstance(found, str):
-            return self._refuse_retry(found)
-        try:
-            args, kwargs = found.decode_args(request.argsStr)
-        except RetrySerializationError as exc:
-            return self._refuse_retry(f"{what} {request.retryTaskId}: {exc}")
-        return found, args, kwargs
-
-    def _on_retry_dispatch(self, body: str) -> Reply:
-        request = self._parse_retry(DispatchRetryRequest, body, "retry dispatch")
-        if isinstance(request, Reply):
-            return request
-        if not self._accepting:
-            return self._refuse_retry(f"client {self.host_id} is shutting down")
-        found = self._retry_call_args(request, "retry")
-        if isinstance(found, Reply):
-            return found
-        retryable, args, kwargs = found
-        ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
-                           request.retryCount or 0, "retry", UNASSIGNED_STOP, self)
-        func: Callable[[], Any] = functools.partial(retryable.func, *args, **kwargs)
-        with self._lock:
-            stopped = self._stopped_retries.get(request.retryId) if request.retryId is not None else None
-        if stopped is not None:
-            func = functools.partial(_raise_stop, stopped)  # answered without running the function
-        work = RetryWork(func, ctx, request.executorTimeout, request)
-        self.dispatcher.submit(work)
-        return Reply(1, "", True)
-
-    def _on_retry_callback(self, body: str) -> Reply:
-        request = self._parse_retry(RetryCallbackRequest, body, "retry callback")
-        if isinstance(request, Reply):
-            return request
-        if not self._accepting:
-            return self._refuse_retry(f"client {self.host_id} is shutting down")
-        found = self._retry_call_args(request, "callback")
-        if isinstance(found, Reply):
-            return found
-        retryable, args, kwargs = found
-        call = RetryCall(request.sceneName, request.executorName, tuple(args), dict(kwargs),
-                         request.retryId, request.retryTaskId, request.retryStatus)
-        status = request.retryStatus
-        callback = (retryable.on_success if status == enums.RetryStatusEnum.FINISH
-                    else retryable.on_max_count if status == enums.RetryStatusEnum.MAX_COUNT else None)
-        ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
-                           0, "callback", UNASSIGNED_STOP, self, retry_status=status)
-        func = functools.partial(callback, call) if callback is not None else _no_callback
-        self.dispatcher.submit(RetryWork(func, ctx, request.executorTimeout, request))
-        return Reply(1, "", True)
-
-    def _on_retry_stop(self, body: str) -> Reply:
-        request = self._parse_retry(StopRetryRequest, body, "retry stop")
-        if isinstance(request, Reply):
-            return request
-        key = f"retry-{request.retryTaskId}"
-        self.dispatcher.stop_batch(key, reason="stopped by the server")
+    def discard_reports(self, key: Any) -> None:
+        """Drop undelivered reports of a stopped batch or retry."""
         if self._outbox is not None:
             self._outbox.discard_batch(key)
-        return Reply(1, "", True)
 
-    def _on_retry_idempotent_id(self, body: str) -> Reply:
-        request = self._parse_retry(GenerateRetryIdempotentIdRequest, body, "idempotent id")
-        if isinstance(request, Reply):
-            return request
-        found = self._find_retryable(request.scene, request.executorName, request.serializerName)
-        if isinstance(found, str):
-            return self._refuse_retry(found)
-        try:
-            args, kwargs = found.decode_args(request.argsStr)
-            # the canonical text, so the id matches the one a report of this call carries
-            return Reply(1, "", found.idempotent_id_for(args, kwargs, found.encode_args(args, kwargs)))
-        except SnailJobError as exc:
-            return self._refuse_retry(f"idempotent id of scene {_short(request.scene, 64)}: {exc}")
-        except Exception as exc:  # the user's idempotent_id function failed
-            return self._refuse_retry(f"idempotent id function of {found.executor_name} raised "
-                                      f"{type(exc).__name__}: {exc}")
-
-    def _on_retry_deserialize(self, body: str) -> Reply:
-        request = self._parse_retry(RetryArgsDeserializeRequest, body, "deserialize")
-        if isinstance(request, Reply):
-            return request
-        found = self._find_retryable(request.scene, request.executorName, request.serializerName)
-        if isinstance(found, str):
-            return self._refuse_retry(found)
-        try:
-            args, kwargs = found.decode_args(request.argsStr)
-            return Reply(1, "", json.loads(found.encode_args(args, kwargs)))
-        except SnailJobError as exc:
-            return self._refuse_retry(f"arguments of scene {_short(request.scene, 64)}: {exc}")
-
-    _retry_handlers: Dict[str, Callable[[Client, str], Reply]] = {
-        enums.URI_RETRY_DISPATCH: _on_retry_dispatch,
-        enums.URI_RETRY_CALLBACK: _on_retry_callback,
-        enums.URI_RETRY_STOP: _on_retry_stop,
-        enums.URI_RETRY_IDEMPOTENT_ID: _on_retry_idempotent_id,
-        enums.URI_RETRY_DESERIALIZE: _on_retry_deserialize,
-    }
-
-    def _on_retry_outcome(self, work: RetryWork, outcome: RetryOutcome) -> None:
-        ctx, req, s = work.context, work.request, self.settings
-        if outcome.stop and ctx.retry_id is not None:
-            with self._lock:
-                self._stopped_retries[ctx.retry_id] = outcome.exception or "StopRetry"
-                while len(self._stopped_retries) > _STOPPED_RETRY_MEMORY:
-                    self._stopped_retries.popitem(last=False)
-        common: Dict[str, Any] = dict(namespaceId=req.namespaceId or s.snail_namespace,
-                      groupName=req.groupName or s.snail_group_name, sceneName=ctx.scene,
-                      retryId=ctx.retry_id, retryTaskId=ctx.retry_task_id, exceptionMsg=outcome.exception)
-        if ctx.kind == "retry":
-            payload: Any = DispatchRetryResultRequest(taskStatus=outcome.status, result=outcome.result, **common)
-            uri = enums.URI_RETRY_RESULT
-        else:
-            payload = DispatchCallbackResultRequest(taskStatus=outcome.status, **common)
-            uri = enums.URI_RETRY_CALLBACK_RESULT
-        self._put_report(work, uri, encode_body(payload.to_wire()), work.timeout, f"{work.describe()} result")
-
-    def _put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str) -> None:
+    def put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str) -> None:
         """Queue a report; it expires when the server has given up on the work
         (its timeout plus ``SNAIL_REPORT_MARGIN``)."""
         assert self._outbox is not None
@@ -632,7 +479,7 @@ class Client:
 
     def _on_outcome(self, work: Work, outcome: Any) -> None:
         if isinstance(work, RetryWork):
-            self._on_retry_outcome(work, outcome)
+            self._retry_endpoint.on_outcome(work, outcome)
             return
         assert isinstance(work, Task)
         task = work
@@ -649,7 +496,7 @@ class Client:
             wfContext=_changed_context(task.args),
         )
         # after the timeout the server has recorded the task as stopped
-        self._put_report(task, enums.URI_REPORT_RESULT, encode_body(report.to_wire()), req.executorTimeout,
+        self.put_report(task, enums.URI_REPORT_RESULT, encode_body(report.to_wire()), req.executorTimeout,
                          f"result of task {req.taskId} (batch {req.taskBatchId})")
 
     @property
@@ -689,29 +536,9 @@ class Client:
             self._logs.offer(entry)
 
 
-def _raise_stop(text: str) -> None:
-    raise StopRetry(f"{text.split(': ', 1)[-1]} (an earlier replay of this retry raised StopRetry)")
-
-
-def _no_callback() -> None:
-    """The completion callback of a retryable that declares none."""
-
-
 def _changed_context(args: JobArgs) -> Optional[str]:
     """The workflow-context keys a task changed, as the JSON text the server
     stores, or ``None`` when it changed none."""
     changed = args.change_wf_context.to_dict() if args.change_wf_context is not None else {}
     return dumps(changed) if changed else None
 
-
-def _short(text: str, limit: int = 100) -> str:
-    """``repr`` of ``text``, cut to about ``limit`` characters for messages."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
-
-
-def _summarize(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)

@@ -2943,21 +2943,8 @@ class ServerEmulator:
             attempt += 1
             with self._lock:
                 headers = self.server_headers(node)
-            reply, error, _ = self._invoke(node, enums.URI_DISPATCH, text, headers, _DISPATCH_TIMEOUT)
-            data_value: Any = None
-            if reply is not None and reply.data.strip():
-                try:
-                    data_value = json.loads(reply.data)
-                except ValueError:
-                    error = f"data is not JSON: {reply.data[:200]!r}"
-            with self._cond:
-                task.dispatch_replies.append(DispatchReply(
-                    node=node.host_id,
-                    status=reply.status if reply is not None else None,
-                    message=reply.message if reply is not None else None,
-                    data=reply.data if reply is not None else None,
-                    error=error))
-                self._cond.notify_all()
+            reply, error, data_value = self._call_and_record(node, enums.URI_DISPATCH, text, headers,
+                                                             task.dispatch_replies)
             if error is None:
                 break
             if self._stopping.is_set():
@@ -3036,6 +3023,27 @@ class ServerEmulator:
         if status == RETRY_RUNNING:
             self._schedule_retry(retry, self._retry_scenes[retry.scene].interval, _KIND_RETRY)
         return retry
+
+    def _call_and_record(self, node: ClientNode, uri: str, text: str, headers: Dict[str, str],
+                         replies: List[DispatchReply]) -> Tuple[Any, Optional[str], Any]:
+        """One server -> client call; the reply is recorded in ``replies``.
+        Returns ``(reply, error, decoded data)``."""
+        reply, error, _ = self._invoke(node, uri, text, headers, _DISPATCH_TIMEOUT)
+        data_value: Any = None
+        if reply is not None and reply.data.strip():
+            try:
+                data_value = json.loads(reply.data)
+            except ValueError:
+                error = f"data is not JSON: {reply.data[:200]!r}"
+        with self._cond:
+            replies.append(DispatchReply(
+                node=node.host_id,
+                status=reply.status if reply is not None else None,
+                message=reply.message if reply is not None else None,
+                data=reply.data if reply is not None else None,
+                error=error))
+            self._cond.notify_all()
+        return reply, error, data_value
 
     def _schedule_retry(self, retry: EmulatedRetry, delay: float, kind: str) -> None:
         """The next run of the retry (or of its callback); a newer schedule
@@ -3150,21 +3158,7 @@ class ServerEmulator:
                 headers = self.server_headers(node)
             if task.snail_job_header is not None:
                 headers[_HEADER_SNAIL_JOB] = dumps(task.snail_job_header)
-            reply, error, _ = self._invoke(node, uri, text, headers, _DISPATCH_TIMEOUT)
-            data_value: Any = None
-            if reply is not None and reply.data.strip():
-                try:
-                    data_value = json.loads(reply.data)
-                except ValueError:
-                    error = f"data is not JSON: {reply.data[:200]!r}"
-            with self._cond:
-                task.dispatch_replies.append(DispatchReply(
-                    node=node.host_id,
-                    status=reply.status if reply is not None else None,
-                    message=reply.message if reply is not None else None,
-                    data=reply.data if reply is not None else None,
-                    error=error))
-                self._cond.notify_all()
+            reply, error, data_value = self._call_and_record(node, uri, text, headers, task.dispatch_replies)
             if error is None:
                 break
             if self._stopping.is_set():

@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any, List, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 
 class BodyError(ValueError):
@@ -99,3 +99,17 @@ def decode_data(data: str) -> Optional[Any]:
         return json.loads(data)
     except ValueError:
         return None
+
+
+def short(text: str, limit: int = 100) -> str:
+    """``repr`` of ``text``, cut to about ``limit`` characters for messages."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
+def summarize(exc: ValidationError) -> str:
+    """The first problems of a payload that did not validate, ``field: why``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
