@@ -546,15 +546,16 @@ class RetryReporter(BatchShipper):
         self.restored = 0
 
     def start(self) -> None:
+        """Restore reports kept in the store; the sending thread starts with
+        the first report, so a client without retries runs no extra thread."""
         if self._store is not None:
             for row, text in self._store.load_reports():
                 entry = json.loads(text)
                 self._rows[id(entry)] = row
-                super().offer(entry)
+                self._queue(entry)
                 self.restored += 1
             if self.restored:
                 logger.info("restored %d undelivered retry report(s) from %s", self.restored, self._store.path)
-        super().start()
 
     def offer(self, entry: Dict[str, Any]) -> bool:
         if self._store is not None:
@@ -562,6 +563,12 @@ class RetryReporter(BatchShipper):
                 if self._closed:
                     return False
             self._rows[id(entry)] = self._store.add_report(json.dumps(entry))
+        return self._queue(entry)
+
+    def _queue(self, entry: Dict[str, Any]) -> bool:
+        with self._cond:
+            if self._thread is None and not self._closed:
+                super().start()
         return super().offer(entry)
 
     def kept_note(self) -> str:
