@@ -1184,6 +1184,7 @@ class ServerEmulator:
         """Reproduce the stop defects of the real servers (default; see the class docstring)."""
         self._retry_scenes: Dict[str, RetryScene] = {}
         self._retries: Dict[int, EmulatedRetry] = {}
+        self._retries_by_key: Dict[Tuple[str, str], List[EmulatedRetry]] = {}  # (scene, idempotent id)
         self._retry_task_index: Dict[int, EmulatedRetryTask] = {}
         self._retry_reports: List[Dict[str, Any]] = []
         self._retry_rr = 0
@@ -2117,16 +2118,16 @@ class ServerEmulator:
         return None
 
     def _running_retry(self, scene: str, idempotent_id: str) -> Optional[EmulatedRetry]:
-        for retry in self._retries.values():
-            if retry.scene == scene and retry.idempotent_id == idempotent_id and retry._status == RETRY_RUNNING:
+        for retry in self._retries_by_key.get((scene, idempotent_id), ()):
+            if retry._status == RETRY_RUNNING:
                 return retry
         return None
 
     def _retry_key_conflict(self, scene: str, idempotent_id: str) -> Optional[str]:
         """``uk_scene_tasktype_idempotentid_deleted``: a not-RUNNING retry whose
         ``deleted`` is still 0 (SUSPEND) blocks a new one with the same id."""
-        for retry in self._retries.values():
-            if retry.scene == scene and retry.idempotent_id == idempotent_id and not retry._deleted:
+        for retry in self._retries_by_key.get((scene, idempotent_id), ()):
+            if not retry._deleted:
                 return (f"Duplicate entry '{idempotent_id}' for key "
                         "'sj_retry.uk_scene_tasktype_idempotentid_deleted'")
         return None
@@ -3020,6 +3021,7 @@ class ServerEmulator:
                               row["idempotentId"], biz_no, row["executorName"], row["argsStr"],
                               row["serializerName"], ext_attrs, status, source)
         self._retries[retry.id] = retry
+        self._retries_by_key.setdefault((retry.scene, retry.idempotent_id), []).append(retry)
         if status == RETRY_RUNNING:
             self._schedule_retry(retry, self._retry_scenes[retry.scene].interval, _KIND_RETRY)
         return retry
