@@ -160,3 +160,29 @@ def test_unknown_scene_is_refused_without_losing_other_scenes(run_client, snailj
     assert emu.retries_for("missing") == []
     assert client.stats()["retry_reports_refused"] == 1
     assert "retry report(s) of scene missing" in caplog.text
+
+
+def test_a_replay_past_the_scene_timeout_is_interrupted_and_tried_again(run_client, snailjob_emulator):
+    emu = snailjob_emulator
+    emu.add_retry_scene("slow", max_retry_count=3, interval=0.1, executor_timeout=1)
+    runs: List[str] = []
+
+    @sj.retryable("slow", strategy="remote_only")
+    def slow(n: int) -> str:
+        runs.append("start")
+        if len(runs) == 1:
+            try:
+                while True:  # ignores its stop event: interrupted by the client's timeout
+                    threading.Event().wait(0.05)
+            except sj.TaskInterrupted:
+                runs.append("interrupted")
+                raise
+        return "fast enough"
+
+    run_client([slow], snail_interrupt_delay=0.1)
+    slow.report(1)
+    retry = wait_for(lambda: emu.retries_for("slow") and emu.retries_for("slow")[0])
+    assert retry.wait(10) == FINISH
+    first, second = retry.retry_tasks
+    assert (first.status, first.timed_out, second.status, second.result) == (FAIL, True, SUCCESS, "fast enough")
+    assert runs == ["start", "interrupted", "start"]
