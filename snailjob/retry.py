@@ -303,6 +303,9 @@ class Retryable(Generic[P, R]):
             except SnailJobError as exc:
                 logger.error("could not hand %s (scene %s) to the server: %s",
                              self.executor_name, self.scene, exc)
+            except Exception:  # the caller gets its own exception, not one of the id/bizNo functions
+                logger.exception("could not hand %s (scene %s) to the server: its idempotent_id or biz_no "
+                                 "function failed", self.executor_name, self.scene)
         if self.throw:
             raise last
         if callable(self.fallback):

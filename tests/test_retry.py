@@ -614,3 +614,15 @@ def test_undelivered_reports_survive_a_restart_with_an_outbox_file(make_client, 
     third, transport3 = make_client([durable], snail_outbox_path=path, snail_retry_report_interval=0.1)
     time.sleep(0.3)
     assert third.flush(2) and reports(transport3) == []  # delivered ones are not sent again
+
+
+def test_a_failing_id_function_does_not_replace_the_callers_exception(make_client, caplog):
+    @sj.retryable("s", local_times=0, idempotent_id=lambda x: {}["missing"])
+    def f(x: int) -> None:
+        raise ConnectionError("the real problem")
+
+    make_client([f])
+    with caplog.at_level(logging.ERROR, logger="snailjob"):
+        with pytest.raises(ConnectionError, match="the real problem"):
+            f(1)
+    assert "its idempotent_id or biz_no function failed" in caplog.text and "KeyError" in caplog.text
