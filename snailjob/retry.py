@@ -42,6 +42,7 @@ import contextvars
 import functools
 import hashlib
 import inspect
+import json
 import logging
 import random
 import sys
@@ -65,6 +66,7 @@ from typing import (
     TypeVar,
     Union,
     cast,
+    get_type_hints,
 )
 
 from pydantic import TypeAdapter, ValidationError
@@ -408,8 +410,6 @@ class Retryable(Generic[P, R]):
         """``argsStr`` back to ``(args, kwargs)``; annotated parameters are
         converted to their declared type.  Raises ``RetrySerializationError``
         naming the parameter."""
-        import json
-
         try:
             values = json.loads(args_str) if args_str else []
         except ValueError as exc:
@@ -461,7 +461,7 @@ class Retryable(Generic[P, R]):
         """A pydantic adapter per annotated parameter; an annotation pydantic
         cannot handle is refused (for strategies that report).  ``NameError``
         when an annotation names something not defined yet."""
-        hints = _type_hints(self.func)
+        hints = get_type_hints(self.func)
         adapters: Dict[str, TypeAdapter[Any]] = {}
         for name, param in self.signature.parameters.items():
             hint = hints.get(name)
@@ -642,12 +642,6 @@ def _exception_types(types: Iterable[Type[BaseException]], what: str) -> Tuple[T
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise RetryDefinitionError(f"{what} must list exception classes, got {item!r}")
     return result
-
-
-def _type_hints(func: Callable[..., Any]) -> Dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(func)
 
 
 def exception_text(exc: BaseException, limit: int = 2000) -> str:
