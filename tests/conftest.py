@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from snailjob import Client, Settings
+from snailjob.testing import ServerEmulator
 from snailjob.transport import Reply
 from snailjob.wire import snailjob_pb2 as pb
 
@@ -147,6 +148,13 @@ def client_for(emu: Any, executors: Any, **overrides: Any) -> Client:
         snail_interrupt_delay=0.2)
     values.update(overrides)
     return Client(Settings.load(env_file=None, **values), executors=executors)
+
+
+@pytest.fixture
+def emu() -> Iterator[ServerEmulator]:
+    """A started emulator (for the raw emulator tests)."""
+    with ServerEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture

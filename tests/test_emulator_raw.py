@@ -10,11 +10,8 @@ alone.
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 import time
-from concurrent import futures
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import grpc
@@ -27,83 +24,26 @@ from snailjob.wire import snailjob_pb2 as pb2
 from snailjob.wire.codec import dumps
 from snailjob.wire.models import DispatchJobResultRequest, MapTaskRequest, WireExecuteResult
 
+from .raw_node import RawNode, eventually
+
 Behaviour = Callable[["FakeClient", Dict[str, Any]], Any]
 MakeClient = Callable[..., "FakeClient"]
-_METHOD = "/UnaryRequest/unaryRequest"
 
 
-class FakeClient:
+class FakeClient(RawNode):
     """A minimal job client: one gRPC server for the emulator's calls, one
     channel to the emulator."""
 
     def __init__(self, emu: ServerEmulator, behaviours: Optional[Dict[str, Behaviour]] = None,
                  host_id: str = "py-fake-1", labels: Optional[Dict[str, str]] = None,
                  refuse: Optional[str] = None) -> None:
-        self.emu = emu
-        self.host_id = host_id
         self.behaviours = behaviours or {}
-        self.labels = labels if labels is not None else {"state": "up", "env": "test"}
         self.refuse = refuse
         self.dispatches: List[Dict[str, Any]] = []
         self.dispatch_headers: List[Dict[str, str]] = []
         self.stops: List[Dict[str, Any]] = []
         self.other: List[Tuple[str, str]] = []
-        self.errors: List[BaseException] = []
-        self._lock = threading.Lock()
-        self._req_ids = itertools.count(1)
-        self._workers = futures.ThreadPoolExecutor(max_workers=8)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        handler = grpc.unary_unary_rpc_method_handler(
-            self._serve,
-            request_deserializer=pb2.GrpcSnailJobRequest.FromString,
-            response_serializer=pb2.GrpcResult.SerializeToString)
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": handler}),))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
-        self._channel = grpc.insecure_channel(emu.address)
-        self._call = self._channel.unary_unary(
-            _METHOD,
-            request_serializer=pb2.GrpcSnailJobRequest.SerializeToString,
-            response_deserializer=pb2.GrpcResult.FromString)
-
-    def close(self) -> None:
-        """Stop serving, let running behaviours finish their reports, close."""
-        self._server.stop(grace=0).wait(2.0)
-        self._workers.shutdown(wait=True, cancel_futures=True)
-        self._channel.close()
-
-    # -- client -> server ---------------------------------------------------
-
-    def headers(self, **override: str) -> Dict[str, str]:
-        headers = {
-            "token": self.emu.token,
-            "group-name": self.emu.group,
-            "namespace": self.emu.namespace,
-            "host-id": self.host_id,
-            "host-ip": "127.0.0.1",
-            "host-port": str(self.port),
-            "executor-type": "2",
-            "system-version": "test",
-            "label": json.dumps(self.labels),
-        }
-        headers.update(override)
-        return headers
-
-    def send(self, uri: str, body: str, headers: Optional[Dict[str, str]] = None,
-             timeout: float = 3.0, req_id: Optional[int] = None) -> pb2.GrpcResult:
-        request = pb2.GrpcSnailJobRequest(
-            reqId=next(self._req_ids) if req_id is None else req_id,
-            metadata=pb2.Metadata(uri=uri, headers=self.headers() if headers is None else headers),
-            body=body)
-        result: pb2.GrpcResult = self._call(request, timeout=timeout)
-        return result
-
-    def send_args(self, uri: str, *args: Any) -> pb2.GrpcResult:
-        return self.send(uri, dumps(list(args)))
-
-    def beat(self) -> pb2.GrpcResult:
-        return self.send_args(enums.URI_BEAT, "PING", self.labels)
+        super().__init__(emu, host_id, labels)
 
     def report(self, req: Dict[str, Any], task_status: int, result: Any = None, message: str = "",
                wf_context: Optional[Dict[str, Any]] = None) -> pb2.GrpcResult:
@@ -153,11 +93,6 @@ class FakeClient:
             self.other.append((uri, request.body))
         return pb2.GrpcResult(reqId=0, status=1, message="", data="null")
 
-    def _run(self, behaviour: Behaviour, req: Dict[str, Any]) -> None:
-        try:
-            behaviour(self, req)
-        except BaseException as exc:  # surfaced by the tests through .errors
-            self.errors.append(exc)
 
 
 def succeed(result: Any) -> Behaviour:
@@ -174,19 +109,6 @@ def hang(client: FakeClient, req: Dict[str, Any]) -> None:
 
 def job_params(req: Dict[str, Any]) -> Any:
     return json.loads(req["argsStr"]).get("jobParams")
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def emu() -> Iterator[ServerEmulator]:
-    with ServerEmulator() as emulator:
-        yield emulator
 
 
 @pytest.fixture

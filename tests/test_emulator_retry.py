@@ -13,12 +13,9 @@ tests pin the emulator alone.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
-import threading
 import time
-from concurrent import futures
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
@@ -30,10 +27,11 @@ from snailjob.wire import enums
 from snailjob.wire import snailjob_pb2 as pb2
 from snailjob.wire.codec import encode_body
 
+from .raw_node import RawNode, eventually
+
 Behaviour = Callable[["FakeRetryClient", Dict[str, Any]], None]
 MakeClient = Callable[..., "FakeRetryClient"]
 Call = Tuple[List[Any], Dict[str, str]]
-_METHOD = "/UnaryRequest/unaryRequest"
 _OK_REPORT = "Batch Retry Data Upload Processed Successfully"
 _OK_RESULT = "Report dispatch result processed successfully"
 
@@ -43,76 +41,25 @@ def idempotent_of(scene: str, executor: str, args_str: str) -> str:
     return hashlib.md5(f"{scene}_{executor}_{args_str}".encode()).hexdigest()
 
 
-class FakeRetryClient:
+class FakeRetryClient(RawNode):
     """A minimal retry client: one gRPC server for the emulator's calls, one
     channel to the emulator."""
 
     def __init__(self, emu: ServerEmulator, behaviours: Optional[Dict[str, Behaviour]] = None,
                  callbacks: Optional[Dict[str, Behaviour]] = None, refuse: Optional[str] = None,
                  host_id: str = "py-retry-1") -> None:
-        self.emu = emu
-        self.host_id = host_id
         self.behaviours = behaviours or {}
         self.callbacks = callbacks or {}
         self.refuse = refuse
         self.deserialize_status = 1
         self.calls: List[Tuple[str, List[Any], Dict[str, str]]] = []
-        self.errors: List[BaseException] = []
-        self._lock = threading.Lock()
-        self._req_ids = itertools.count(1)
-        self._workers = futures.ThreadPoolExecutor(max_workers=8)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        handler = grpc.unary_unary_rpc_method_handler(
-            self._serve,
-            request_deserializer=pb2.GrpcSnailJobRequest.FromString,
-            response_serializer=pb2.GrpcResult.SerializeToString)
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": handler}),))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
-        self._channel = grpc.insecure_channel(emu.address)
-        self._call = self._channel.unary_unary(
-            _METHOD,
-            request_serializer=pb2.GrpcSnailJobRequest.SerializeToString,
-            response_deserializer=pb2.GrpcResult.FromString)
-
-    def close(self) -> None:
-        self._server.stop(grace=0).wait(2.0)
-        self._workers.shutdown(wait=True, cancel_futures=True)
-        self._channel.close()
+        super().__init__(emu, host_id, labels={"state": "up"})
 
     def calls_to(self, uri: str) -> List[Call]:
         with self._lock:
             return [(args, headers) for u, args, headers in self.calls if u == uri]
 
     # -- client -> server ---------------------------------------------------
-
-    def headers(self, **override: str) -> Dict[str, str]:
-        headers = {
-            "token": self.emu.token,
-            "group-name": self.emu.group,
-            "namespace": self.emu.namespace,
-            "host-id": self.host_id,
-            "host-ip": "127.0.0.1",
-            "host-port": str(self.port),
-            "executor-type": "2",
-            "label": json.dumps({"state": "up"}),
-        }
-        headers.update(override)
-        return headers
-
-    def send(self, uri: str, body: str, req_id: Optional[int] = None) -> pb2.GrpcResult:
-        request = pb2.GrpcSnailJobRequest(
-            reqId=next(self._req_ids) if req_id is None else req_id,
-            metadata=pb2.Metadata(uri=uri, headers=self.headers()), body=body)
-        result: pb2.GrpcResult = self._call(request, timeout=3.0)
-        return result
-
-    def send_args(self, uri: str, *args: Any) -> pb2.GrpcResult:
-        return self.send(uri, encode_body(*args))
-
-    def beat(self) -> pb2.GrpcResult:
-        return self.send_args(enums.URI_BEAT, "PING")
 
     def report_retries(self, rows: List[Dict[str, Any]]) -> pb2.GrpcResult:
         return self.send_args(enums.URI_RETRY_REPORT, rows)
@@ -164,11 +111,6 @@ class FakeRetryClient:
                                   data=json.dumps(decoded))
         return pb2.GrpcResult(reqId=0, status=1, message="", data="true")
 
-    def _run(self, behaviour: Behaviour, req: Dict[str, Any]) -> None:
-        try:
-            behaviour(self, req)
-        except BaseException as exc:  # surfaced by the fixture through .errors
-            self.errors.append(exc)
 
 
 def succeed(result: str) -> Behaviour:
@@ -201,19 +143,6 @@ def row(emu: ServerEmulator, **fields: Any) -> Dict[str, Any]:
                              "serializerName": "jackson"}
     value.update(fields)
     return value
-
-
-def eventually(predicate: Callable[[], Any], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def emu() -> Iterator[ServerEmulator]:
-    with ServerEmulator() as emulator:
-        yield emulator
 
 
 @pytest.fixture
