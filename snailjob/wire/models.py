@@ -187,37 +187,33 @@ class JobLogTask(_Outgoing):
 # --- retry module: server -> client -----------------------------------------
 
 
-class DispatchRetryRequest(_Incoming):
-    """Body element of ``/retry/dispatch/v1`` (``DispatchRetryRequest.java``).
-
-    ``serializerName`` exists from server 1.5 on; older servers omit it."""
+class RetryCallRequest(_Incoming):
+    """The fields ``/retry/dispatch/v1`` and ``/retry/callback/v1`` share: the
+    scene, the call (``executorName``, ``argsStr``, ``serializerName``, which
+    exists from server 1.5 on) and the attempt."""
 
     namespaceId: Optional[str] = None
     groupName: Optional[str] = None
     sceneName: str
     argsStr: Optional[str] = None
     executorName: str
+    retryTaskId: Long
+    retryId: Optional[Long] = None
+    executorTimeout: Optional[Int] = None
+    serializerName: Optional[str] = None
+
+
+class DispatchRetryRequest(RetryCallRequest):
+    """Body element of ``/retry/dispatch/v1`` (``DispatchRetryRequest.java``)."""
+
     retryCount: Optional[Int] = None
-    retryTaskId: Long
-    retryId: Optional[Long] = None
-    executorTimeout: Optional[Int] = None
-    serializerName: Optional[str] = None
 
 
-class RetryCallbackRequest(_Incoming):
-    """Body element of ``/retry/callback/v1``: a dispatch request without
-    ``retryCount``, plus ``retryStatus`` (1 FINISH, 2 MAX_COUNT)."""
+class RetryCallbackRequest(RetryCallRequest):
+    """Body element of ``/retry/callback/v1``: ``retryStatus`` 1 FINISH or
+    2 MAX_COUNT; ``retryId`` is the callback's own retry row."""
 
-    namespaceId: Optional[str] = None
-    groupName: Optional[str] = None
-    sceneName: str
-    argsStr: Optional[str] = None
-    executorName: str
     retryStatus: Int
-    retryTaskId: Long
-    retryId: Optional[Long] = None
-    executorTimeout: Optional[Int] = None
-    serializerName: Optional[str] = None
 
 
 class StopRetryRequest(_Incoming):
@@ -240,15 +236,10 @@ class GenerateRetryIdempotentIdRequest(_Incoming):
     serializerName: Optional[str] = None
 
 
-class RetryArgsDeserializeRequest(_Incoming):
+class RetryArgsDeserializeRequest(GenerateRetryIdempotentIdRequest):
     """Body element of ``/retry/deserialize/args/v1`` (server 1.5+)."""
 
     namespaceId: Optional[str] = None
-    group: Optional[str] = None
-    scene: str
-    argsStr: Optional[str] = None
-    executorName: str
-    serializerName: Optional[str] = None
 
 
 # --- retry module: client -> server -----------------------------------------
@@ -269,20 +260,6 @@ class RetryTaskRequest(_Outgoing):
     serializerName: str
 
 
-class DispatchRetryResultRequest(_Outgoing):
-    """Body element of ``/report/retry/dispatch/result``; ``taskStatus`` is
-    3 SUCCESS, 4 FAIL or 5 STOP."""
-
-    namespaceId: Optional[str] = None
-    groupName: Optional[str] = None
-    sceneName: str
-    retryId: Optional[int] = None
-    retryTaskId: int
-    taskStatus: int
-    result: Optional[str] = None
-    exceptionMsg: Optional[str] = None
-
-
 class DispatchCallbackResultRequest(_Outgoing):
     """Body element of ``/report/retry/callback/result``: 3 SUCCESS or 4 FAIL."""
 
@@ -293,3 +270,10 @@ class DispatchCallbackResultRequest(_Outgoing):
     retryTaskId: int
     taskStatus: int
     exceptionMsg: Optional[str] = None
+
+
+class DispatchRetryResultRequest(DispatchCallbackResultRequest):
+    """Body element of ``/report/retry/dispatch/result``: the callback result
+    plus ``result`` (the replay's return value as JSON text)."""
+
+    result: Optional[str] = None
