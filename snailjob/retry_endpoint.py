@@ -77,15 +77,10 @@ class RetryEndpoint:
 
     def dispatch(self, body: str) -> Reply:
         """Replay a call: one attempt, under the scene's ``executorTimeout``."""
-        request = self._parse(DispatchRetryRequest, body, "retry dispatch")
-        if isinstance(request, Reply):
-            return request
-        if not self._host.accepting:
-            return self._refuse("this client is shutting down")
-        found = self._call_args(request, "retry")
-        if isinstance(found, Reply):
-            return found
-        retryable, args, kwargs = found
+        accepted = self._accept(DispatchRetryRequest, body, "retry dispatch")
+        if isinstance(accepted, Reply):
+            return accepted
+        request, retryable, args, kwargs = accepted
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
                            request.retryCount or 0, "retry", UNASSIGNED_STOP, self._host)
         func: Callable[[], Any] = functools.partial(retryable.func, *args, **kwargs)
@@ -99,15 +94,10 @@ class RetryEndpoint:
     def callback(self, body: str) -> Reply:
         """Run ``on_success`` (retry FINISH) or ``on_max_count`` (MAX_COUNT)
         with the decoded call; a retryable without one succeeds at once."""
-        request = self._parse(RetryCallbackRequest, body, "retry callback")
-        if isinstance(request, Reply):
-            return request
-        if not self._host.accepting:
-            return self._refuse("this client is shutting down")
-        found = self._call_args(request, "callback")
-        if isinstance(found, Reply):
-            return found
-        retryable, args, kwargs = found
+        accepted = self._accept(RetryCallbackRequest, body, "retry callback")
+        if isinstance(accepted, Reply):
+            return accepted
+        request, retryable, args, kwargs = accepted
         status = request.retryStatus
         call = RetryCall(request.sceneName, request.executorName, tuple(args), dict(kwargs),
                          request.retryId, request.retryTaskId, status)
@@ -203,7 +193,16 @@ class RetryEndpoint:
         except ValidationError as exc:
             return self._refuse(f"invalid {what} request: {summarize(exc)}")
 
-    def _call_args(self, request: Any, what: str) -> Union[Reply, Tuple[Retryable[Any, Any], Any, Any]]:
+    def _accept(self, model: Any, body: str,
+                what: str) -> Union[Reply, Tuple[Any, Retryable[Any, Any], Any, Any]]:
+        """A replay or callback to run: ``(request, retryable, args, kwargs)``,
+        or the refusal ``Reply`` (bad body, shutting down, unknown retryable,
+        undecodable arguments)."""
+        request = self._parse(model, body, what)
+        if isinstance(request, Reply):
+            return request
+        if not self._host.accepting:
+            return self._refuse("this client is shutting down")
         found = self._find(request.sceneName, request.executorName, request.serializerName)
         if isinstance(found, str):
             return self._refuse(found)
@@ -211,7 +210,7 @@ class RetryEndpoint:
             args, kwargs = found.decode_args(request.argsStr)
         except RetrySerializationError as exc:
             return self._refuse(f"{what} {request.retryTaskId}: {exc}")
-        return found, args, kwargs
+        return request, found, args, kwargs
 
     @staticmethod
     def _refuse(message: str) -> Reply:
