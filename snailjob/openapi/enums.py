@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from snailjob.wire.enums import ExecutorTypeEnum as ExecutorType
+from snailjob.wire.enums import JobTaskBatchStatusEnum as BatchStatus
+from snailjob.wire.enums import JobTaskTypeEnum as TaskType
+from snailjob.wire.enums import RetryStatusEnum as RetryStatus
 
-class TaskType(IntEnum):
-    """``taskType``: how a batch is split into tasks."""
-
-    CLUSTER = 1  #: one task on one client, chosen by the route strategy
-    BROADCAST = 2  #: one task on every live client of the group
-    SHARDING = 3  #: one task per element of the args (a JSON list of strings)
-    MAP = 4  #: a ROOT_MAP task that fans out with mr_do_map
-    MAP_REDUCE = 5  #: map, then ``shardNum`` reduce tasks, then one merge
+# ``TaskType``, ``BatchStatus``, ``ExecutorType`` and ``RetryStatus`` are the
+# job client's protocol enums (``snailjob.wire.enums``) under the names the
+# OpenAPI documents use.
 
 
 class TriggerType(IntEnum):
@@ -59,22 +58,6 @@ class JobStatus(IntEnum):
     ENABLED = 1
 
 
-class BatchStatus(IntEnum):
-    """``taskBatchStatus`` of a job batch, ``workflowBatchStatus`` of a workflow batch."""
-
-    WAITING = 1
-    RUNNING = 2
-    SUCCESS = 3
-    FAIL = 4
-    STOP = 5
-    CANCEL = 6
-
-    @property
-    def is_final(self) -> bool:
-        """SUCCESS, FAIL, STOP or CANCEL: the batch will not change any more."""
-        return self >= BatchStatus.SUCCESS
-
-
 class OperationReason(IntEnum):
     """``operationReason`` of a batch: why it ended the way it did (0 = nothing special)."""
 
@@ -95,14 +78,6 @@ class OperationReason(IntEnum):
     WORKFLOW_DECISION_FAILED = 14
 
 
-class ExecutorType(IntEnum):
-    """``executorType``: the language of the executor (the server passes it through)."""
-
-    JAVA = 1
-    PYTHON = 2
-    GO = 3
-
-
 class ArgsType(IntEnum):
     """``argsType``: a hint for the console; the server does not parse on it."""
 
@@ -110,10 +85,5 @@ class ArgsType(IntEnum):
     JSON = 2
 
 
-class RetryStatus(IntEnum):
-    """``retryStatus`` of a retry task (``RetryStatusEnum``)."""
-
-    RUNNING = 0
-    FINISH = 1
-    MAX_COUNT = 2
-    SUSPEND = 3
+__all__ = ["ArgsType", "BatchStatus", "BlockStrategy", "ExecutorType", "JobStatus", "OperationReason",
+           "RetryStatus", "RouteStrategy", "TaskType", "TriggerType"]

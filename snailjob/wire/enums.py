@@ -19,11 +19,13 @@ class ExecutorTypeEnum(IntEnum):
 
 
 class JobTaskTypeEnum(IntEnum):
-    CLUSTER = 1
-    BROADCAST = 2
-    SHARDING = 3
-    MAP = 4
-    MAP_REDUCE = 5
+    """``taskType``: how a batch is split into tasks."""
+
+    CLUSTER = 1  #: one task on one client, chosen by the route strategy
+    BROADCAST = 2  #: one task on every live client of the group
+    SHARDING = 3  #: one task per element of the args (a JSON list of strings)
+    MAP = 4  #: a ROOT_MAP task that fans out with mr_do_map
+    MAP_REDUCE = 5  #: map, then ``shardNum`` reduce tasks, then one merge
 
 
 class MapReduceStageEnum(IntEnum):
@@ -43,7 +45,8 @@ class JobTaskStatusEnum(IntEnum):
 
 
 class JobTaskBatchStatusEnum(IntEnum):
-    """Status of a batch (job instance); kept for 0.1.3 compatibility."""
+    """Status of a batch (``taskBatchStatus``; also a workflow batch's
+    ``workflowBatchStatus``); the name is kept for 0.1.3 compatibility."""
 
     WAITING = 1
     RUNNING = 2
@@ -51,6 +54,11 @@ class JobTaskBatchStatusEnum(IntEnum):
     FAIL = 4
     STOP = 5
     CANCEL = 6
+
+    @property
+    def is_final(self) -> bool:
+        """SUCCESS, FAIL, STOP or CANCEL: the batch will not change any more."""
+        return self >= JobTaskBatchStatusEnum.SUCCESS
 
 
 class JobRetrySceneEnum(IntEnum):
