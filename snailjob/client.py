@@ -449,7 +449,8 @@ class Client:
     def report_retry(self, request: RetryTaskRequest) -> None:
         """Queue a call for ``/batch/report`` (what ``Retryable.report`` uses)."""
         reporter = self._retry_reports
-        entry = request.model_copy(update={"groupName": self.settings.snail_group_name}).to_wire()
+        entry = request.to_wire()
+        entry["groupName"] = self.settings.snail_group_name
         if reporter is None or not reporter.offer(entry):
             raise SnailJobError(f"client {self.host_id} is not running")
 
