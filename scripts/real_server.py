@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 # mypy: allow-untyped-defs
-"""Start the real SnailJob server (from Maven) on a private PostgreSQL, for manual runs.
+"""Start the real SnailJob server on a private PostgreSQL, for manual runs.
 
     python scripts/real_server.py --version 2.0.2 up       # start, print ports/token, wait for Ctrl-C
     python scripts/real_server.py --version 1.10.0 smoke   # start, create+trigger a cluster job, stop
     python scripts/real_server.py --version 2.0.2 probe    # check the harness with a stand-in node (grpcio)
-    python scripts/real_server.py --version 2.0.2 fetch    # only fetch the server jar(s) with Maven
+    python scripts/real_server.py --version 2.0.2 fetch    # only lay out the server (fetch-server.sh, cached)
 
-See tests/e2e/harness.py for the environment variables.
+The server comes from ../shared/snailjob/server (see tests/e2e/provision.py for the
+environment variables, tests/e2e/harness.py for the rest).
 """
 
 import argparse
@@ -18,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import harness  # type: ignore[import-not-found]  # noqa: E402
+from tests.e2e import harness  # noqa: E402
 
 
 def _interrupt(signum, frame):
@@ -68,7 +69,7 @@ def cmd_smoke(args):
 
 def cmd_probe(args):
     """Check the harness helpers with a stand-in node (tests/e2e/probe_client.py; needs grpcio)."""
-    import probe_client  # type: ignore[import-not-found]
+    from tests.e2e import probe_client
 
     T = harness.TaskType
     names = harness.BatchStatus.NAMES
@@ -149,8 +150,9 @@ def cmd_probe(args):
 
 def cmd_fetch(args):
     t0 = time.monotonic()
+    java = harness.java_for_version(args.version)
     launch, info = harness.fetch_server(args.version)
-    print(json.dumps({"launch": launch, **info, "wall_s": round(time.monotonic() - t0, 1)}, indent=2))
+    print(json.dumps({"java": java, "launch": launch, **info, "wall_s": round(time.monotonic() - t0, 1)}, indent=2))
 
 
 def main():

@@ -1,10 +1,11 @@
 # mypy: allow-untyped-defs
-"""Start the real, unmodified SnailJob server on a private PostgreSQL and drive it.
+"""Start the real SnailJob server on a private PostgreSQL and drive it.
 
-Standard library only.  The server comes from Maven (published jars only, never
-built from source); the PostgreSQL schema is read from ``SNAILJOB_SCHEMA``
-(default ``../shared/snailjob/schema/snail_job_postgre.sql`` next to the repo)
-and checked against a pinned sha256.
+Standard library only.  The server (1.10.0 or 2.0.2) is laid out from
+``../shared/snailjob/server`` by its ``fetch-server.sh`` and cached; the JDK,
+PostgreSQL and the schema come from ``provision.py``, which installs what is
+missing.  A version the shared directory does not hold raises
+``ServerUnavailable``; anything else that goes wrong raises ``HarnessError``.
 
 Typical use::
 
@@ -15,31 +16,22 @@ Typical use::
         batch = srv.trigger_job(job)
         final = srv.wait_batch(batch)
 
-Environment variables (all optional):
+Environment variables (all optional; those of the machine set-up are in provision.py):
 
-- ``SNAILJOB_SCHEMA``      path of snail_job_postgre.sql
 - ``SNAILJOB_WORKDIR``     parent of the per-run scratch dir (default: system temp dir)
 - ``SNAILJOB_LOG_DIR``     where logs of failed runs are kept (default: <workdir parent>/snailjob-e2e-logs)
-- ``SNAILJOB_CACHE``       where fetched server jars are kept (default: ~/.cache/snailjob-e2e)
-- ``SNAILJOB_SERVER_JAR``  use this boot jar instead of fetching one with Maven
-- ``SNAILJOB_JAVA_HOME``   JDK to run the server with (default: chosen by version)
 - ``SNAILJOB_KEEP``        "1": keep the scratch dir even on success
-- ``SNAILJOB_NO_APT``      "1": never call apt-get, just fail if something is missing
-- ``SNAILJOB_ROUTE``       "exec" or "classpath": use only that Maven route (default: exec, then classpath)
-- ``SNAILJOB_MAVEN_ARGS``  extra mvn arguments, e.g. "-s /path/settings.xml" for another repository
 """
 
 from __future__ import annotations
 
 import atexit
-import glob
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,23 +42,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SCHEMA = REPO_ROOT.parent / "shared" / "snailjob" / "schema" / "snail_job_postgre.sql"
-# doc/sql/snail_job_postgre.sql of SnailJob 1.10.0 and 2.0.2 (identical in both).
-SCHEMA_SHA256 = "1e1025ef3e962b8af2451333fa98658e9b646d6143ea95d5cf7291c437e204c9"
-# Older servers need their own schema (pass it in SNAILJOB_SCHEMA). 1.4.0 is the newest
-# server starter that the reachable Maven Central serves; its doc/sql/snail_job_postgre.sql:
-OTHER_SCHEMA_SHA256 = {"1.4.0": "7207e6bdd38db4ca7029e94d7a054b6c2837121d945676f3fb7448201c4eb55a"}
+from tests.e2e.provision import (  # noqa: F401  (re-exported for the tests and scripts)
+    REPO_ROOT,
+    HarnessError,
+    PrivatePostgres,
+    ServerUnavailable,
+    fetch_server,
+    free_port,
+    java_for_version,
+    java_major,
+    log,
+    port_open,
+    schema_path,
+    server_versions,
+    vtuple,
+)
 
 DEFAULT_NAMESPACE = "764d604ec6fc45f68cd92514c40e9e1a"
-MAIN_CLASS = "com.aizuda.snailjob.server.SnailJobServerApplication"
-GROUP_ID = "com.aizuda"
-ARTIFACT_ID = "snail-job-server-starter"
-
-# Spring Boot line each server release was built with (used only by the
-# dependency-copy fallback, to pin transitive versions like the boot jar has).
-BOOT_VERSION = {"2.": "4.0.3", "1.10": "3.5.7"}
-
 
 class TaskType:
     CLUSTER = 1
@@ -131,37 +123,11 @@ MIN_RETRY_INTERVAL = 10
 EXECUTOR_TYPE_PYTHON = 2
 
 
-class HarnessError(RuntimeError):
-    pass
-
-
-class ArtifactUnavailable(HarnessError):
-    """Maven could not resolve the server (e.g. the version is not on the reachable repository)."""
-
 
 class ApiError(HarnessError):
     def __init__(self, method, path, reply):
         self.reply = reply
         super().__init__(f"{method} {path} -> {json.dumps(reply, ensure_ascii=False)[:2000]}")
-
-
-def log(msg):
-    print(f"[snailjob-harness {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    """A TCP port free on all interfaces (gRPC binds 0.0.0.0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port, host="127.0.0.1"):
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def md5_hex(text):
@@ -171,282 +137,6 @@ def md5_hex(text):
 def _sql_str(text):
     """Text for a single-quoted SQL literal."""
     return str(text).replace("'", "''")
-
-
-def _vtuple(version):
-    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-
-# ---------------------------------------------------------------------------
-# packages / tools
-
-
-def _run(cmd, **kw):
-    kw.setdefault("check", True)
-    return subprocess.run(cmd, **kw)
-
-
-_apt_updated = False
-
-
-def apt_install(*packages):
-    global _apt_updated
-    if os.environ.get("SNAILJOB_NO_APT") == "1":
-        raise HarnessError(f"missing packages {packages} and SNAILJOB_NO_APT=1")
-    if os.geteuid() != 0:
-        raise HarnessError(f"missing packages {packages}; run: apt-get install -y {' '.join(packages)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    if not _apt_updated:
-        log("apt-get update")
-        _run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
-        _apt_updated = True
-    log(f"apt-get install -y {' '.join(packages)}")
-    _run(["apt-get", "install", "-y", "-qq", *packages], env=env, stdout=subprocess.DEVNULL)
-
-
-def pg_bindir():
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: _vtuple(d) or (0,))
-    dirs = [d for d in dirs if os.path.exists(os.path.join(d, "initdb"))]
-    if not dirs:
-        apt_install("postgresql")
-        return pg_bindir()
-    return dirs[-1]
-
-
-def ensure_tool(binary, package):
-    if shutil.which(binary) is None:
-        apt_install(package)
-    return shutil.which(binary)
-
-
-def java_major(java_bin):
-    out = subprocess.run([java_bin, "-version"], capture_output=True, text=True).stderr
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not m:
-        return 0
-    major = int(m.group(1))
-    return int(m.group(2)) if major == 1 else major
-
-
-def find_java(min_major, prefer_major=None):
-    """A java binary with major >= min_major (preferring prefer_major)."""
-    env_home = os.environ.get("SNAILJOB_JAVA_HOME")
-    if env_home:
-        return os.path.join(env_home, "bin", "java")
-    cands = []
-    for home in glob.glob("/usr/lib/jvm/*"):
-        jb = os.path.join(home, "bin", "java")
-        if os.path.isfile(jb) and not os.path.islink(home):
-            cands.append(jb)
-    on_path = shutil.which("java")
-    if on_path:
-        cands.append(on_path)
-    seen, good = set(), []
-    for jb in cands:
-        real = os.path.realpath(jb)
-        if real in seen:
-            continue
-        seen.add(real)
-        major = java_major(real)
-        if major >= min_major:
-            good.append((major, real))
-    if prefer_major is not None:
-        for major, jb in good:
-            if major == prefer_major:
-                return jb
-    if good:
-        return sorted(good)[0][1]
-    if min_major <= 17:
-        apt_install("openjdk-17-jre-headless")
-        return find_java(min_major, prefer_major)
-    raise HarnessError(
-        f"no JDK >= {min_major} found under /usr/lib/jvm (Debian 12 packages only JDK 17); "
-        f"set SNAILJOB_JAVA_HOME")
-
-
-def java_for_version(version):
-    """2.x is built for Java 21 (Spring Boot 4); 1.x for Java 17."""
-    if _vtuple(version) >= (2,):
-        return find_java(21)
-    return find_java(17, prefer_major=17)
-
-
-# ---------------------------------------------------------------------------
-# schema / artifacts
-
-
-def schema_path(version=None):
-    p = Path(os.environ.get("SNAILJOB_SCHEMA") or DEFAULT_SCHEMA)
-    if not p.is_file():
-        raise HarnessError(f"schema not found: {p} (set SNAILJOB_SCHEMA)")
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()
-    expected = OTHER_SCHEMA_SHA256.get(version, SCHEMA_SHA256)
-    if digest != expected:
-        raise HarnessError(f"schema {p} has sha256 {digest}, expected {expected} for server {version}")
-    return p
-
-
-def cache_dir():
-    return Path(os.environ.get("SNAILJOB_CACHE") or Path.home() / ".cache" / "snailjob-e2e")
-
-
-def _mvn(args, cwd, logfile):
-    ensure_tool("mvn", "maven")
-    cmd = ["mvn", "-B", "-U", *os.environ.get("SNAILJOB_MAVEN_ARGS", "").split(), *args]
-    with open(logfile, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        rc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT).returncode
-    return rc
-
-
-def _maven_errors(logfile):
-    lines = Path(logfile).read_text(errors="replace").splitlines()
-    keys = ("Could not", "Failed", "not found")
-    keep = [ln for ln in lines if "[ERROR]" in ln and any(k in ln for k in keys)]
-    return "\n".join(keep)[:3000]
-
-
-def fetch_server(version):
-    """Return the launch arguments (after `java <jvm opts>`) for this server version.
-
-    Route A: the `exec` boot jar. Route B: the plain starter's runtime classpath.
-    Both come from Maven (reusing ~/.m2) and are cached in SNAILJOB_CACHE/<version>.
-    """
-    jar = os.environ.get("SNAILJOB_SERVER_JAR")
-    if jar:
-        return ["-jar", str(Path(jar).resolve())], {"route": "SNAILJOB_SERVER_JAR", "seconds": 0.0}
-    d = cache_dir() / version
-    d.mkdir(parents=True, exist_ok=True)
-    exec_jar = d / f"{ARTIFACT_ID}-{version}-exec.jar"
-    lib = d / "lib"
-    route = os.environ.get("SNAILJOB_ROUTE", "")
-    if exec_jar.is_file() and route != "classpath":
-        return ["-jar", str(exec_jar)], {"route": "exec (cached)", "seconds": 0.0}
-    if (lib / ".complete").is_file() and route != "exec":
-        return ["-cp", f"{lib}/*", MAIN_CLASS], {"route": "classpath (cached)", "seconds": 0.0}
-    mlog = d / "maven.log"
-    mlog.write_text("")
-    t0 = time.monotonic()
-    if route != "classpath":
-        log(f"maven: fetching {GROUP_ID}:{ARTIFACT_ID}:{version}:jar:exec")
-        rc = _mvn(["dependency:copy", f"-Dartifact={GROUP_ID}:{ARTIFACT_ID}:{version}:jar:exec",
-                   f"-DoutputDirectory={d}"], d, mlog)
-        if rc == 0 and exec_jar.is_file():
-            return ["-jar", str(exec_jar)], {"route": "exec", "seconds": time.monotonic() - t0}
-        if route == "exec":
-            raise ArtifactUnavailable(f"cannot fetch the exec jar of {version} (log {mlog}):\n"
-                               + _maven_errors(mlog))
-        log("maven: no exec jar, trying the dependency-copy route")
-    boot = next((b for p, b in BOOT_VERSION.items() if version.startswith(p)), None)
-    rt = d / "rt"
-    rt.mkdir(exist_ok=True)
-    dm = ""
-    if boot:
-        dm = (f"<dependencyManagement><dependencies><dependency><groupId>org.springframework.boot</groupId>"
-              f"<artifactId>spring-boot-dependencies</artifactId><version>{boot}</version><type>pom</type>"
-              f"<scope>import</scope></dependency></dependencies></dependencyManagement>")
-    (rt / "pom.xml").write_text(
-        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-        "<groupId>local.harness</groupId><artifactId>snailjob-server-runtime</artifactId>"
-        f"<version>0</version><packaging>pom</packaging>{dm}<dependencies>"
-        f"<dependency><groupId>{GROUP_ID}</groupId><artifactId>{ARTIFACT_ID}</artifactId><version>{version}</version></dependency>"
-        "<dependency><groupId>org.scala-lang</groupId><artifactId>scala-library</artifactId><version>2.13.9</version></dependency>"
-        "</dependencies></project>\n")
-    rc = _mvn(["dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-              rt, mlog)
-    if rc == 0 and any(lib.glob(f"{ARTIFACT_ID}-*.jar")):
-        (lib / ".complete").write_text(version)
-        return ["-cp", f"{lib}/*", MAIN_CLASS], {"route": "classpath", "seconds": time.monotonic() - t0}
-    raise ArtifactUnavailable(
-        f"cannot fetch SnailJob server {version} from Maven (both routes failed; full log {mlog}):\n"
-        + _maven_errors(mlog))
-
-
-# ---------------------------------------------------------------------------
-# PostgreSQL
-
-
-class PrivatePostgres:
-    """A throw-away cluster on 127.0.0.1:<free port>, trust auth, owned by a non-root user."""
-
-    def __init__(self, base: Path):
-        self.base = base
-        self.data = base / "pgdata"
-        self.sock = base / "pgsock"
-        self.logfile = base / "postgres.log"
-        self.port = None
-        self.bindir = None
-        self.started = False
-
-    def _as_owner(self, cmd):
-        if os.geteuid() == 0:
-            return ["runuser", "-u", "postgres", "--", *cmd]
-        return cmd
-
-    def start(self):
-        self.bindir = pg_bindir()
-        if os.geteuid() == 0:
-            try:
-                import pwd
-                pw = pwd.getpwnam("postgres")
-            except KeyError:
-                _run(["useradd", "--system", "--no-create-home", "postgres"])
-                import pwd
-                pw = pwd.getpwnam("postgres")
-            for p in (self.data, self.sock):
-                p.mkdir(mode=0o700)
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-            self.logfile.touch()
-            os.chown(self.logfile, pw.pw_uid, pw.pw_gid)
-            # the owner must be able to reach the dirs
-            p = self.base
-            while p != p.parent:
-                if p.stat().st_mode & 0o001 == 0 and p.stat().st_uid == 0:
-                    os.chmod(p, p.stat().st_mode | 0o011)
-                p = p.parent
-        else:
-            self.data.mkdir(mode=0o700)
-            self.sock.mkdir(mode=0o700)
-        _run(self._as_owner([f"{self.bindir}/initdb", "-D", str(self.data), "-U", "postgres",
-                             "--auth=trust", "-E", "UTF8", "--locale=C"]),
-             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _attempt in range(5):
-            self.port = free_port()
-            opts = (f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 "
-                    f"-c max_connections=200 -c fsync=off -c full_page_writes=off")
-            r = subprocess.run(self._as_owner([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-l",
-                                               str(self.logfile), "-w", "-t", "60", "-o", opts, "start"]),
-                               capture_output=True, text=True)
-            if r.returncode == 0:
-                self.started = True
-                return
-        raise HarnessError(f"pg_ctl start failed: {r.stdout}{r.stderr}")
-
-    def stop(self):
-        if self.started:
-            subprocess.run(self._as_owner([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-m", "fast",
-                                           "-w", "stop"]), capture_output=True)
-            self.started = False
-
-    def psql(self, sql=None, db="postgres", user="postgres", file=None, tuples=True):
-        cmd = ["psql", "-X", "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", db,
-               "-v", "ON_ERROR_STOP=1", "-q"]
-        if tuples:
-            cmd += ["-At"]
-        if file:
-            cmd += ["-f", str(file)]
-        else:
-            cmd += ["-c", sql]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PGCONNECT_TIMEOUT="10"))
-        if r.returncode != 0:
-            raise HarnessError(f"psql failed ({sql or file}): {r.stderr.strip()}")
-        return r.stdout
-
-    def query_json(self, sql, db):
-        """Rows of a SELECT as a list of dicts (via json_agg)."""
-        out = self.psql(f"SELECT coalesce(json_agg(t), '[]'::json) FROM ({sql}) t", db=db, user="snailjob")
-        return json.loads(out or "[]")
 
 
 # ---------------------------------------------------------------------------
@@ -1021,7 +711,7 @@ class RealServer:
             "cbStatus": 1 if callback else 0, "cbTriggerType": cb_trigger_type, "cbMaxCount": cb_max_count,
             "cbTriggerInterval": "" if cb_trigger_interval is None else str(cb_trigger_interval),
         }
-        if _vtuple(self.version) >= (1, 10):
+        if vtuple(self.version) >= (1, 10):
             body["labels"] = ""  # routing labels of the scene (1.10+); empty = any node
         body.update(extra)
         return body

@@ -36,7 +36,7 @@ def uid():
 
 
 def require(srv, version, what):
-    if harness._vtuple(srv.version) < version:
+    if harness.vtuple(srv.version) < version:
         pytest.skip(f"server {srv.version} has no {what} (added in {'.'.join(map(str, version))})")
 
 

@@ -348,7 +348,7 @@ def test_failing_job_is_retried_then_fails(srv, run):
         posts = hook.wait(20)
         print(f"webhook posts: {posts}")
         assert posts, "the server sent no JOB_TASK_ERROR alarm to the webhook"
-        if harness._vtuple(srv.version) >= (1, 10):
+        if harness.vtuple(srv.version) >= (1, 10):
             # 1.10+ webhooks carry the alarm text, whose "失败原因" (failure reason) is executeResult.message
             assert any(reason in p for p in posts), posts
         else:
