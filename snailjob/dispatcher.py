@@ -33,6 +33,7 @@ from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
+from snailjob.log import exception_title, format_location, log_exception, user_frame
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
 logger = logging.getLogger(__name__)
@@ -477,14 +478,21 @@ def is_async_callable(func: Callable[..., Any]) -> bool:
 
 
 def _failure(exc: BaseException) -> ExecuteResult:
+    """The outcome of an executor that raised.  The message (what alarms
+    show) is ``Type: message``; the result is an object, which the console's
+    result view shows (it renders only JSON): the exception's type, its
+    message and where in the user's code it came from."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    result = {"exception": exception_title(exc).split(":", 1)[0], "message": str(exc)}
     if isinstance(exc, ParamsError):
         text = str(exc)
         _remote.error("%s", text)
     else:
-        _remote.error("executor raised %s", text, exc_info=(type(exc), exc, exc.__traceback__))
-    # as result too: the console's task list shows the result, alarms the message
-    return ExecuteResult.failure(result=text, message=text)
+        log_exception(_remote, "executor raised %s", text, exc=exc)
+        where = user_frame(exc.__traceback__)
+        if where is not None:
+            result["location"] = format_location(*where)
+    return ExecuteResult.failure(result=result, message=text)
 
 
 def _success(value: Any) -> ExecuteResult:

@@ -16,11 +16,14 @@ file handler only when ``SNAIL_LOG_LOCAL_FILENAME`` is set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import os
 import sys
+import sysconfig
 import traceback
+from types import TracebackType
 from typing import Any, Dict, List, Optional, Tuple
 
 from snailjob.context import current_retry_or_none, current_task_or_none
@@ -44,17 +47,113 @@ def _message(record: logging.LogRecord) -> str:
         return f"{record.msg!r} (could not apply args {record.args!r}: {exc})"
 
 
+def level_name(levelno: int) -> str:
+    """The level as the console knows it (logback's names; it colours only
+    these): ``WARNING`` is ``WARN``, ``CRITICAL`` is ``ERROR``, custom levels
+    take the next standard level below them."""
+    if levelno >= logging.ERROR:
+        return "ERROR"
+    if levelno >= logging.WARNING:
+        return "WARN"
+    if levelno >= logging.INFO:
+        return "INFO"
+    return "DEBUG"
+
+
+def exception_title(exc: BaseException) -> str:
+    """``module.Type: first line of the message``, the way a traceback's last
+    line names an exception (no module for builtins)."""
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    try:
+        text = str(exc).strip()
+    except Exception:
+        text = "<exception str() failed>"
+    return f"{name}: {text.splitlines()[0]}" if text else name
+
+
 def _throwable(record: logging.LogRecord) -> Optional[str]:
+    """The traceback, under a first line that names the exception: the
+    console shows a throwable collapsed under its first line, as Java's
+    ``Type: message`` is."""
     parts: List[str] = []
-    if record.exc_info and record.exc_info[0] is not None:
+    if record.exc_info and record.exc_info[1] is not None:
         if not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        parts.append(record.exc_text)
+        parts += [exception_title(record.exc_info[1]), record.exc_text]
     elif record.exc_text:
+        lines = [line for line in record.exc_text.splitlines() if line.strip()]
+        if lines and lines[0].startswith("Traceback") and len(lines) > 1:
+            parts.append(lines[-1])
         parts.append(record.exc_text)
     if record.stack_info:
         parts.append(record.stack_info)
     return "\n".join(parts) if parts else None
+
+
+@functools.lru_cache(maxsize=4096)
+def module_name(pathname: str, fallback: str) -> str:
+    """The dotted name of the module loaded from ``pathname`` (a script run
+    as ``__main__``: its ``-m`` name, else ``fallback``, the file's stem)."""
+    want = os.path.normcase(os.path.abspath(pathname))
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or os.path.normcase(os.path.abspath(path)) != want:
+            continue
+        if name == "__main__":
+            spec = getattr(module, "__spec__", None)
+            return spec.name if spec is not None and spec.name else fallback
+        return name
+    return fallback
+
+
+def format_location(pathname: str, lineno: int, func: str) -> str:
+    """Where code is, like Java's ``Class.method(File.java:42)``:
+    ``package.module.function(module.py:42)``."""
+    name = os.path.basename(pathname)
+    return f"{module_name(pathname, os.path.splitext(name)[0])}.{func}({name}:{lineno})"
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for p in (
+    sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")) if p}))
+
+
+def user_frame(tb: Optional[TracebackType]) -> Optional[Tuple[str, int, str]]:
+    """``(file, line, function)`` of the user code an exception came from:
+    the innermost frame outside this package and outside the standard
+    library and installed packages, else the outermost frame outside this
+    package (the executor the client called), else ``None``."""
+    outermost: Optional[Tuple[str, int, str]] = None
+    innermost_own: Optional[Tuple[str, int, str]] = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = os.path.abspath(code.co_filename)
+        if not path.startswith(_PACKAGE_DIR):
+            frame = (code.co_filename, tb.tb_lineno, getattr(code, "co_qualname", code.co_name))
+            outermost = outermost or frame
+            if not path.startswith(_LIBRARY_DIRS):
+                innermost_own = frame
+        tb = tb.tb_next
+    return innermost_own or outermost
+
+
+def log_exception(logger: logging.Logger, msg: str, *args: Any, exc: BaseException) -> None:
+    """Log ``exc`` at ERROR with its traceback, as if the record had been
+    made where the exception came from in the user's code (``user_frame``):
+    the console and local log formats show that location, not this library's."""
+    if not logger.isEnabledFor(logging.ERROR):
+        return
+    where = user_frame(exc.__traceback__)
+    if where is None:
+        logger.error(msg, *args, exc_info=(type(exc), exc, exc.__traceback__), stacklevel=2)
+        return
+    path, line, func = where
+    record = logger.makeRecord(logger.name, logging.ERROR, path, line, msg, args,
+                               (type(exc), exc, exc.__traceback__), func)
+    logger.handle(record)
 
 
 def build_entry(record: logging.LogRecord, identity: Dict[str, str], job_id: int,
@@ -95,10 +194,10 @@ def _fields(record: logging.LogRecord, identity: Dict[str, str]) -> Tuple[int, L
     millis = int(record.created * 1000)
     fields = [
         {"name": "time_stamp", "value": str(millis)},
-        {"name": "level", "value": record.levelname},
+        {"name": "level", "value": level_name(record.levelno)},
         {"name": "thread", "value": record.threadName or str(record.thread)},
         {"name": "message", "value": _message(record)},
-        {"name": "location", "value": f"{record.module}:{record.funcName}:{record.lineno}"},
+        {"name": "location", "value": format_location(record.pathname, record.lineno, record.funcName)},
     ]
     throwable = _throwable(record)
     if throwable is not None:

@@ -75,6 +75,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from snailjob.context import RetryContext, current_task_or_none, enter_retry, leave_retry
 from snailjob.dispatcher import Work
 from snailjob.errors import RetryDefinitionError, RetrySerializationError, SnailJobError, TaskInterrupted
+from snailjob.log import log_exception
 from snailjob.wire.codec import dumps
 from snailjob.wire.enums import RetryTaskStatusEnum
 from snailjob.wire.models import RetryTaskRequest
@@ -722,7 +723,7 @@ class RetryWork(Work):
         if isinstance(exc, StopRetry) and self.context.kind == "retry":
             _remote.warning("%s asked to stop retrying: %s", self.describe(), text)
             return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text, stop=True)
-        _remote.error("%s failed: %s", self.describe(), text, exc_info=(type(exc), exc, exc.__traceback__))
+        log_exception(_remote, "%s failed: %s", self.describe(), text, exc=exc)
         return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text)
 
 

@@ -58,23 +58,62 @@ def test_entry_fields(make_client):
         assert f["host"] == "127.0.0.1" and f["port"] == str(client.host_port)
         assert f["thread"].startswith("snailjob-")
     assert plain["message"] == "plain" and plain["level"] == "INFO" and "throwable" not in plain
-    assert plain["location"].startswith("test_log:job:")
-    assert formatted["message"] == "rows=3 of t" and formatted["level"] == "WARNING"
+    # qualified by module, shaped like Java's Class.method(File.java:line)
+    assert plain["location"] == f"tests.test_log.job(test_log.py:{job.__code__.co_firstlineno + 1})"
+    # the level names the console colours (logback's)
+    assert formatted["message"] == "rows=3 of t" and formatted["level"] == "WARN"
     assert non_string["message"] == "{'k': 1}"
     assert exc["level"] == "ERROR" and exc["message"] == "failed"
-    assert "ZeroDivisionError: division by zero" in exc["throwable"]
-    assert "Traceback (most recent call last)" in exc["throwable"]
+    # the console shows a throwable collapsed under its first line: the exception, as Java's
+    title, traceback = exc["throwable"].split("\n", 1)
+    assert title == "ZeroDivisionError: division by zero"
+    assert traceback.startswith("Traceback (most recent call last)")
+    assert traceback.rstrip().endswith("ZeroDivisionError: division by zero")
     assert "bad %d args" in bad["message"] and "could not apply args" in bad["message"]
 
 
 def test_executor_exception_traceback_is_shipped(make_client):
     def job(args):
-        raise KeyError("missing-key")
+        raise KeyError("missing-key")  # the first line of job
 
     _, _, entries = run_and_collect(make_client, job, 1)
     f = fields(entries[0])
     assert f["level"] == "ERROR" and "KeyError: 'missing-key'" in f["message"]
     assert "raise KeyError" in f["throwable"]
+    assert f["throwable"].startswith("KeyError: 'missing-key'\nTraceback")
+    # the line the client writes for a failing job points at the user's code, not the library
+    line = job.__code__.co_firstlineno + 1
+    name = getattr(job.__code__, "co_qualname", "job")  # Python 3.11+ names the enclosing function too
+    assert f["location"] == f"tests.test_log.{name}(test_log.py:{line})"
+
+
+def test_failure_location_is_the_innermost_user_frame(make_client, caplog):
+    import json as stdlib_json
+
+    def parse(text):
+        return stdlib_json.loads(text)  # the first line of parse; raises inside the standard library
+
+    def job(args):
+        parse("{broken")
+
+    with caplog.at_level(logging.ERROR, logger="snailjob.remote"):
+        _, _, entries = run_and_collect(make_client, job, 1)
+    f = fields(entries[0])
+    # not json/decoder.py: the innermost frame of the user's own code
+    line = parse.__code__.co_firstlineno + 1
+    assert f["location"].endswith(f".parse(test_log.py:{line})"), f["location"]
+    assert f["throwable"].startswith("json.decoder.JSONDecodeError: Expecting property name")
+    # local log formats see the same place
+    record = next(r for r in caplog.records if r.getMessage().startswith("executor raised"))
+    assert (record.module, record.funcName, record.lineno) == (
+        "test_log", getattr(parse.__code__, "co_qualname", "parse"), line)
+
+
+def test_levels_map_to_the_names_the_console_knows():
+    from snailjob.log import level_name
+
+    assert [level_name(n) for n in (5, 10, 15, 20, 25, 30, 40, 50)] == [
+        "DEBUG", "DEBUG", "DEBUG", "INFO", "INFO", "WARN", "ERROR", "ERROR"]
 
 
 def test_interleaved_tasks_on_reused_threads_are_attributed(make_client):
