@@ -17,7 +17,7 @@ import json
 import threading
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, List, NamedTuple, Optional, Tuple, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -233,6 +233,35 @@ def prepare_args(func: Callable[..., Any], args: JobArgs) -> JobArgs:
     return args
 
 
+SENTINEL_KEY = "__snailjob_sentinel__"
+"""Marks the one sub-task of a map task whose node repeats its result until
+the batch ends (see ``mapreduce.mr_do_map``): its item travels as
+``{"__snailjob_sentinel__": 1, "item": <item>}`` and the job sees the item."""
+
+
+def wrap_sentinel(item: Any) -> Dict[str, Any]:
+    return {SENTINEL_KEY: 1, "item": item}
+
+
+def unwrap_sentinel(maps: Any) -> Tuple[Any, bool]:
+    """``(item, True)`` for a sentinel's item (as an object or its JSON text), else ``(maps, False)``."""
+    value = maps
+    if isinstance(value, str) and value.startswith('{"' + SENTINEL_KEY):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return maps, False
+    if isinstance(value, dict) and len(value) == 2 and value.get(SENTINEL_KEY) == 1 and "item" in value:
+        return value["item"], True
+    return maps, False
+
+
+class BuiltArgs(NamedTuple):
+    args: JobArgs
+    warnings: List[str]
+    sentinel: bool  # a map sub-task that repeats its result until the batch ends
+
+
 def decode_args_str(args_str: Optional[str]) -> Tuple[Any, Any, Any]:
     """``(job_params, maps, reduces)`` from a dispatch's ``argsStr``."""
     if args_str is None or not args_str.strip():
@@ -259,8 +288,9 @@ def decode_wf_context(text: Optional[str]) -> Tuple[Dict[str, Any], Optional[str
     return value, None
 
 
-def build_args(request: DispatchJobRequest) -> Tuple[JobArgs, List[str]]:
-    """The args object for a dispatch, and warnings about unusable input."""
+def build_args(request: DispatchJobRequest) -> BuiltArgs:
+    """The args object for a dispatch, warnings about unusable input, and
+    whether the task is its map task's sentinel."""
     job_params, maps, reduces = decode_args_str(request.argsStr)
     wf_context, warning = decode_wf_context(request.wfContext)
     common: Dict[str, Any] = dict(
@@ -287,7 +317,9 @@ def build_args(request: DispatchJobRequest) -> Tuple[JobArgs, List[str]]:
     elif task_type == JobTaskTypeEnum.MAP_REDUCE and stage == MapReduceStageEnum.MERGE_REDUCE:
         args = MergeReduceArgs(reduces=reduces, **common)
     elif task_type in (JobTaskTypeEnum.MAP, JobTaskTypeEnum.MAP_REDUCE):
+        maps, sentinel = unwrap_sentinel(maps)
         args = MapArgs(task_name=request.taskName, map_result=maps, **common)
+        return BuiltArgs(args, warnings, sentinel)
     else:
         args = JobArgs(**common)
-    return args, warnings
+    return BuiltArgs(args, warnings, False)

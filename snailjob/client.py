@@ -9,6 +9,7 @@ executors); ``client_main()`` runs one built from the environment.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import signal
@@ -44,6 +45,10 @@ from snailjob.wire.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+SENTINEL_FAILURE_DELAY = 2.0
+"""Seconds a map task's sentinel sub-task holds back a failure: time for the
+parent's own result to be stored first (see ``mr_do_map``)."""
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
@@ -261,6 +266,7 @@ class Client:
             "results_delivered": outbox.delivered if outbox else 0,
             "results_dropped": outbox.dropped if outbox else 0,
             "results_refused": outbox.refused if outbox else 0,
+            "results_repeated": outbox.repeated if outbox else 0,
             "results_pending": outbox.pending() if outbox else 0,
             "logs_shipped": logs.shipped if logs else 0,
             "logs_dropped": logs.dropped if logs else 0,
@@ -421,8 +427,9 @@ class Client:
             func = spec.resolve(request.taskType, request.mrStage, request.taskName)
         except UnknownTask as exc:
             return self._refuse(1, str(exc), request)
-        args, warnings = build_args(request)
-        ctx = TaskContext(request, args, UNASSIGNED_STOP, self)  # the dispatcher sets the batch's
+        args, warnings, sentinel = build_args(request)
+        ctx = TaskContext(request, args, UNASSIGNED_STOP, self,  # the dispatcher sets the batch's stop event
+                          sentinel=sentinel)
         if warnings:
             ctx.extra["warnings"] = warnings
         self.dispatcher.submit(Task(request, func, args, ctx))
@@ -464,9 +471,12 @@ class Client:
         if self._outbox is not None:
             self._outbox.discard_batch(key)
 
-    def put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str) -> None:
+    def put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str,
+                   repeat: bool = False, delay: float = 0.0) -> None:
         """Queue a report; it expires when the server has given up on the work
-        (its timeout plus ``SNAIL_REPORT_MARGIN``)."""
+        (its timeout plus ``SNAIL_REPORT_MARGIN``).  ``repeat``: sent again
+        after delivery until then; ``delay``: sent no sooner (a map task's
+        sentinel, see ``mr_do_map``)."""
         assert self._outbox is not None
         s = self.settings
         if timeout and timeout > 0:
@@ -474,7 +484,7 @@ class Client:
         else:
             expires = time.time() + s.snail_report_retry_seconds
         self._outbox.put(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
-                         describe=describe)
+                         describe=describe, repeat=repeat, delay=delay)
 
     # --- outcomes, map reports, logs (TaskServices) ------------------------
 
@@ -492,13 +502,16 @@ class Client:
             taskType=req.taskType, groupName=req.groupName or self.settings.snail_group_name,
             taskStatus=int(enums.JobTaskStatusEnum.SUCCESS if success else enums.JobTaskStatusEnum.FAIL),
             executeResult=WireExecuteResult(status=int(enums.StatusEnum.YES if success else enums.StatusEnum.NO),
-                                            result=outcome.result, message=outcome.message or ""),
+                                            result=outcome.result if success else _shown(outcome.result),
+                                            message=outcome.message or ""),
             retryScene=req.retryScene, retry=req.retry, retryStatus=req.retryStatus,
             wfContext=_changed_context(task.args),
         )
         # after the timeout the server has recorded the task as stopped
+        sentinel = _is_checking_sentinel(task)
         self.put_report(task, enums.URI_REPORT_RESULT, encode_body(report.to_wire()), req.executorTimeout,
-                         f"result of task {req.taskId} (batch {req.taskBatchId})")
+                        f"result of task {req.taskId} (batch {req.taskBatchId})",
+                        repeat=sentinel and success, delay=SENTINEL_FAILURE_DELAY if sentinel and not success else 0.0)
 
     @property
     def map_batch_size(self) -> int:
@@ -535,6 +548,31 @@ class Client:
     def ship_log(self, entry: Dict[str, Any]) -> None:
         if self._logs is not None:
             self._logs.offer(entry)
+
+
+def _shown(result: Any) -> Any:
+    """A failure's result as the console's result view can show it: that
+    view renders only JSON, and the server stores a string as it is, so
+    text that is not JSON goes as a JSON string.  (A success's result is sent
+    unchanged: reduce and merge stages receive it as the server stores it.)"""
+    if isinstance(result, str):
+        try:
+            json.loads(result)
+        except ValueError:
+            return dumps(result)
+    return result
+
+
+def _is_checking_sentinel(task: Task) -> bool:
+    """Whether a task is a map task's sentinel whose result makes the server
+    check its batch: one without sub-tasks of its own (a result of a task
+    with children is not checked) and not the first run of a manual retry
+    (the server answers that by retrying).  Its success is repeated until
+    the batch ends; its failure is delayed instead, since the server would
+    count each copy of a failure as a failed attempt and retry the task."""
+    ctx = task.context
+    manual_first_run = task.request.retryScene == enums.JobRetrySceneEnum.MANUAL and not task.request.retryStatus
+    return ctx.sentinel and ctx.map_items_sent == 0 and not manual_first_run
 
 
 def _changed_context(args: JobArgs) -> Optional[str]:

@@ -47,6 +47,8 @@ class TaskContext:
     stop_event: threading.Event
     services: TaskServices
     extra: Dict[str, Any] = field(default_factory=dict)
+    map_items_sent: int = 0  # sub-tasks this task created with mr_do_map
+    sentinel: bool = False  # its map task's sentinel sub-task (see mapreduce.mr_do_map)
 
     @property
     def job_id(self) -> int:

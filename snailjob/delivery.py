@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 _BACKOFF_FIRST = 0.2
 _BACKOFF_MAX = 5.0
+# when a sentinel's result is sent again after its delivery (seconds; the last repeats)
+REPEAT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def backoff(attempt: int, first: float = _BACKOFF_FIRST, cap: float = _BACKOFF_MAX) -> float:
@@ -76,6 +78,12 @@ class _Pending:
     attempts: int = field(default=0, compare=False)
     describe: str = field(default="", compare=False)
     row: Optional[int] = field(default=None, compare=False)
+    # None: sent until delivered; n >= 0: sent again after delivery (n repeats so far)
+    repeats: Optional[int] = field(default=None, compare=False)
+
+    @property
+    def is_repeat(self) -> bool:
+        return bool(self.repeats)
 
 
 class OutboxStore:
@@ -149,6 +157,10 @@ class ResultOutbox:
     At most ``max_pending`` results wait; beyond that the oldest is dropped
     with an error log.  ``key`` is the batch id, so that ``discard_batch`` can
     drop undelivered results of a stopped batch.
+
+    A result put with ``repeat=True`` is sent again after each delivery
+    (``REPEAT_DELAYS``) until it expires or its batch is discarded; repeats
+    are kept in memory only and neither ``pending`` nor ``flush`` waits for them.
     """
 
     def __init__(self, transport: Transport, rpc_timeout: float, senders: int = 4,
@@ -157,6 +169,7 @@ class ResultOutbox:
         self._rpc_timeout = rpc_timeout
         self._queue: Deque[_Pending] = collections.deque()
         self._waiting: List[_Pending] = []  # heap of items in backoff
+        self._repeats: List[_Pending] = []  # heap of results to send again
         self._cond = threading.Condition()
         self._in_flight = 0
         self._senders = senders
@@ -169,6 +182,7 @@ class ResultOutbox:
         self.dropped = 0
         self.refused = 0
         self.restored = 0
+        self.repeated = 0
 
     def start(self) -> None:
         if self._store is not None:
@@ -196,10 +210,14 @@ class ResultOutbox:
         if self.restored:
             logger.info("restored %d undelivered result(s) from %s", self.restored, store.path)
 
-    def put(self, key: Any, uri: str, body: str, expires: float, describe: str = "") -> None:
-        """Queue a result; ``expires`` is the wall-clock time to give up."""
+    def put(self, key: Any, uri: str, body: str, expires: float, describe: str = "",
+            repeat: bool = False, delay: float = 0.0) -> None:
+        """Queue a result; ``expires`` is the wall-clock time to give up (and,
+        with ``repeat``, to stop sending it again); ``delay`` seconds before
+        it is first sent."""
         row = self._store.add(key, uri, body, expires, describe) if self._store is not None else None
-        self._enqueue(_Pending(time.monotonic(), 0, key, uri, body, expires, describe=describe, row=row))
+        self._enqueue(_Pending(time.monotonic() + delay, 0, key, uri, body, expires, describe=describe, row=row,
+                               repeats=0 if repeat else None))
 
     def _enqueue(self, item: _Pending) -> None:
         with self._cond:
@@ -207,8 +225,11 @@ class ResultOutbox:
                 self._start_senders()
             self._seq += 1
             item.seq = self._seq
-            self._queue.append(item)
-            while len(self._queue) + len(self._waiting) > self._max_pending:
+            if item.not_before > time.monotonic():  # delayed
+                heapq.heappush(self._waiting, item)
+            else:
+                self._queue.append(item)
+            while len(self._queue) + len(self._waiting) > self._max_pending and self._queue:
                 oldest = self._queue.popleft()
                 self._forget(oldest)
                 self.dropped += 1
@@ -231,6 +252,9 @@ class ResultOutbox:
                 self._queue = collections.deque(p for p in self._queue if p.key != key)
                 self._waiting = [p for p in self._waiting if p.key != key]
                 heapq.heapify(self._waiting)
+            if any(p.key == key for p in self._repeats):
+                self._repeats = [p for p in self._repeats if p.key != key]
+                heapq.heapify(self._repeats)
         for item in gone:
             self._forget(item)
         return len(gone)
@@ -258,6 +282,7 @@ class ResultOutbox:
         with self._cond:
             self._closed = True
             left = len(self._queue) + len(self._waiting)
+            self._repeats = []
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=2)
@@ -269,8 +294,10 @@ class ResultOutbox:
         return flushed
 
     def _next_ready(self) -> Optional[_Pending]:
-        if self._waiting and self._waiting[0].not_before <= time.monotonic():
-            return heapq.heappop(self._waiting)
+        now = time.monotonic()
+        for heap in (self._waiting, self._repeats):
+            if heap and heap[0].not_before <= now:
+                return heapq.heappop(heap)
         if self._queue:
             return self._queue.popleft()
         return None
@@ -284,8 +311,9 @@ class ResultOutbox:
                     if item is not None:
                         break
                     wait = 0.5
-                    if self._waiting:
-                        wait = min(wait, self._waiting[0].not_before - time.monotonic())
+                    for heap in (self._waiting, self._repeats):
+                        if heap:
+                            wait = min(wait, heap[0].not_before - time.monotonic())
                     self._cond.wait(max(wait, 0.001))
                 if item is None:
                     return
@@ -305,7 +333,15 @@ class ResultOutbox:
             self._in_flight -= 1
             if reply is not None:
                 if reply.accepted:
-                    self.delivered += 1
+                    if item.is_repeat:
+                        self.repeated += 1
+                    else:
+                        self.delivered += 1
+                    if item.repeats is not None:
+                        self._repeat_later(item)
+                elif item.is_repeat:
+                    logger.warning("server refused a repeat of %s (not sent again): %s",
+                                   item.describe or item.uri, reply.message)
                 else:
                     self.refused += 1
                     logger.error("server refused %s: %s", item.describe or item.uri, reply.message)
@@ -313,7 +349,10 @@ class ResultOutbox:
                 item.attempts += 1
                 left = item.expires - time.time()
                 item.not_before = time.monotonic() + min(backoff(item.attempts), max(left, 0.0))
-                if left <= 0:
+                if item.is_repeat:
+                    if left > 0 and not self._closed:
+                        heapq.heappush(self._repeats, item)
+                elif left <= 0:
                     self.dropped += 1
                     logger.error("gave up delivering %s after %d attempts (its task's timeout has "
                                  "passed): %s", item.describe or item.uri, item.attempts, error)
@@ -325,6 +364,16 @@ class ResultOutbox:
             self._cond.notify_all()
         if forget:
             self._forget(item)
+
+    def _repeat_later(self, item: _Pending) -> None:
+        """Schedule the next repeat of a delivered result (caller holds the lock)."""
+        assert item.repeats is not None
+        delay = REPEAT_DELAYS[min(item.repeats, len(REPEAT_DELAYS) - 1)]
+        if self._closed or time.time() + delay >= item.expires:
+            return
+        self._seq += 1
+        heapq.heappush(self._repeats, _Pending(time.monotonic() + delay, self._seq, item.key, item.uri, item.body,
+                                               item.expires, describe=item.describe, repeats=item.repeats + 1))
 
 
 class BatchShipper:

@@ -7,12 +7,14 @@ import contextvars
 import json
 from typing import Any, List, Sequence, Tuple
 
+from snailjob.args import wrap_sentinel
 from snailjob.context import current_task
 from snailjob.errors import MapError
 from snailjob.wire.enums import ROOT_MAP, JobTaskTypeEnum, MapReduceStageEnum
 from snailjob.wire.models import ExecuteResult
 
 _MAX_CHUNK_BYTES = 4 * 1024 * 1024  # well inside the server's 10 MiB limit
+_SENTINEL_BYTES = len(json.dumps(wrap_sentinel(None))) - len("null")
 
 
 def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
@@ -26,6 +28,18 @@ def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
     Workflow-context keys the task appended so far travel with the sub-tasks.
     Raises ``MapError`` on bad arguments or when the server refuses them; the
     task then fails.  Items must be JSON values (dict, list, str, number...).
+
+    The first sub-task a map task creates is its *sentinel*: its item travels
+    wrapped (``args.SENTINEL_KEY``; the job sees the item as given), and the
+    node that runs it repeats a successful result 1 s, 3 s, 8 s, 18 s after
+    the first and then every 30 s, until the server stops the ended batch or
+    the task's timeout passes, and holds a failure back 2 s.  The server
+    checks whether a batch is complete only when a task without children
+    reports, so a map task whose own result is stored after its last child's
+    result was checked would leave the batch RUNNING for good; the
+    sentinel's later report is a check after it (docs/e2e.md, "A map batch
+    that never ends").  Limit: a sentinel that fails for good (no retries
+    left) more than 2 s before its parent reports still leaves that window.
     """
     if not isinstance(next_task_name, str) or not next_task_name.strip():
         raise MapError(f"next_task_name must be a non-blank string, got {next_task_name!r}")
@@ -44,10 +58,15 @@ def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
         raise MapError(f"mr_do_map can only be called from a map task (task type {request.taskType}, "
                        f"stage {request.mrStage})")
     sizes = _encoded_sizes(task_list)
+    items = list(task_list)
+    if ctx.map_items_sent == 0:
+        items[0] = wrap_sentinel(items[0])
+        sizes[0] += _SENTINEL_BYTES
     for start, end in _chunks(sizes, ctx.services.map_batch_size):
         if ctx.is_stopped():
             raise MapError("the batch was stopped while its sub-tasks were being reported")
-        ctx.services.report_map(ctx, list(task_list[start:end]), next_task_name)
+        ctx.services.report_map(ctx, items[start:end], next_task_name)
+        ctx.map_items_sent += end - start
     return ExecuteResult.success()
 
 

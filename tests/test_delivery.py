@@ -156,3 +156,53 @@ def test_log_buffer_is_bounded_and_drops_are_reported(make_client, caplog):
     assert client.stats()["logs_dropped"] == 250 - len(shipped) >= 150
     assert shipped == sorted(shipped) and shipped[-1] == 249  # the newest are kept, in order
     assert f"{250 - len(shipped)} log entries were dropped" in caplog.text
+
+
+class _Answering:
+    """A transport that records when each call came and answers ``accepted``."""
+
+    def __init__(self) -> None:
+        self.times = []
+        self.accepted = True
+
+    def call(self, uri, body, timeout):
+        self.times.append(time.monotonic())
+        return Reply(1, "", self.accepted)
+
+    def close(self):
+        pass
+
+
+def test_a_repeated_result_is_sent_again_until_its_batch_is_discarded():
+    from snailjob.delivery import ResultOutbox
+
+    transport = _Answering()
+    outbox = ResultOutbox(transport, rpc_timeout=1)
+    outbox.put(7, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
+    outbox.put(8, REPORT, "[]", expires=time.time() + 60, describe="plain")
+    wait_for(lambda: len(transport.times) >= 4, timeout=6)  # the two, then repeats at +1 s and +3 s
+    gaps = [round(b - a, 1) for a, b in zip(transport.times[1:], transport.times[2:])]
+    assert 0.9 <= transport.times[2] - transport.times[0] < 1.5 and 1.8 <= gaps[1] < 2.5, transport.times
+    assert outbox.pending() == 0 and outbox.flush(0.1)  # repeats are not waited for
+    assert (outbox.delivered, outbox.repeated) == (2, 2)
+    assert outbox.discard_batch(7) == 0  # nothing undelivered; the repeats stop all the same
+    count = len(transport.times)
+    time.sleep(5.5)
+    assert len(transport.times) == count
+    outbox.close(1)
+
+
+def test_repeats_end_at_expiry_and_when_refused():
+    from snailjob.delivery import ResultOutbox
+
+    transport = _Answering()
+    outbox = ResultOutbox(transport, rpc_timeout=1)
+    outbox.put(7, REPORT, "[]", expires=time.time() + 2.5, describe="sentinel", repeat=True)
+    time.sleep(4)
+    assert len(transport.times) == 2  # at once and after 1 s; the next (at 3 s) would be past expiry
+    transport.accepted = False
+    outbox.put(8, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
+    wait_for(lambda: len(transport.times) == 3)
+    time.sleep(1.5)
+    assert len(transport.times) == 3  # refused: no repeat
+    outbox.close(1)

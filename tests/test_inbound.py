@@ -127,10 +127,26 @@ def test_outcomes(make_client):
     failed = outcome_of(make_client, boom)
     assert failed["taskStatus"] == 4 and failed["executeResult"]["status"] == 0
     assert failed["executeResult"]["message"] == "ValueError: bad row 17"
-    assert failed["executeResult"]["result"] == "ValueError: bad row 17"  # the console's task list
+    # as the result too, an object: the console's result view shows only JSON
+    assert failed["executeResult"]["result"] == {
+        "exception": "ValueError", "message": "bad row 17",
+        "location": "tests.test_inbound.test_outcomes.<locals>.boom(test_inbound.py:125)"}
 
     explicit = outcome_of(make_client, lambda args: sj.ExecuteResult.failure("quota"))
     assert explicit["taskStatus"] == 4 and explicit["executeResult"]["message"] == "quota"
+    assert explicit["executeResult"]["result"] == '"quota"'  # text that is not JSON goes as a JSON string
+    as_json = outcome_of(make_client, lambda args: sj.ExecuteResult.failure('{"code": 7}'))
+    assert as_json["executeResult"]["result"] == '{"code": 7}'  # already JSON: unchanged
+
+    class Custom(Exception):
+        pass
+
+    def raises_custom(args):
+        raise Custom()
+
+    custom = outcome_of(make_client, raises_custom)["executeResult"]
+    assert custom["message"] == "Custom"
+    assert custom["result"]["exception"] == "tests.test_inbound.test_outcomes.<locals>.Custom"
 
     odd = outcome_of(make_client, lambda args: {1, 2})
     assert odd["taskStatus"] == 3 and sorted(odd["executeResult"]["result"]) == [1, 2]

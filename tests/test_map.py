@@ -3,6 +3,7 @@
 import pytest
 
 import snailjob as sj
+from snailjob.args import unwrap_sentinel
 from snailjob.transport import Reply
 
 from .conftest import dispatch, dispatch_body, wait_for
@@ -25,7 +26,9 @@ def test_ten_thousand_items_are_split_not_refused(make_client):
     transport, report = run_root(make_client, lambda args: sj.mr_do_map(items, "LEAF"))
     chunks = [body[0]["subTask"] for body in transport.bodies(MAP)]
     assert [len(c) for c in chunks] == [200] * 50
-    assert [item for chunk in chunks for item in chunk] == items
+    sent = [unwrap_sentinel(item) for chunk in chunks for item in chunk]
+    assert [item for item, _ in sent] == items
+    assert [i for i, (_, sentinel) in enumerate(sent) if sentinel] == [0]  # the first sub-task only
     assert {body[0]["taskName"] for body in transport.bodies(MAP)} == {"LEAF"}
     assert report["taskStatus"] == 3
 
@@ -94,7 +97,7 @@ def test_map_reports_wait_for_the_server_and_keep_their_order(make_client):
     report = wait_for(lambda: transport.bodies(REPORT), timeout=15)[0][0]
     assert report["taskStatus"] == 3
     delivered = [b[0]["subTask"] for b in transport.bodies(MAP)][4:]  # after the failed attempts
-    assert delivered == [[0, 1, 2], [3, 4, 5], [6]]
+    assert delivered == [[{"__snailjob_sentinel__": 1, "item": 0}, 1, 2], [3, 4, 5], [6]]
     uris = [u for u, _, _ in transport.calls if u in (MAP, REPORT)]
     assert uris[-1] == REPORT  # the parent's result after all of its sub-tasks
 

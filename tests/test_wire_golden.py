@@ -68,6 +68,8 @@ def test_result_reports(make_client):
                           workflowTaskBatchId=55, workflowNodeId=66, retryScene=1, retry=True,
                           retryStatus=True, retryCount=1, taskName="SHARDING_TASK")
     assert matches(reports[0], CLIENT["result_failure_in_workflow_retry"]["body"]), reports[0]
+    assert reports[0][0]["executeResult"]["result"]["location"] == (
+        "tests.test_wire_golden.test_result_reports.<locals>.fail(test_wire_golden.py:65)")
 
 
 def test_map_report(make_client):
@@ -101,16 +103,16 @@ def test_parse_every_dispatch_the_server_sends():
         if not name.startswith("dispatch"):
             continue
         request = DispatchJobRequest.model_validate(body[0])
-        args, warnings = build_args(request)
+        args, warnings, _ = build_args(request)
         assert warnings == [] and args.job_id == body[0]["jobId"], name
-    shard, _ = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_sharding_workflow_1_10"][0]))
+    shard = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_sharding_workflow_1_10"][0])).args
     assert (shard.sharding_index, shard.sharding_total, shard.wf_context) == (1, 3, {"a": 1})
     assert (shard.workflow_task_batch_id, shard.workflow_node_id, shard.job_params) == (88, 99, "b")
-    reduce, _ = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_reduce"][0]))
+    reduce = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_reduce"][0])).args
     assert reduce.map_result == ["1", '{"a":2}', ""] and reduce.retry_count == 1
-    merge, _ = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_merge"][0]))
+    merge = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_merge"][0])).args
     assert merge.reduces == ["3", "4"]
-    root, _ = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_root_map"][0]))
+    root = build_args(DispatchJobRequest.model_validate(SERVER["dispatch_root_map"][0])).args
     assert root.task_name == "ROOT_MAP" and root.map_result == ""
     assert StopJobRequest.model_validate(SERVER["stop"][0]).taskBatchId == 3456
 

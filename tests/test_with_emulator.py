@@ -291,3 +291,85 @@ def test_results_and_logs_with_lone_surrogates_are_delivered(snailjob_emulator, 
     snailjob_emulator.wait_until(lambda: snailjob_emulator.logs)
     message = [f["value"] for f in snailjob_emulator.logs[0]["fieldList"] if f["name"] == "message"][0]
     assert message == "processing report-\udcff.csv"
+
+
+@pytest.mark.parametrize("task_type", [4, 5])
+def test_map_batch_ends_when_the_parent_reports_after_all_its_children(snailjob_emulator, run_client, task_type):
+    """The servers check a batch only when a task without children reports
+    (the emulator does the same by default): a ROOT_MAP that reports after
+    all its children would leave the batch RUNNING.  The sentinel sub-task's
+    repeated result ends it (``mr_do_map``)."""
+    executor = sj.MapExecutor("late") if task_type == 4 else sj.MapReduceExecutor("late")
+    batches = []
+
+    @executor.map()
+    def root(args):
+        sj.mr_do_map([1, 2, 3], "LEAF")
+        # report only once every child has reported
+        snailjob_emulator.wait_until(lambda: batches and all(
+            t.status == SUCCESS for t in batches[0].tasks_named("LEAF")) and len(batches[0].tasks_named("LEAF")) == 3)
+        return "root done"
+
+    @executor.map("LEAF")
+    def leaf(args):
+        return args.map_result * 10
+
+    if task_type == 5:
+        executor.reduce()(lambda args: sum(int(x) for x in args.map_result))
+        executor.merge()(lambda args: sum(int(x) for x in args.reduces))
+
+    client = run_client([executor])
+    snailjob_emulator.wait_for_clients(1)
+    batches.append(snailjob_emulator.trigger("late", task_type, parallel_num=4))
+    assert batches[0].wait(10) == SUCCESS
+    assert sorted(int(t.result) for t in batches[0].tasks_named("LEAF")) == [10, 20, 30]
+    if task_type == 5:
+        assert [t.result for t in batches[0].tasks_in_stage(3)] == ["60"]
+    # what ended it (counted once its reply is in, which may come after the batch ended)
+    snailjob_emulator.wait_until(lambda: client.stats()["results_repeated"] >= 1)
+
+
+def test_a_single_sub_task_is_its_own_sentinel(snailjob_emulator, run_client):
+    mapper = sj.MapExecutor("one")
+    seen = []
+
+    @mapper.map()
+    def root(args):
+        return sj.mr_do_map([{"only": True}], "LEAF")
+
+    @mapper.map("LEAF")
+    def leaf(args):
+        seen.append(args.map_result)
+        return "ok"
+
+    run_client([mapper])
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("one", 4)
+    assert batch.wait(10) == SUCCESS
+    assert seen == [{"only": True}]  # the job sees the item, not the envelope
+
+
+def test_map_batch_fails_when_all_children_fail_before_the_parent_reports(snailjob_emulator, run_client):
+    """A failed sentinel is not repeated (the server would retry the task
+    for each copy) but held back ``SENTINEL_FAILURE_DELAY`` seconds, so that
+    the parent's result is stored before the check its failure makes."""
+    mapper = sj.MapExecutor("allFail")
+    batches = []
+
+    @mapper.map()
+    def root(args):
+        sj.mr_do_map([1, 2, 3], "LEAF")
+        snailjob_emulator.wait_until(lambda: batches and sum(
+            t.status == FAIL for t in batches[0].tasks_named("LEAF")) >= 2)
+        time.sleep(0.3)  # the two that are not the sentinel have been checked
+        return "root done"
+
+    @mapper.map("LEAF")
+    def leaf(args):
+        raise ValueError(f"bad item {args.map_result}")
+
+    run_client([mapper])
+    snailjob_emulator.wait_for_clients(1)
+    batches.append(snailjob_emulator.trigger("allFail", 4, parallel_num=4))
+    assert batches[0].wait(10) == FAIL
+    assert sorted(t.status for t in batches[0].tasks_named("LEAF")) == [FAIL] * 3

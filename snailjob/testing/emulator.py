@@ -1036,11 +1036,12 @@ class ServerEmulator:
     * CLUSTER tasks and map/reduce children go to live nodes round-robin;
       job-level retries of SHARDING and MAP tasks pick a random live node
       (``seed`` makes that deterministic).
-    * The server race of protocol.md section 5.5 (all map children finish
-      before the parent reports, and the batch then waits for its timeout) is
-      not reproduced unless ``map_race_quirk=True``: by default a non-leaf map
-      parent's own report re-evaluates completion, which only matters in
-      that race.
+    * Like the real servers (``JobExecutorResultActor``, 1.4 to 2.0), only
+      the result of a task without children re-evaluates completion
+      (``map_race_quirk=True``, the default): when every child of a map task
+      has reported before the parent, the batch stays RUNNING until another
+      leaf reports (the client's sentinel repeat, see ``mr_do_map``).
+      ``map_race_quirk=False`` lets a parent's report complete the batch too.
     * Once a batch has completed its status never changes (the server's update
       applies only to unfinished batches) until ``retry_batch()``; later
       reports still overwrite the task rows.
@@ -1113,7 +1114,7 @@ class ServerEmulator:
                  token: str = DEFAULT_TOKEN, port: int = 0, node_expiry: float = 40.0,
                  register_delay: float = 0.0, server_token: str = DEFAULT_SERVER_TOKEN,
                  host_id: Optional[str] = None, strict_primitives: bool = True,
-                 map_race_quirk: bool = False, max_workers: int = 32,
+                 map_race_quirk: bool = True, max_workers: int = 32,
                  seed: Optional[int] = None, map_report_delay: float = 0.0) -> None:
         """Configure (but do not start) an emulator.
 

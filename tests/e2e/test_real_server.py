@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from snailjob.args import unwrap_sentinel
 from tests.e2e import harness
 from tests.e2e.harness import BatchStatus, TaskType
 
@@ -121,17 +122,19 @@ def test_map_fans_out_to_300_subtasks(srv, nodes):
     # ROOT_MAP returned mr_do_map(...)'s ExecuteResult.success() (no result): nothing stored
     assert root["resultMessage"] in ("", None), root
     assert {int(t["parentId"]) for t in children} == {int(root["id"])}
-    indexes = []
+    indexes, sentinels = [], 0
     for task in children:
-        item = args_of(task)["maps"]
+        item, sentinel = unwrap_sentinel(args_of(task)["maps"])
         item = json.loads(item) if isinstance(item, str) else item
         indexes.append(item["i"])
+        sentinels += sentinel
         assert task["resultMessage"] == str(item["i"] ** 2), task
     twice = sorted({i for i in indexes if indexes.count(i) > 1})
     assert not twice, (f"{len(children)} sub-tasks for {count} items: items {twice[0]}..{twice[-1]} "
                        f"({len(twice)} items) were created more than once, i.e. a map report reached the "
                        f"server twice (see docs/e2e.md, 'map report retried after a timeout')")
     assert sorted(indexes) == list(range(count))
+    assert sentinels == 1  # the first item travelled wrapped (see mr_do_map)
     assert {address_of(t) for t in children} == {n.address for n in nodes}  # spread over both nodes
 
 
@@ -154,7 +157,7 @@ def test_map_reduce_with_merge(srv):
             assert result in ("", None)
         else:
             assert row["task_name"] == "DOUBLE"
-            assert result == str(int(args_of(row)["maps"]) * 2)
+            assert result == str(int(unwrap_sentinel(args_of(row)["maps"])[0]) * 2)
             leaf_results.append(result)
     assert sorted(leaf_results, key=int) == [str(2 * i) for i in range(1, 11)]
     reduce_results, reduce_inputs = [], []
