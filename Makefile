@@ -22,7 +22,7 @@ test: $(BIN)/python
 	$(BIN)/python -m pytest
 
 e2e: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,e2e]"
 	SNAILJOB_E2E=1 $(BIN)/python -m pytest tests/e2e
 
 clean:

@@ -162,8 +162,9 @@ class _Batch:
 class _Slot:
     """A worker thread's mailbox: the batch it should drain next."""
 
-    def __init__(self, batch: Optional[_Batch]) -> None:
+    def __init__(self, batch: Optional[_Batch], number: int) -> None:
         self.batch = batch
+        self.number = number
         self.wake = threading.Event()
 
 
@@ -250,9 +251,9 @@ class Dispatcher:
             slot.batch = batch
             slot.wake.set()
             return
-        slot = _Slot(batch)
-        name = f"snailjob-worker-{next(self._names)}"
-        threading.Thread(target=self._thread_main, args=(slot,), name=name, daemon=True).start()
+        slot = _Slot(batch, next(self._names))
+        threading.Thread(target=self._thread_main, args=(slot,), name=f"snailjob-worker-{slot.number}",
+                         daemon=True).start()
 
     def _thread_main(self, slot: _Slot) -> None:
         """A worker thread: drains the batches it is given; after ``linger``
@@ -261,7 +262,7 @@ class Dispatcher:
         while True:
             batch = slot.batch
             assert batch is not None
-            me.name = f"snailjob-{batch.batch_id}-{me.ident}"
+            me.name = f"snailjob-{batch.batch_id}-{slot.number}"  # what job logs show as the thread
             self._worker(batch)
             with self._lock:
                 slot.batch = None

@@ -19,7 +19,6 @@ Typical use::
 Environment variables (all optional; those of the machine set-up are in provision.py):
 
 - ``SNAILJOB_WORKDIR``     parent of the per-run scratch dir (default: system temp dir)
-- ``SNAILJOB_LOG_DIR``     where logs of failed runs are kept (default: <workdir parent>/snailjob-e2e-logs)
 - ``SNAILJOB_KEEP``        "1": keep the scratch dir even on success
 """
 
@@ -52,6 +51,7 @@ from tests.e2e.provision import (  # noqa: F401  (re-exported for the tests and 
     java_for_version,
     java_major,
     log,
+    log_root,
     port_open,
     schema_path,
     server_versions,
@@ -356,7 +356,7 @@ class RealServer:
                 self.workdir = None
 
     def _keep_logs(self):
-        root = Path(os.environ.get("SNAILJOB_LOG_DIR") or Path(self.workdir).parent / "snailjob-e2e-logs")
+        root = log_root()
         dest = root / f"{self.version}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         dest.mkdir(parents=True, exist_ok=True)
         srv = self.workdir / "server"

@@ -22,6 +22,8 @@ Environment variables (all optional):
 - ``SNAILJOB_JAVA_HOME``   JDK to run the server with (default: chosen by version)
 - ``SNAILJOB_MAVEN_ARGS``  extra mvn options for fetch-server.sh, e.g. ``-o`` or ``-s settings.xml``
 - ``SNAILJOB_NO_APT``      ``1``: never call apt-get, fail if something is missing
+- ``SNAILJOB_LOG_DIR``     where logs of failed runs and the console's screenshots are kept
+                           (default: ``/tmp/snailjob-e2e-logs``)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -147,6 +150,22 @@ def ensure_tool(binary, package):
     if shutil.which(binary) is None:
         apt_install(package)
     return shutil.which(binary)
+
+
+def ensure_browser():
+    """Debian's Chromium and its driver, and a font with Chinese glyphs (the
+    console's few untranslated labels); returns (chromium, chromedriver)."""
+    chromium = ensure_tool("chromium", "chromium")
+    driver = ensure_tool("chromedriver", "chromium-driver")
+    if not glob.glob("/usr/share/fonts/truetype/wqy/*"):
+        apt_install("fonts-wqy-zenhei")
+    return chromium, driver
+
+
+def log_root():
+    """Where the suite keeps what it leaves behind (failed runs' logs, screenshots)."""
+    return Path(os.environ.get("SNAILJOB_LOG_DIR") or Path(os.environ.get("SNAILJOB_WORKDIR") or tempfile.gettempdir())
+                / "snailjob-e2e-logs")
 
 
 # ---------------------------------------------------------------------------

@@ -231,17 +231,18 @@ def test_job_logs_reach_the_server(srv):
     assert rows and all(int(r["task_id"]) == int(task["id"]) and int(r["job_id"]) == job_id
                         and r["group_name"] == srv.group for r in rows), rows
     levels = {m.split(" ")[2]: ln["level"] for m, ln in mine.items()}
-    assert levels == {"info": "INFO", "warning": "WARNING", "caught": "ERROR"}
+    assert levels == {"info": "INFO", "warning": "WARN", "caught": "ERROR"}  # the names the console colours
     for message, line in mine.items():
         assert int(line["task_id"]) == int(task["id"])
         stamp = int(line["time_stamp"])
         assert t0 - 5000 <= stamp <= int(time.time() * 1000) + 5000, (message, stamp, t0)
-        assert re.fullmatch(r"e2e_client:log_job:\d+", line["location"]), line
+        assert re.fullmatch(r"e2e_client\.log_job\(e2e_client\.py:\d+\)", line["location"]), line
         assert line.get("host") == "127.0.0.1" and line.get("port"), line
     caught = mine[f"log probe caught {tag}"]
     throwable = caught.get("throwable") or ""
-    assert "Traceback (most recent call last)" in throwable, caught
-    assert f"ValueError: log probe failure {tag}" in throwable and "_raise_for_log" in throwable, throwable
+    # titled by the exception (the console collapses a throwable under its first line), then the traceback
+    assert throwable.startswith(f"ValueError: log probe failure {tag}\nTraceback (most recent call last)"), caught
+    assert "_raise_for_log" in throwable, throwable
     assert "throwable" not in mine[f"log probe info {tag}"]
     assert not any("local-only" in (ln.get("message") or "") for ln in lines)  # SnailLog.LOCAL stays local
 
@@ -341,13 +342,18 @@ def test_failing_job_is_retried_then_fails(srv, run):
         assert [r.split("retry_count=")[1] for r in runs] == ["0", "1", "2"], runs
         (task,) = srv.task_rows(batch)
         assert int(task["task_status"]) == TASK_FAIL and int(task["retry_count"]) == 2, task
-        assert task["result_message"] == reason, task  # what the console's task list shows
+        # an object, which the console's result view shows (it renders only JSON)
+        result = json.loads(task["result_message"])
+        assert result["exception"] == "ValueError" and result["message"] == f"deliberate e2e failure ({tag})", task
+        assert re.fullmatch(r"e2e_client\.failing\(e2e_client\.py:\d+\)", result["location"]), result
         # the client logs the exception (with its traceback) on every attempt
         lines = srv.wait_logs(batch, lambda ls: sum(1 for ln in ls if reason in (ln.get("message") or "")) >= 3,
                               timeout=20)
         errors = [ln for ln in lines if reason in (ln.get("message") or "")]
-        assert len(errors) == 3 and all(ln["level"] == "ERROR" and reason in (ln.get("throwable") or "")
-                                        for ln in errors), lines
+        assert len(errors) == 3 and all(ln["level"] == "ERROR" and (ln.get("throwable") or "").startswith(
+            reason + "\nTraceback") for ln in errors), lines
+        # the line points at the job's code, not the client library
+        assert all(re.fullmatch(r"e2e_client\.failing\(e2e_client\.py:\d+\)", ln["location"]) for ln in errors), errors
         posts = hook.wait(20)
         print(f"webhook posts: {posts}")
         assert posts, "the server sent no JOB_TASK_ERROR alarm to the webhook"
