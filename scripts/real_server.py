@@ -6,6 +6,7 @@
     python scripts/real_server.py --version 1.10.0 smoke   # start, create+trigger a cluster job, stop
     python scripts/real_server.py --version 2.0.2 probe    # check the harness with a stand-in node (grpcio)
     python scripts/real_server.py --version 2.0.2 fetch    # only lay out the server (fetch-server.sh, cached)
+    python scripts/real_server.py --version 2.0.2 expiry   # how long a stopped node stays listed
 
 The server comes from ../shared/snailjob/server (see tests/e2e/provision.py for the
 environment variables, tests/e2e/harness.py for the rest).
@@ -148,6 +149,39 @@ def cmd_probe(args):
             print(json.dumps(report, indent=1, ensure_ascii=False, default=str), flush=True)
 
 
+def cmd_expiry(args):
+    """How long a stopped node stays listed: one client (tests/e2e/e2e_client.py) beats every
+    10 s as by default, is stopped with SIGTERM, and the two lists the console and the server
+    use are polled every 0.5 s until it has left both."""
+    import subprocess
+
+    with harness.RealServer(args.version, group=args.group, token=args.token) as srv:
+        port = harness.free_port()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("SNAIL_")},
+               **srv.client_env(host_port=port), "SNAIL_BIND_HOST": "127.0.0.1",
+               "PYTHONPATH": str(harness.REPO_ROOT)}
+        client = subprocess.Popen([sys.executable, str(harness.REPO_ROOT / "tests" / "e2e" / "e2e_client.py")],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        address = f"127.0.0.1:{port}"
+        try:
+            srv.wait_node_online(address)
+            time.sleep(25)  # a few beats, so that the lease has been refreshed as in steady state
+        finally:
+            client.terminate()
+            client.communicate(timeout=30)
+        stopped = time.time()
+        gone = {}
+        while len(gone) < 2 and time.time() - stopped < 240:
+            if "online pods" not in gone and address not in srv.online_pods():
+                gone["online pods"] = round(time.time() - stopped, 1)
+            if "console node list" not in gone and not any(
+                    f"{p.get('hostIp')}:{p.get('hostPort')}" == address for p in srv.pods()):
+                gone["console node list"] = round(time.time() - stopped, 1)
+            time.sleep(0.5)
+        print(json.dumps({"version": args.version, "seconds_after_stop": gone,
+                          "note": "the last heartbeat was 0-10 s before the stop"}, indent=2), flush=True)
+
+
 def cmd_fetch(args):
     t0 = time.monotonic()
     java = harness.java_for_version(args.version)
@@ -160,13 +194,14 @@ def main():
     ap.add_argument("--version", default=os.environ.get("SNAILJOB_VERSION", "2.0.2"))
     ap.add_argument("--group", default="py_e2e_group")
     ap.add_argument("--token", default=None, help="group token (random if omitted)")
-    ap.add_argument("command", choices=["up", "smoke", "probe", "fetch"])
+    ap.add_argument("command", choices=["up", "smoke", "probe", "fetch", "expiry"])
     args = ap.parse_args()
     # stop cleanly on SIGTERM too; and a shell starts background jobs with SIGINT ignored: take it back
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        {"up": cmd_up, "smoke": cmd_smoke, "probe": cmd_probe, "fetch": cmd_fetch}[args.command](args)
+        {"up": cmd_up, "smoke": cmd_smoke, "probe": cmd_probe, "fetch": cmd_fetch,
+         "expiry": cmd_expiry}[args.command](args)
     except harness.HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -80,6 +80,21 @@ def map_square(args: sj.MapArgs) -> int:
     return i * i
 
 
+# --- map whose sub-tasks all fail ----------------------------------------------------
+
+e2e_map_fail = sj.MapExecutor("e2eMapFail")
+
+
+@e2e_map_fail.map()
+def map_fail_root(args: sj.MapArgs) -> sj.ExecuteResult:
+    return sj.mr_do_map(list(range(int(args.job_params))), "BROKEN")
+
+
+@e2e_map_fail.map("BROKEN")
+def map_broken(args: sj.MapArgs) -> None:
+    raise ValueError(f"broken item {args.map_result}")
+
+
 # --- map-reduce: 1..10 doubled, summed per reduce shard, merged ---------------------
 
 e2e_mr = sj.MapReduceExecutor("e2eMapReduce")
@@ -251,7 +266,7 @@ def retry_trigger(args: sj.JobArgs) -> str:
         return f"handed to the server after: {exc}"
 
 
-ALL = [cluster, broadcast, sharding, e2e_map, e2e_mr, wf_write, wf_middle, wf_read, log_job,
+ALL = [cluster, broadcast, sharding, e2e_map, e2e_map_fail, e2e_mr, wf_write, wf_middle, wf_read, log_job,
        stop_aware, sleeper, failing, retry_trigger, charge, stop_charge]
 
 

@@ -5,9 +5,11 @@ It is NOT the product client: it has no executors, no logging and no map/reduce.
 It beats, registers executor names, accepts every dispatch, sends one log line
 per task, and reports each task
 with whatever ``behave(dispatch) -> (task_status, result, seconds_to_sleep)``
-returns. A stop request (``/job/stop/v1``) cancels the pending report of that
-batch. Needs grpcio (a test dependency); messages are encoded by hand so that
-this file does not depend on the package under test.
+returns, its report passed through ``shape_report(report) -> report`` (to send
+what the product client never would). A stop request (``/job/stop/v1``) cancels
+the pending report of that batch; every other call the server makes is recorded
+in ``calls`` and answered ``true``. Needs grpcio (a test dependency); messages
+are encoded by hand so that this file does not depend on the package under test.
 """
 
 from __future__ import annotations
@@ -102,12 +104,14 @@ def decode_result(raw):
 
 class ProbeClient:
     def __init__(self, server_port, namespace, group, token, host_port, executors=("probeExecutor",),
-                 behave=None, beat_every=3.0):
+                 behave=None, beat_every=3.0, shape_report=None):
         self.server_port, self.namespace, self.group, self.token = server_port, namespace, group, token
         self.host_port = host_port
         self.executors = list(executors)
         self.behave = behave or (lambda d: (3, {"echo": d.get("argsStr")}, 0))
         self.beat_every = beat_every
+        self.shape_report = shape_report or (lambda report: report)
+        self.calls = []  # (uri, args) of the server's other calls (retry dispatches, callbacks, ...)
         self.host_id = f"probe-{host_port}"
         self.dispatches, self.stops, self.replies, self.log_replies = [], [], [], []
         self._stopped_batches = set()
@@ -143,6 +147,8 @@ class ProbeClient:
             self.stops.append(args[0] if args else {})
             if args and isinstance(args[0], dict):
                 self._stopped_batches.add(args[0].get("taskBatchId"))
+        else:
+            self.calls.append((req["uri"], args))
         return encode_result(req["reqId"], 1, "", "true")
 
     def _run(self, d):
@@ -162,13 +168,13 @@ class ProbeClient:
             "logType": "JOB", "namespaceId": self.namespace, "groupName": self.group, "jobId": d["jobId"],
             "taskBatchId": d["taskBatchId"], "taskId": d["taskId"], "realTime": int(now),
             "fieldList": [{"name": k, "value": v} for k, v in fields.items()]}]]))
-        self.call("/report/dispatch/result", [{
+        self.call("/report/dispatch/result", [self.shape_report({
             "jobId": d["jobId"], "taskBatchId": d["taskBatchId"], "taskId": d["taskId"],
             "workflowTaskBatchId": d.get("workflowTaskBatchId"), "workflowNodeId": d.get("workflowNodeId"),
             "taskType": d["taskType"], "groupName": d["groupName"], "taskStatus": status,
             "executeResult": {"status": 1 if status == 3 else 0, "result": result, "message": ""},
             "retryScene": d.get("retryScene"), "retry": bool(d.get("retry")),
-            "retryStatus": bool(d.get("retryStatus")), "wfContext": None}])
+            "retryStatus": bool(d.get("retryStatus")), "wfContext": None})])
 
     def start(self):
         self._server = grpc.server(futures.ThreadPoolExecutor(8))

@@ -31,10 +31,9 @@ CONCURRENCY = 8
 STUCK_AFTER = 15.0  # seconds a batch may stay RUNNING with every task final
 
 
-def runs_for(version):
-    if RUNS:
-        return int(RUNS)
-    return 200 if harness.vtuple(version) >= (2,) else 100
+def runs_for(version, share=1.0):
+    runs = int(RUNS) if RUNS else (200 if harness.vtuple(version) >= (2,) else 100)
+    return max(CONCURRENCY, int(runs * share))
 
 
 def wait_batch_or_stuck(srv, batch_id, timeout=120):
@@ -59,7 +58,7 @@ def wait_batch_or_stuck(srv, batch_id, timeout=120):
     return None, f"batch {batch_id} not final after {timeout}s: {describe(srv, batch_id)}"
 
 
-def run_many(srv, executor, task_type, runs, expected_tasks, **job_kw):
+def run_many(srv, executor, task_type, runs, expected_tasks, expect=BatchStatus.SUCCESS, **job_kw):
     """Trigger ``runs`` batches over CONCURRENCY jobs; returns (stuck, wrong) lists of messages."""
     jobs = [srv.create_job(f"many-{executor}-{uid()}", executor, task_type, **job_kw) for _ in range(CONCURRENCY)]
 
@@ -72,7 +71,7 @@ def run_many(srv, executor, task_type, runs, expected_tasks, **job_kw):
                 stuck.append(why)
                 continue
             rows = srv.task_rows(batch)
-            if status != BatchStatus.SUCCESS or not expected_tasks(rows):
+            if status != expect or not expected_tasks(rows):
                 wrong.append(f"batch {batch}: {BatchStatus.NAMES.get(status)} with {len(rows)} tasks: "
                              f"{describe(srv, batch)[:600]}")
         return stuck, wrong
@@ -110,4 +109,17 @@ def test_map_reduce_batches_always_end(srv, nodes):
     stuck, wrong = run_many(srv, "e2eMapReduce", TaskType.MAP_REDUCE, runs_for(srv.version), merged,
                             args_str="mr", shard_num=2, parallel_num=4)
     assert not stuck, f"{len(stuck)} map-reduce batch(es) never ended: {stuck[:5]}"
+    assert not wrong, wrong[:3]
+
+
+def test_map_batches_whose_sub_tasks_all_fail_end_failed(srv, nodes):
+    """The sentinel's failure cannot be repeated (the server would retry the
+    task for each copy); it is held back 2 s instead (mr_do_map)."""
+    def all_failed(rows):
+        children = [t for t in rows if t["task_name"] == "BROKEN"]
+        return len(children) == 3 and all(int(t["task_status"]) == 4 for t in children)
+
+    stuck, wrong = run_many(srv, "e2eMapFail", TaskType.MAP, runs_for(srv.version, 0.25), all_failed,
+                            expect=BatchStatus.FAIL, args_str="3", parallel_num=4)
+    assert not stuck, f"{len(stuck)} failing map batch(es) never ended: {stuck[:5]}"
     assert not wrong, wrong[:3]

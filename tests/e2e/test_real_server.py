@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 TASK_RUNNING, TASK_SUCCESS, TASK_FAIL, TASK_STOP = 2, 3, 4, 5
 REASON_TIMEOUT, REASON_MANUAL_STOP = 1, 8
-EXECUTOR_NAMES = ["e2eBroadcast", "e2eCluster", "e2eFail", "e2eLog", "e2eMap", "e2eMapReduce", "e2eRetryTrigger",
+EXECUTOR_NAMES = ["e2eBroadcast", "e2eCluster", "e2eFail", "e2eLog", "e2eMap", "e2eMapFail", "e2eMapReduce",
+                  "e2eRetryTrigger",
                   "e2eSharding", "e2eSleeper", "e2eStopAware", "e2eWfMiddle", "e2eWfRead", "e2eWfWrite"]
 
 
