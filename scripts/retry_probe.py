@@ -2,10 +2,9 @@
 # mypy: allow-untyped-defs
 """Probe the retry module of the real SnailJob server with a minimal stand-in retry client.
 
-    SNAILJOB_SCHEMA=/tmp/sjdl/snail_job_postgre-1.4.0.sql \\
-        .venv/bin/python scripts/retry_probe.py --version 1.4.0 [--out /tmp/retry_probe_result.json]
+    .venv/bin/python scripts/retry_probe.py --version 2.0.2 [--out /tmp/retry_probe_result.json]
 
-It starts one server (tests/e2e/harness.py: Maven jar, private PostgreSQL), creates retry
+It starts one server (tests/e2e/harness.py: the server from ../shared, private PostgreSQL), creates retry
 scenes through the web API and plays a retry client with the package's low-level pieces only
 (snailjob.transport.GrpcTransport outbound with the standard headers, a /beat loop, and
 snailjob.transport.InboundServer for the server's calls). Every call the server makes is
@@ -38,14 +37,12 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT))
-
-import harness  # type: ignore[import-not-found]  # noqa: E402
 
 from snailjob import __version__  # noqa: E402
 from snailjob.transport import GrpcTransport, InboundServer, Reply  # noqa: E402
 from snailjob.wire.codec import encode_body  # noqa: E402
+from tests.e2e import harness  # noqa: E402
 
 URI_BEAT = "/beat"
 URI_REPORT = "/batch/report"
