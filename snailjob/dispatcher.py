@@ -33,7 +33,7 @@ from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
-from snailjob.log import exception_title, format_location, log_exception, user_frame
+from snailjob.log import exception_type, format_location, log_exception, user_frame
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
 logger = logging.getLogger(__name__)
@@ -484,7 +484,7 @@ def _failure(exc: BaseException) -> ExecuteResult:
     result view shows (it renders only JSON): the exception's type, its
     message and where in the user's code it came from."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    result = {"exception": exception_title(exc).split(":", 1)[0], "message": str(exc)}
+    result = {"exception": exception_type(exc), "message": str(exc)}
     if isinstance(exc, ParamsError):
         text = str(exc)
         _remote.error("%s", text)

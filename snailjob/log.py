@@ -60,18 +60,23 @@ def level_name(levelno: int) -> str:
     return "DEBUG"
 
 
-def exception_title(exc: BaseException) -> str:
-    """``module.Type: first line of the message``, the way a traceback's last
-    line names an exception (no module for builtins)."""
+def exception_type(exc: BaseException) -> str:
+    """The exception's type as a traceback's last line names it: qualified
+    by its module, except builtins."""
     kind = type(exc)
-    name = kind.__qualname__
-    if kind.__module__ not in ("builtins", "__main__"):
-        name = f"{kind.__module__}.{name}"
+    if kind.__module__ in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def exception_title(exc: BaseException) -> str:
+    """``module.Type: first line of the message``, the way a traceback's
+    last line names an exception."""
     try:
         text = str(exc).strip()
     except Exception:
         text = "<exception str() failed>"
-    return f"{name}: {text.splitlines()[0]}" if text else name
+    return f"{exception_type(exc)}: {text.splitlines()[0]}" if text else exception_type(exc)
 
 
 def _throwable(record: logging.LogRecord) -> Optional[str]:
@@ -93,7 +98,6 @@ def _throwable(record: logging.LogRecord) -> Optional[str]:
     return "\n".join(parts) if parts else None
 
 
-@functools.lru_cache(maxsize=4096)
 def module_name(pathname: str, fallback: str) -> str:
     """The dotted name of the module loaded from ``pathname`` (a script run
     as ``__main__``: its ``-m`` name, else ``fallback``, the file's stem)."""
@@ -109,16 +113,28 @@ def module_name(pathname: str, fallback: str) -> str:
     return fallback
 
 
+@functools.lru_cache(maxsize=4096)
+def _module_and_file(pathname: str) -> Tuple[str, str]:
+    name = os.path.basename(pathname)
+    return module_name(pathname, os.path.splitext(name)[0]), name
+
+
 def format_location(pathname: str, lineno: int, func: str) -> str:
     """Where code is, like Java's ``Class.method(File.java:42)``:
     ``package.module.function(module.py:42)``."""
-    name = os.path.basename(pathname)
-    return f"{module_name(pathname, os.path.splitext(name)[0])}.{func}({name}:{lineno})"
+    module, name = _module_and_file(pathname)
+    return f"{module}.{func}({name}:{lineno})"
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for p in (
-    sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")) if p}))
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> Tuple[str, ...]:
+    """The standard library's and installed packages' directories."""
+    paths = sysconfig.get_paths()
+    return tuple(sorted({os.path.abspath(p) + os.sep for p in (
+        paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")) if p}))
 
 
 def user_frame(tb: Optional[TracebackType]) -> Optional[Tuple[str, int, str]]:
@@ -128,13 +144,14 @@ def user_frame(tb: Optional[TracebackType]) -> Optional[Tuple[str, int, str]]:
     package (the executor the client called), else ``None``."""
     outermost: Optional[Tuple[str, int, str]] = None
     innermost_own: Optional[Tuple[str, int, str]] = None
+    libraries = _library_dirs()
     while tb is not None:
         code = tb.tb_frame.f_code
         path = os.path.abspath(code.co_filename)
         if not path.startswith(_PACKAGE_DIR):
             frame = (code.co_filename, tb.tb_lineno, getattr(code, "co_qualname", code.co_name))
             outermost = outermost or frame
-            if not path.startswith(_LIBRARY_DIRS):
+            if not path.startswith(libraries):
                 innermost_own = frame
         tb = tb.tb_next
     return innermost_own or outermost
