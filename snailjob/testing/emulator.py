@@ -1089,13 +1089,14 @@ class ServerEmulator:
       entry (the server looks the retry and the scene up by these fields and
       fails silently).  ``result`` is kept on the task (the server drops it).
     * The stop defects of the real servers are reproduced by default
-      (``retry_stop_quirk=True``; seen on 1.4.0, read in the 2.0.2 source):
+      (``retry_stop_quirk=True``; all seen on 1.4.0, the first two also on
+      1.10.0 and 2.0.2):
       ``RetryStopHandler`` throws on a client STOP (taskStatus 5 on the
       dispatch-result URI) so nothing changes and the task later times out;
       ``RetryTaskStopHandler`` never sends ``/retry/stop/v1`` (its message
       does not match the stop actor), neither on a timeout nor from the
       console; and the console's stop button changes nothing (no task id is
-      set).  A timed-out attempt is counted as in 2.0.2 (1.4.0 does not
+      set).  A timed-out attempt is counted as in 1.10.0 and 2.0.2 (1.4.0 does not
       count it, so there a timed-out retry is replayed forever).  With
       ``retry_stop_quirk=False`` the intended behaviour is emulated: a
       client STOP suspends the retry (task STOP, count + 1), a timeout and

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,37 @@ HERE = Path(__file__).resolve().parent
 CLIENT_PROGRAM = HERE / "e2e_client.py"
 ENABLED = os.environ.get("SNAILJOB_E2E") == "1"
 VERSIONS = [v.strip() for v in os.environ.get("SNAILJOB_E2E_VERSIONS", "2.0.2,1.10.0").split(",") if v.strip()]
+
+
+NOTES: list = []  # (version, text): findings the tests report, printed at the end of the run
+_OUTCOMES: dict = {}  # version -> {"passed": n, "failed": n, "skipped": n}
+_WALL: dict = {}  # version -> seconds from its server's start to its stop
+
+
+def note(version, text):
+    """Keep a finding for the summary at the end of the run (pytest captures prints)."""
+    NOTES.append((version, text))
+
+
+def pytest_runtest_logreport(report):
+    m = re.search(r"\[sj([0-9.]+)", report.nodeid)
+    if not m:
+        return
+    counts = _OUTCOMES.setdefault(m.group(1), {"passed": 0, "failed": 0, "skipped": 0})
+    if report.when == "call" or report.outcome != "passed":  # a test's result, or its set-up's skip or error
+        counts[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _OUTCOMES:
+        return
+    terminalreporter.section("real SnailJob servers")
+    for version, counts in _OUTCOMES.items():
+        wall = f" in {_WALL[version]:.0f}s" if version in _WALL else ""
+        terminalreporter.line(f"{version}: {counts['passed']} passed, {counts['failed']} failed, "
+                              f"{counts['skipped']} skipped{wall}")
+    for version, text in NOTES:
+        terminalreporter.line(f"{version}: {text}")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -124,6 +156,9 @@ class Run:
         self.clients = []
         self.failed_before = 0
 
+    def note(self, text):
+        note(self.srv.version, text)
+
     def marker_lines(self, name, batch_id=None):
         path = self.markers / name
         if not path.is_file():
@@ -161,6 +196,7 @@ class Run:
 def run(request, tmp_path_factory):
     """One real server (+ PostgreSQL) per version for the whole session."""
     version = request.param
+    started = time.monotonic()
     srv = harness.RealServer(version, group="py_e2e_group")
     try:
         srv.start()
@@ -177,6 +213,7 @@ def run(request, tmp_path_factory):
     for client in state.clients:
         client.stop()
     srv.stop(failed=failed)
+    _WALL[version] = time.monotonic() - started
     if failed and srv.kept_logs:
         kept = state.keep_client_logs(srv.kept_logs)
         print(f"\n[snailjob-e2e] client logs kept in {kept}", file=sys.stderr, flush=True)

@@ -128,7 +128,7 @@ def shown_time(text):
     return stamp + dt.timedelta(milliseconds=int(m.group(2)))
 
 
-def test_console_shows_the_python_nodes_batches_and_logs(srv, nodes, browser):
+def test_console_shows_the_python_nodes_batches_and_logs(run, srv, nodes, browser):
     tag = f"console-{uid()}"
     started = dt.datetime.now(zoneinfo.ZoneInfo(ZONE))
     log_job, log_batch, _ = run_job(srv, "console-log", "e2eLog", TaskType.CLUSTER, args_str=tag)
@@ -216,4 +216,4 @@ def test_console_shows_the_python_nodes_batches_and_logs(srv, nodes, browser):
               if tag in (ln.get("message") or "")}
     for name, line in seen.items():
         assert line["time"] == shanghai(stored[name]), (name, line, stored)
-    print(f"\nconsole screenshots of {srv.version}: {console.shots}")
+    run.note(f"console screenshots in {console.shots}")

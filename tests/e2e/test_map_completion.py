@@ -58,8 +58,9 @@ def wait_batch_or_stuck(srv, batch_id, timeout=120):
     return None, f"batch {batch_id} not final after {timeout}s: {describe(srv, batch_id)}"
 
 
-def run_many(srv, executor, task_type, runs, expected_tasks, expect=BatchStatus.SUCCESS, **job_kw):
+def run_many(run, executor, task_type, runs, expected_tasks, expect=BatchStatus.SUCCESS, **job_kw):
     """Trigger ``runs`` batches over CONCURRENCY jobs; returns (stuck, wrong) lists of messages."""
+    srv = run.srv
     jobs = [srv.create_job(f"many-{executor}-{uid()}", executor, task_type, **job_kw) for _ in range(CONCURRENCY)]
 
     def one_job(job_id, count):
@@ -83,23 +84,23 @@ def run_many(srv, executor, task_type, runs, expected_tasks, expect=BatchStatus.
         for s, w in pool.map(one_job, jobs, shares):
             stuck += s
             wrong += w
-    print(f"\n{executor} on {srv.version}: {runs} batches in {time.monotonic() - started:.0f}s, "
-          f"{len(stuck)} stuck, {len(wrong)} wrong")
+    run.note(f"{executor}: {runs} batches in {time.monotonic() - started:.0f}s, {len(stuck)} stuck, "
+             f"{len(wrong)} wrong")
     return stuck, wrong
 
 
-def test_map_batches_always_end(srv, nodes):
+def test_map_batches_always_end(run, srv, nodes):
     def four_squares(rows):
         children = sorted(int(t["result_message"]) for t in rows if t["task_name"] == "SQUARE")
         return children == [0, 1, 4, 9] and len(rows) == 5
 
-    stuck, wrong = run_many(srv, "e2eMap", TaskType.MAP, runs_for(srv.version), four_squares,
+    stuck, wrong = run_many(run, "e2eMap", TaskType.MAP, runs_for(srv.version), four_squares,
                             args_str="4", parallel_num=4)
     assert not stuck, f"{len(stuck)} map batch(es) never ended: {stuck[:5]}"
     assert not wrong, wrong[:3]
 
 
-def test_map_reduce_batches_always_end(srv, nodes):
+def test_map_reduce_batches_always_end(run, srv, nodes):
     duplicated = []
 
     def merged(rows):
@@ -112,22 +113,22 @@ def test_map_reduce_batches_always_end(srv, nodes):
         return len(maps) == 10 and merges and all(int(t["result_message"]) % 110 == 0 for t in merges)
 
     runs = runs_for(srv.version)
-    stuck, wrong = run_many(srv, "e2eMapReduce", TaskType.MAP_REDUCE, runs, merged,
+    stuck, wrong = run_many(run, "e2eMapReduce", TaskType.MAP_REDUCE, runs, merged,
                             args_str="mr", shard_num=2, parallel_num=4)
-    print(f"{len(duplicated)} of {runs} batches had a duplicated reduce stage (REDUCE, MERGE tasks): "
-          f"{duplicated[:10]}")
+    run.note(f"e2eMapReduce: {len(duplicated)} of {runs} batches had a duplicated reduce stage "
+             f"(REDUCE, MERGE tasks: {duplicated[:10]})")
     assert not stuck, f"{len(stuck)} map-reduce batch(es) never ended: {stuck[:5]}"
     assert not wrong, wrong[:3]
 
 
-def test_map_batches_whose_sub_tasks_all_fail_end_failed(srv, nodes):
+def test_map_batches_whose_sub_tasks_all_fail_end_failed(run, srv, nodes):
     """The sentinel's failure cannot be repeated (the server would retry the
     task for each copy); it is held back 2 s instead (mr_do_map)."""
     def all_failed(rows):
         children = [t for t in rows if t["task_name"] == "BROKEN"]
         return len(children) == 3 and all(int(t["task_status"]) == 4 for t in children)
 
-    stuck, wrong = run_many(srv, "e2eMapFail", TaskType.MAP, runs_for(srv.version, 0.25), all_failed,
+    stuck, wrong = run_many(run, "e2eMapFail", TaskType.MAP, runs_for(srv.version, 0.25), all_failed,
                             expect=BatchStatus.FAIL, args_str="3", parallel_num=4)
     assert not stuck, f"{len(stuck)} failing map batch(es) never ended: {stuck[:5]}"
     assert not wrong, wrong[:3]

@@ -67,8 +67,8 @@ def test_an_explicit_null_for_a_primitive_field(run, probe_group):
                          30, "the stand-in's result report")
         final = srv.wait_batch(batch, timeout=60)
         status = int(final["taskBatchStatus"])
-        print(f"\nnull executeResult.status on {srv.version}: reply {reply}, batch {BatchStatus.NAMES[status]} "
-              f"(reason {final.get('operationReason')})")
+        run.note(f"explicit null executeResult.status: reply status {reply['status']} ({reply['message'][:60]}), "
+                 f"batch {BatchStatus.NAMES[status]} (reason {final.get('operationReason')})")
         if harness.vtuple(srv.version) >= (2,):
             assert reply["status"] == 0, reply  # refused: the report could not be read
             assert status != BatchStatus.SUCCESS, final  # the task ends by its timeout instead
@@ -83,7 +83,9 @@ def test_a_retry_result_with_status_stop_is_not_applied(run, probe_group):
     """``/report/retry/dispatch/result`` with ``taskStatus`` 5 (STOP) is what the
     protocol offers for "stop retrying"; neither version applies it (the
     handler fails on the retry it builds), so the attempt ends by the scene's
-    timeout.  That is why the client reports ``StopRetry`` as a failure."""
+    timeout, and no ``/retry/stop/v1`` reaches the node when it does.  That is
+    why the client reports ``StopRetry`` as a failure and enforces a replay's
+    timeout itself."""
     srv = run.srv
     scene = f"probe_stop_{uid()}"
     srv.create_retry_scene(scene, group=PROBE_GROUP, max_retry_count=2, executor_timeout=3, callback=False)
@@ -106,9 +108,13 @@ def test_a_retry_result_with_status_stop_is_not_applied(run, probe_group):
                                          and int(t["task_status"]) in RetryTaskStatus.FINAL), None),
                            60, "the replayed attempt to end")
         row = srv.retry(retry["id"])
-        print(f"\nSTOP report on {srv.version}: reply {stop}, attempt {attempt}, retry {row}")
+        run.note(f"retry result STOP: reply {stop['status']} ({stop['message']}); the attempt ended "
+                 f"{RetryTaskStatus.NAMES[int(attempt['task_status'])]} reason {attempt['operation_reason']}, "
+                 f"the retry {RetryStatus.NAMES[int(row['retry_status'])]} with retry_count {row['retry_count']}")
         # not STOP, and the retry was not suspended: the attempt ended as a timed-out failure
         assert int(attempt["task_status"]) == RetryTaskStatus.FAIL, attempt
         assert int(row["retry_status"]) in (RetryStatus.RUNNING, RetryStatus.MAX_COUNT), row
+        # and the server did not tell the node to stop the timed-out replay (the client enforces the timeout)
+        assert not [u for u, _ in probe.calls if u == "/retry/stop/v1"], probe.calls
     finally:
         probe.stop()
