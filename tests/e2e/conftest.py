@@ -54,7 +54,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _OUTCOMES:
+    if not ENABLED or not _OUTCOMES:
         return
     terminalreporter.section("real SnailJob servers")
     for version, counts in _OUTCOMES.items():
