@@ -185,8 +185,9 @@ def test_console_shows_the_python_nodes_batches_and_logs(run, srv, nodes, browse
     entries = console.until("three log lines", lambda: [
         e for e in console.css(".snail-log pre") if tag in e.text] if len(
             [e for e in console.css(".snail-log pre") if tag in e.text]) >= 3 else None)
-    headers = console.css(".n-collapse-item__header", entries[2])
-    assert headers, entries[2].text
+    caught_entry = next(e for e in entries if f"log probe caught {tag}" in e.text)
+    headers = console.css(".n-collapse-item__header", caught_entry)
+    assert headers, caught_entry.text
     headers[0].click()  # open the throwable
     time.sleep(0.5)
     console.shot("4-task-log")
