@@ -33,7 +33,7 @@ from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
-from snailjob.log import exception_type, format_location, log_exception, user_frame
+from snailjob.log import exception_type, format_location, log_exception
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
 logger = logging.getLogger(__name__)
@@ -489,8 +489,7 @@ def _failure(exc: BaseException) -> ExecuteResult:
         text = str(exc)
         _remote.error("%s", text)
     else:
-        log_exception(_remote, "executor raised %s", text, exc=exc)
-        where = user_frame(exc.__traceback__)
+        where = log_exception(_remote, "executor raised %s", text, exc=exc)
         if where is not None:
             result["location"] = format_location(*where)
     return ExecuteResult.failure(result=result, message=text)

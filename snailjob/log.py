@@ -157,20 +157,23 @@ def user_frame(tb: Optional[TracebackType]) -> Optional[Tuple[str, int, str]]:
     return innermost_own or outermost
 
 
-def log_exception(logger: logging.Logger, msg: str, *args: Any, exc: BaseException) -> None:
+def log_exception(logger: logging.Logger, msg: str, *args: Any,
+                  exc: BaseException) -> Optional[Tuple[str, int, str]]:
     """Log ``exc`` at ERROR with its traceback, as if the record had been
     made where the exception came from in the user's code (``user_frame``):
-    the console and local log formats show that location, not this library's."""
-    if not logger.isEnabledFor(logging.ERROR):
-        return
+    the console and local log formats show that location, not this library's.
+    Returns that place (``None`` when the traceback has no frame outside
+    this package)."""
     where = user_frame(exc.__traceback__)
+    if not logger.isEnabledFor(logging.ERROR):
+        return where
+    exc_info = (type(exc), exc, exc.__traceback__)
     if where is None:
-        logger.error(msg, *args, exc_info=(type(exc), exc, exc.__traceback__), stacklevel=2)
-        return
-    path, line, func = where
-    record = logger.makeRecord(logger.name, logging.ERROR, path, line, msg, args,
-                               (type(exc), exc, exc.__traceback__), func)
-    logger.handle(record)
+        logger.error(msg, *args, exc_info=exc_info, stacklevel=2)
+    else:
+        path, line, func = where
+        logger.handle(logger.makeRecord(logger.name, logging.ERROR, path, line, msg, args, exc_info, func))
+    return where
 
 
 def build_entry(record: logging.LogRecord, identity: Dict[str, str], job_id: int,

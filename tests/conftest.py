@@ -53,7 +53,8 @@ class RecordingTransport:
             return [body for u, body, _ in self.calls if u == uri]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
+             what: str = "condition") -> Any:
     """Poll until ``predicate()`` is truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -61,7 +62,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"{what} not met within {timeout}s")
         time.sleep(interval)
 
 

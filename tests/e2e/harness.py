@@ -68,6 +68,7 @@ from tests.e2e.provision import (  # noqa: F401  (re-exported for the tests and 
 
 DEFAULT_NAMESPACE = "764d604ec6fc45f68cd92514c40e9e1a"
 
+
 class TaskType:
     CLUSTER = 1
     BROADCAST = 2
@@ -87,9 +88,7 @@ class BatchStatus:
     NAMES = {1: "WAITING", 2: "RUNNING", 3: "SUCCESS", 4: "FAIL", 5: "STOP", 6: "CANCEL"}
 
 
-
 EXECUTOR_TYPE_PYTHON = 2
-
 
 
 class ApiError(HarnessError):

@@ -5,10 +5,11 @@ The server checks whether a batch is complete only when a *leaf* task reports
 (``JobExecutorResultActor``: a result of a task with children returns before the
 check). When a ROOT_MAP's own result is stored after its last child's result
 was checked, nothing completes the batch: it stays RUNNING for good with every
-task final. The client closes that window by holding back the last sub-task of
-a map task until the server has taken the task's own result (docs/e2e.md,
-"A map batch that never ends"). These tests run the shape that hit it (a
-ROOT_MAP fanning out a few items that finish at once, two nodes) many times.
+task final. The client closes that window with a sentinel: the node that runs
+a map task's first sub-task sends its success again until the batch ends, and
+holds its failure back 2 s (docs/e2e.md, "A map batch that never ends"). These
+tests run the shape that hit it (a ROOT_MAP fanning out a few items that finish
+at once, two nodes) many times.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ no task of the other tests is sent to it.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.conftest import wait_for
 from tests.e2e import harness
 from tests.e2e.harness import BatchStatus, RetryStatus, RetryTaskStatus, TaskType
 from tests.e2e.probe_client import ProbeClient
@@ -37,16 +36,6 @@ def start_probe(srv, token, **kw):
     return probe
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"not seen within {timeout}s: {what}")
-
-
 def test_an_explicit_null_for_a_primitive_field(run, probe_group):
     """2.x parses with Jackson 3, which refuses an explicit null for a Java
     primitive (``executeResult.status`` is an ``int``); 1.10 reads it as 0.
@@ -64,7 +53,7 @@ def test_an_explicit_null_for_a_primitive_field(run, probe_group):
                              executor_timeout=8)
         batch = srv.trigger_job(job)
         reply = wait_for(lambda: next((r for u, r in probe.replies if u == "/report/dispatch/result"), None),
-                         30, "the stand-in's result report")
+                         30, 0.3, "the stand-in's result report")
         final = srv.wait_batch(batch, timeout=60)
         status = int(final["taskBatchStatus"])
         run.note(f"explicit null executeResult.status: reply status {reply['status']} ({reply['message'][:60]}), "
@@ -96,17 +85,17 @@ def test_a_retry_result_with_status_stop_is_not_applied(run, probe_group):
             "groupName": PROBE_GROUP, "sceneName": scene, "idempotentId": idem, "executorName": "probeRetry",
             "bizNo": "", "argsStr": "[1]", "extAttrs": "", "serializerName": "jackson"}]])
         assert reply["status"] == 1, reply
-        retry = wait_for(lambda: srv.find_retry(idem, scene, group=PROBE_GROUP), 30, "the reported retry")
+        retry = wait_for(lambda: srv.find_retry(idem, scene, group=PROBE_GROUP), 30, 0.3, "the reported retry")
         dispatch = wait_for(lambda: next((a[0] for u, a in probe.calls if u == "/retry/dispatch/v1"
                                           and a and a[0].get("idempotentId", idem) == idem), None),
-                            90, "the server's first replay")
+                            90, 0.3, "the server's first replay")
         stop = probe.call("/report/retry/dispatch/result", [{
             "namespaceId": srv.namespace, "groupName": PROBE_GROUP, "sceneName": scene,
             "retryId": dispatch["retryId"], "retryTaskId": dispatch["retryTaskId"], "taskStatus": 5}])
         attempt = wait_for(lambda: next((t for t in srv.retry_tasks(retry["id"])
                                          if int(t["id"]) == int(dispatch["retryTaskId"])
                                          and int(t["task_status"]) in RetryTaskStatus.FINAL), None),
-                           60, "the replayed attempt to end")
+                           60, 0.3, "the replayed attempt to end")
         row = srv.retry(retry["id"])
         run.note(f"retry result STOP: reply {stop['status']} ({stop['message']}); the attempt ended "
                  f"{RetryTaskStatus.NAMES[int(attempt['task_status'])]} reason {attempt['operation_reason']}, "
