@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 from pydantic import ValidationError
 
 from snailjob._version import __version__
+from snailjob.address import bind_host_for, choose_advertised, join_host_port
 from snailjob.args import JobArgs, build_args
 from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
@@ -90,6 +91,7 @@ class Client:
         self._transport_factory = transport_factory or GrpcTransport
         self.host_id = self.settings.snail_host_id or new_host_id()
         self.host_port = self.settings.snail_host_port
+        self.host_ip = self.settings.snail_host_ip or ""  # chosen at start() when unset
         self._lock = threading.Lock()
         self._state = "new"
         self._accepting = False
@@ -139,7 +141,10 @@ class Client:
         package = logging.getLogger("snailjob")
         if package.level == logging.NOTSET:
             package.setLevel(s.snail_log_level)
-        self._inbound = InboundServer(s.snail_bind_host, s.snail_host_port, self._handle_inbound,
+        choice = choose_advertised(s.snail_host_ip, s.server_targets)
+        self.host_ip = choice.host
+        bind_host = bind_host_for(s.snail_bind_host, choice.host)
+        self._inbound = InboundServer(bind_host, s.snail_host_port, self._handle_inbound,
                                       workers=s.snail_inbound_workers)
         self.host_port = self._inbound.port
         self._headers = self._build_headers()
@@ -168,9 +173,11 @@ class Client:
         with self._lock:
             self._state = "running"
         _live_clients.add(self)
-        logger.info("snailjob client %s listening on %s:%s (advertised %s:%s), server %s, group %s",
-                    self.host_id, s.snail_bind_host, self.host_port, s.snail_host_ip, self.host_port,
-                    s.server_target, s.snail_group_name)
+        logger.info("snailjob client %s listening on %s, advertised as %s (%s), server %s, group %s",
+                    self.host_id, join_host_port(bind_host, self.host_port),
+                    join_host_port(self.host_ip, self.host_port), choice.how, s.server_target, s.snail_group_name)
+        if choice.warning:
+            logger.warning("%s", choice.warning)
         return self
 
     def stop(self, grace: Optional[float] = None) -> None:
@@ -293,7 +300,7 @@ class Client:
         s = self.settings
         return {
             "host-id": self.host_id,
-            "host-ip": s.snail_host_ip,
+            "host-ip": self.host_ip,
             "host-port": str(self.host_port),
             "namespace": s.snail_namespace,
             "group-name": s.snail_group_name,
@@ -335,7 +342,8 @@ class Client:
             self._server_down(f"server refused the heartbeat: {self._redact(reply.message)}")
             return False
         if not self._server_up:
-            logger.info("connected to SnailJob server %s as %s", s.server_target, self.host_id)
+            logger.info("connected to SnailJob server %s as %s",
+                        getattr(self._transport, "target", s.server_target), self.host_id)
             self._server_up = True
             self._last_problem = None
             self._registered = False
@@ -521,7 +529,7 @@ class Client:
     def log_identity(self) -> Dict[str, str]:
         s = self.settings
         return {"namespace": s.snail_namespace, "group": s.snail_group_name,
-                "host": s.snail_host_ip, "port": str(self.host_port)}
+                "host": self.host_ip, "port": str(self.host_port)}
 
     def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
         req = task.request

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     # --- server and this node (0.1.3 names) ---
     snail_server_host: str = "127.0.0.1"
     snail_server_port: int = Field(17888, ge=1, le=65535)
-    snail_host_ip: str = "127.0.0.1"
+    # None: the source address of the route to the server (snailjob.address)
+    snail_host_ip: Optional[str] = None
     snail_host_port: int = Field(17889, ge=0, le=65535)
     snail_namespace: str = DEFAULT_NAMESPACE
     snail_group_name: str = "snail_job_demo_group"
@@ -49,7 +50,8 @@ class Settings(BaseSettings):
 
     # --- new in this client ---
     snail_host_id: Optional[str] = None
-    snail_bind_host: str = "0.0.0.0"
+    # None: "0.0.0.0", or "::" when the advertised address is IPv6
+    snail_bind_host: Optional[str] = None
     snail_heartbeat_interval: float = Field(10.0, gt=0, le=25)
     snail_rpc_timeout: float = Field(5.0, gt=0)
     snail_report_retry_seconds: float = Field(300.0, ge=0)
@@ -115,13 +117,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"port of {entry!r} is out of range")
         return value
 
-    @field_validator("snail_server_host", "snail_host_ip", "snail_namespace",
-                     "snail_group_name", "snail_token", "snail_bind_host")
+    @field_validator("snail_server_host", "snail_namespace", "snail_group_name", "snail_token")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
+
+    @field_validator("snail_host_ip", "snail_bind_host")
+    @classmethod
+    def _address(cls, value: Optional[str]) -> Optional[str]:
+        """Blank means "choose for me"; brackets around an IPv6 literal are dropped."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        if not value or any(c in value for c in " /,") or value.count(":") == 1:
+            raise ValueError("must be a host name or an IP address (no port)")
+        return value
 
     @classmethod
     def load(cls, env_file: Union[str, None] = ".env", **overrides: Any) -> Settings:
@@ -163,6 +177,8 @@ class Settings(BaseSettings):
         targets = []
         for entry in filter(None, (part.strip() for part in self.snail_server_host.split(","))):
             host, port = _split_server(entry)
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"  # a bare IPv6 literal
             targets.append(f"{host}:{port if port is not None else self.snail_server_port}")
         return targets
 

@@ -78,11 +78,13 @@ def pytest_collection_modifyitems(config, items):
 class ClientProcess:
     """One ``e2e_client.py`` process; stdout and stderr go to ``log_path``."""
 
-    def __init__(self, name, env, workdir: Path):
+    def __init__(self, name, env, workdir: Path, host=None):
         self.name = name
         self.env = env
+        self.host = host  # a netns.Host to run in, or None for this machine's loopback
         self.port = int(env["SNAIL_HOST_PORT"])
-        self.address = f"{env['SNAIL_HOST_IP']}:{self.port}"
+        ip = env.get("SNAIL_HOST_IP") or (host.address if host else "127.0.0.1")
+        self.address = f"{ip}:{self.port}"  # what the server should list for this node
         self.workdir = workdir
         self.log_path = workdir / f"client-{name}.log"
         self.proc = None
@@ -90,12 +92,23 @@ class ClientProcess:
     def start(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
+        cmd = [sys.executable, str(CLIENT_PROGRAM)]
         # cwd = a scratch dir: client_main() reads .env from the working directory
-        self.proc = subprocess.Popen([sys.executable, str(CLIENT_PROGRAM)], env=self.env, cwd=self.workdir,
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(self.host.command(cmd) if self.host else cmd, env=self.env,
+                                     cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         return self
+
+    def kill(self, sig=signal.SIGKILL):
+        """Send ``sig`` to the client's process group; SIGKILL waits for it to die."""
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            if sig == signal.SIGKILL:
+                self.proc.wait(10)
 
     def output(self):
         try:
@@ -141,7 +154,9 @@ def client_env(srv, name, marker_dir: Path, **overrides):
     for pair in filter(None, os.environ.get("SNAILJOB_E2E_CLIENT_ENV", "").split(",")):
         key, _, value = pair.partition("=")
         env[key.strip()] = value.strip()
-    env.update({k: str(v) for k, v in overrides.items()})
+    env.update({k: str(v) for k, v in overrides.items() if v is not None})
+    for key in [k for k, v in overrides.items() if v is None]:  # None: leave the setting unset
+        env.pop(key, None)
     return env
 
 
@@ -176,10 +191,28 @@ class Run:
                 return lines
             time.sleep(0.2)
 
-    def start_client(self, name, **overrides):
-        client = ClientProcess(name, client_env(self.srv, name, self.markers, **overrides), self.workdir)
+    def start_client(self, name, host=None, **overrides):
+        """A client process; with ``host`` (netns.Host) it runs there, given only the server's
+        address on that host's link: no SNAIL_HOST_IP, no SNAIL_BIND_HOST."""
+        if host is not None:
+            overrides = {"SNAIL_SERVER_HOST": host.gateway, "SNAIL_HOST_IP": None, "SNAIL_BIND_HOST": None,
+                         **overrides}
+        env = client_env(self.srv, name, self.markers, **overrides)
+        client = ClientProcess(name, env, self.workdir, host)
         self.clients.append(client)
         return client.start()
+
+    def start_online(self, name, host=None, timeout=60, **overrides):
+        """start_client(), then wait until the server lists the node; fails with its output if not."""
+        return self.wait_online(self.start_client(name, host, **overrides), timeout)
+
+    def wait_online(self, client, timeout=60):
+        try:
+            self.srv.wait_node_online(client.address, group=client.env["SNAIL_GROUP_NAME"], timeout=timeout)
+        except harness.HarnessError as exc:
+            raise AssertionError(f"client {client.name} did not come online: {exc}\n"
+                                 f"--- its output ---\n{client.output()[-4000:]}") from None
+        return client
 
     def keep_client_logs(self, dest):
         dest = Path(dest) / "clients"
@@ -223,13 +256,7 @@ def run(request, tmp_path_factory):
 def nodes(run):
     """Two client processes of the group, online before the first test uses them."""
     started = [run.start_client("a"), run.start_client("b")]
-    for client in started:
-        try:
-            run.srv.wait_node_online(client.address, timeout=60)
-        except harness.HarnessError as exc:
-            raise AssertionError(f"client {client.name} did not come online: {exc}\n"
-                                 f"--- its output ---\n{client.output()[-4000:]}") from None
-    return started
+    return [run.wait_online(client) for client in started]
 
 
 @pytest.fixture

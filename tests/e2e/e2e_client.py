@@ -9,7 +9,8 @@ configured through the environment:
                           ``RealServer.client_env()`` plus the suite's overrides;
 - ``E2E_MARKER_DIR``      directory where jobs append marker lines (what the job saw:
                           a stop event, an interruption, each run of a failing job);
-- ``E2E_NODE``            a name for this node, only used in marker lines.
+- ``E2E_NODE``            a name for this node, only used in marker lines;
+- ``E2E_WITHOUT``         executor names (comma separated) this node does not register.
 
 Executor names all start with ``e2e``; results are deterministic functions of the
 job's input so the suite can check the task tree against them.
@@ -266,11 +267,40 @@ def retry_trigger(args: sj.JobArgs) -> str:
         return f"handed to the server after: {exc}"
 
 
+# --- many nodes and faults: which node ran what ----------------------------------
+
+
+@sj.job("e2eWhere")
+def where(args: sj.JobArgs) -> str:
+    """Marks ``where-start``, sleeps ``job_params`` seconds (default 0), marks ``where``; returns the node."""
+    mark("where-start", f"{args.task_batch_id} {NODE} task={args.task_id}")
+    time.sleep(float(args.job_params or 0))
+    mark("where", f"{args.task_batch_id} {NODE} task={args.task_id}")
+    return NODE
+
+
+e2e_each = sj.MapExecutor("e2eEach")
+
+
+@e2e_each.map()
+def each_root(args: sj.MapArgs) -> sj.ExecuteResult:
+    return sj.mr_do_map(list(range(int(args.job_params))), "ITEM")
+
+
+@e2e_each.map("ITEM")
+def each_item(args: sj.MapArgs) -> str:
+    """One line per run in ``each``: the batch, the item and the node that ran it."""
+    mark("each", f"{args.task_batch_id} {_item(args.map_result)} {NODE}")
+    return NODE
+
+
 ALL = [cluster, broadcast, sharding, e2e_map, e2e_map_fail, e2e_mr, wf_write, wf_middle, wf_read, log_job,
-       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge]
+       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge, where, e2e_each]
 
 
 if __name__ == "__main__":
+    without = set(filter(None, os.environ.get("E2E_WITHOUT", "").split(",")))
     for executor in ALL:
-        sj.ExecutorManager.register(executor)
+        if getattr(executor, "executor_name", None) not in without:
+            sj.ExecutorManager.register(executor)
     sj.client_main()

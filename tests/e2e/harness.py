@@ -101,6 +101,90 @@ def md5_hex(text):
     return hashlib.md5(text.encode()).hexdigest()
 
 
+class PortClash(HarnessError):
+    pass
+
+
+class ServerProcess:
+    """One SnailJob server JVM: its ports, working directory, output and process group."""
+
+    def __init__(self, workdir, http_port, grpc_port, start_timeout):
+        self.workdir = Path(workdir)
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.start_timeout = start_timeout
+        self.proc = None
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.http_port}/snail-job"
+
+    def start(self, cmd):
+        """Launch and wait until ready; returns the seconds it took. PortClash if a port was taken."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "cmd.txt").write_text(" ".join(cmd) + "\n")
+        out = open(self.workdir / "server.out", "ab")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        log(f"server pid {self.proc.pid}: http {self.http_port} grpc {self.grpc_port}")
+        ok, why = self._wait_ready(t0, len(self.log_text()))
+        if ok:
+            log(f"server ready after {time.monotonic() - t0:.1f}s")
+            return time.monotonic() - t0
+        tail = "\n".join(self.log_text().splitlines()[-60:])
+        self.kill()
+        if "Address already in use" in tail or "BindException" in tail:
+            raise PortClash(tail)
+        raise HarnessError(f"server did not become ready: {why}\n--- server.out tail ---\n{tail}")
+
+    def _wait_ready(self, t0, offset):
+        deadline = t0 + self.start_timeout
+        http_ok = False
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False, f"server exited with code {self.proc.returncode}"
+            if not http_ok:
+                try:
+                    with urllib.request.urlopen(self.base_url + "/system/version", timeout=3) as r:
+                        http_ok = r.status == 200
+                except (urllib.error.URLError, OSError):
+                    pass
+            if http_ok and port_open(self.grpc_port):
+                text = self.log_text()[offset:]  # this start's output only
+                if "started successfully" in text or time.monotonic() - t0 > 20 and "Started" in text:
+                    return True, ""
+            time.sleep(0.5)
+        return False, f"timeout {self.start_timeout}s (http ok: {http_ok}, grpc open: {port_open(self.grpc_port)})"
+
+    def log_text(self):
+        try:
+            return (self.workdir / "server.out").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        """Send ``sig`` to the server's process group and wait for it (SIGTERM: 20 s, then SIGKILL)."""
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+
 # ---------------------------------------------------------------------------
 # the server
 
@@ -130,9 +214,10 @@ class RealServer(RetryHelpers):
         self.extra_args = list(extra_args or [])
         self.workdir: Any = None  # Path while running
         self.pg: Any = None  # PrivatePostgres while running
-        self.proc: Any = None  # subprocess.Popen while running
-        self.http_port: Any = None
-        self.grpc_port: Any = None
+        self.node: Any = None  # ServerProcess while running
+        self.peers: list = []  # ServerProcess of start_peer()
+        self._java: Any = None
+        self._launch: Any = None
         self.jwt: Any = None
         self.timings = {}
         self.launch_info = {}
@@ -200,106 +285,98 @@ class RealServer(RetryHelpers):
         log(f"ready: http {self.base_url}  grpc 127.0.0.1:{self.grpc_port}  group {self.group} "
             f"token {self.group_token}  namespace {self.namespace}")
 
-    def _server_cmd(self, java, launch):
+    def _server_cmd(self, java, launch, http_port, grpc_port):
         jvm = list(self.jvm_opts)
         if java_major(java) >= 24:
             jvm.append("--enable-native-access=ALL-UNNAMED")
         url = f"jdbc:postgresql://127.0.0.1:{self.pg.port}/{self.DB}?reWriteBatchedInserts=true"
         args = [
-            "--server.address=127.0.0.1", f"--server.port={self.http_port}",
+            "--server.address=127.0.0.1", f"--server.port={http_port}",
             "--spring.datasource.driver-class-name=org.postgresql.Driver",
             f"--spring.datasource.url={url}",
             f"--spring.datasource.username={self.DB_USER}",
             f"--spring.datasource.password={self.DB_PASSWORD}",
             "--spring.datasource.hikari.maximum-pool-size=20",
             "--spring.datasource.hikari.minimum-idle=2",
-            f"--snail-job.server-port={self.grpc_port}",
+            f"--snail-job.server-port={grpc_port}",
             "--snail-job.server-host=127.0.0.1",
             *self.extra_args,
         ]
         return [java, *jvm, *launch, *args]
 
     def _start_server(self, java, launch):
-        srvdir = self.workdir / "server"
-        srvdir.mkdir()
+        self._java, self._launch = java, launch
         for _attempt in range(3):
-            self.http_port = free_port()
-            self.grpc_port = free_port()
-            while self.grpc_port == self.http_port:
-                self.grpc_port = free_port()
-            cmd = self._server_cmd(java, launch)
-            (srvdir / "cmd.txt").write_text(" ".join(cmd) + "\n")
-            out = open(srvdir / "server.out", "ab")
-            t0 = time.monotonic()
-            self.proc = subprocess.Popen(cmd, cwd=srvdir, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-            out.close()
-            log(f"server pid {self.proc.pid}: http {self.http_port} grpc {self.grpc_port}")
-            ok, why = self._wait_ready(t0)
-            if ok:
-                self.timings["server_start_s"] = round(time.monotonic() - t0, 1)
-                log(f"server ready after {self.timings['server_start_s']}s")
-                return
-            tail = self.server_log_tail()
-            self._kill_server()
-            if "Address already in use" in tail or "BindException" in tail:
+            http_port = free_port()
+            grpc_port = free_port()
+            while grpc_port == http_port:
+                grpc_port = free_port()
+            node = ServerProcess(self.workdir / "server", http_port, grpc_port, self.start_timeout)
+            try:
+                seconds = node.start(self._server_cmd(java, launch, http_port, grpc_port))
+            except PortClash:
                 log("port clash, retrying on other ports")
                 continue
-            raise HarnessError(f"server did not become ready: {why}\n--- server.out tail ---\n{tail}")
+            self.node = node
+            self.timings["server_start_s"] = round(seconds, 1)
+            return
         raise HarnessError("server failed to bind free ports 3 times")
 
-    def _wait_ready(self, t0):
-        deadline = t0 + self.start_timeout
-        http_ok = False
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False, f"server exited with code {self.proc.returncode}"
-            if not http_ok:
-                try:
-                    with urllib.request.urlopen(self.base_url + "/system/version", timeout=3) as r:
-                        http_ok = r.status == 200
-                except (urllib.error.URLError, OSError):
-                    pass
-            if http_ok and port_open(self.grpc_port):
-                text = self.server_log_text()
-                if "started successfully" in text or time.monotonic() - t0 > 20 and "Started" in text:
-                    return True, ""
-            time.sleep(0.5)
-        grpc_ok = port_open(self.grpc_port)
-        return False, f"timeout {self.start_timeout}s (http ok: {http_ok}, grpc open: {grpc_ok})"
+    # -- faults: kill, restart, a second server on the same database ----------
+
+    @property
+    def proc(self):
+        return self.node.proc if self.node else None
+
+    @property
+    def http_port(self):
+        return self.node.http_port if self.node else None
+
+    @property
+    def grpc_port(self):
+        return self.node.grpc_port if self.node else None
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kill the server process (SIGKILL: no shutdown hooks); PostgreSQL stays up."""
+        self.node.kill(sig)
+
+    def restart(self):
+        """Start the server again on the same ports and database; returns the seconds it took."""
+        self.node.kill()
+        seconds = self.node.start(self._server_cmd(self._java, self._launch, self.node.http_port,
+                                                   self.node.grpc_port))
+        self.login()
+        return seconds
+
+    def start_peer(self, name="peer"):
+        """A second server process on the same database (a SnailJob server cluster of two):
+        its own HTTP and gRPC ports and working directory. Stopped with the server."""
+        http_port, grpc_port = free_port(), free_port()
+        node = ServerProcess(self.workdir / f"server-{name}", http_port, grpc_port, self.start_timeout)
+        node.start(self._server_cmd(self._java, self._launch, http_port, grpc_port))
+        self.peers.append(node)
+        return node
 
     def server_log_text(self):
-        try:
-            return (self.workdir / "server" / "server.out").read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.node.log_text() if self.node else ""
 
     def server_log_tail(self, n=60):
         return "\n".join(self.server_log_text().splitlines()[-n:])
 
     def _kill_server(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(10)
-        self.proc = None
+        for node in [*self.peers, self.node]:
+            if node is not None:
+                node.kill(signal.SIGTERM)
 
     def stop(self, failed=False):
         """Always safe to call; idempotent."""
-        if self.proc is None and self.pg is None and self.workdir is None:
+        if self.node is None and self.pg is None and self.workdir is None:
             return
         try:
             self._kill_server()
         finally:
+            self.node = None
+            self.peers = []
             try:
                 if self.pg:
                     self.pg.stop()
@@ -321,21 +398,23 @@ class RealServer(RetryHelpers):
         root = log_root()
         dest = root / f"{self.version}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         dest.mkdir(parents=True, exist_ok=True)
-        srv = self.workdir / "server"
-        for name in ("server.out", "cmd.txt"):
-            if (srv / name).is_file():
-                shutil.copy2(srv / name, dest / name)
-        if (srv / "data" / "log").is_dir():
-            shutil.copytree(srv / "data" / "log", dest / "server-logs", dirs_exist_ok=True)
+        for srv in sorted(self.workdir.glob("server*")):
+            suffix = srv.name[len("server"):]
+            for name in ("server.out", "cmd.txt"):
+                if (srv / name).is_file():
+                    shutil.copy2(srv / name, dest / f"{name.split('.')[0]}{suffix}.{name.split('.')[1]}")
+            if (srv / "data" / "log").is_dir():
+                shutil.copytree(srv / "data" / "log", dest / f"server-logs{suffix}", dirs_exist_ok=True)
         if (self.workdir / "postgres.log").is_file():
             shutil.copy2(self.workdir / "postgres.log", dest / "postgres.log")
         return dest
 
     # -- HTTP --------------------------------------------------------------
 
-    def request(self, method, path, body=None, params=None, auth=True):
-        """Raw call; returns the decoded JSON envelope {status, message, data, ...}."""
-        url = self.base_url + path
+    def request(self, method, path, body=None, params=None, auth=True, via=None):
+        """Raw call; returns the decoded JSON envelope {status, message, data, ...}.
+        ``via``: a peer ServerProcess to send it to instead (same session)."""
+        url = (via or self).base_url + path
         if params:
             url += "?" + urllib.parse.urlencode(params, doseq=True)
         headers = {"Content-Type": "application/json"}
@@ -355,8 +434,8 @@ class RealServer(RetryHelpers):
                 return {"status": -e.code, "message": f"HTTP {e.code}", "data": raw.decode(errors="replace")}
         return json.loads(raw)
 
-    def api(self, method, path, body=None, params=None, auth=True, envelope=False):
-        reply = self.request(method, path, body, params, auth)
+    def api(self, method, path, body=None, params=None, auth=True, envelope=False, via=None):
+        reply = self.request(method, path, body, params, auth, via)
         if reply.get("status") != 1:
             raise ApiError(method, path, reply)
         return reply if envelope else reply.get("data")
@@ -491,14 +570,14 @@ class RealServer(RetryHelpers):
         rows = self.batches(job_id, 1)
         return rows[0] if rows else None
 
-    def trigger_job(self, job_id, tmp_args=None, timeout=30):
-        """Trigger a job by hand; returns the id of the batch it made."""
+    def trigger_job(self, job_id, tmp_args=None, timeout=30, via=None):
+        """Trigger a job by hand (``via``: through a peer server); returns the id of the batch it made."""
         prev = self.latest_batch(job_id)
         prev_id = int(prev["id"]) if prev else 0
         body = {"jobId": job_id}
         if tmp_args is not None:
             body["tmpArgsStr"] = tmp_args
-        self.api("POST", "/job/trigger", body)
+        self.api("POST", "/job/trigger", body, via=via)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             b = self.latest_batch(job_id)

@@ -1,0 +1,147 @@
+"""Which address this node advertises to the server, and where it listens.
+
+The SnailJob server calls a client back at the ``host-ip`` and ``host-port``
+the client sends in every heartbeat, and tells nodes apart by them.  A node
+must therefore advertise an address the server can reach: the source address
+of its own route towards the server is exactly that, whatever the host's
+interfaces, containers or VPNs look like.
+
+``SNAIL_HOST_IP`` (and ``SNAIL_BIND_HOST``) override the choice.  Nothing
+here sends a packet: connecting a UDP socket only asks the kernel for a route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple
+
+logger = logging.getLogger(__name__)
+
+# Documentation addresses (RFC 5737, RFC 3849): routed like any public address,
+# never answered; used to ask for the default route's source address.
+_PROBE_V4 = "192.0.2.1"
+_PROBE_V6 = "2001:db8::1"
+
+
+@dataclass(frozen=True)
+class AddressChoice:
+    """The advertised address and how it was found (for the start-up log)."""
+
+    host: str
+    how: str
+    warning: Optional[str] = None
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for names and
+    anything else (a name is not resolved here)."""
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_target(target: str) -> Tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def route_source(host: str, port: int) -> Optional[str]:
+    """The local address the kernel would use to reach ``host:port`` (every
+    address the name resolves to is tried in order), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return None
+    for family, _, _, _, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(sockaddr)
+                source = str(probe.getsockname()[0])
+        except OSError:
+            continue
+        return source.split("%", 1)[0]  # drop an IPv6 zone
+    return None
+
+
+def _host_addresses() -> List[str]:
+    """Addresses of this host that are not loopback: the default routes'
+    sources, then what the host name resolves to."""
+    found: List[str] = []
+    for probe in (_PROBE_V4, _PROBE_V6):
+        source = route_source(probe, 9)
+        if source:
+            found.append(source)
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        infos = []
+    found += [str(info[4][0]).split("%", 1)[0] for info in infos]
+    usable = []
+    for host in found:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified) and host not in usable:
+            usable.append(host)
+    return usable
+
+
+def choose_advertised(configured: Optional[str], targets: Iterable[str]) -> AddressChoice:
+    """The address to send as ``host-ip``.
+
+    ``configured`` (``SNAIL_HOST_IP``) wins.  Otherwise: the source address of
+    the route to the first server that resolves; else the first non-loopback
+    address of this host; else loopback.  A loopback address advertised to a
+    server that is not on loopback comes with a warning.
+    """
+    servers = [_split_target(t) for t in targets]
+    remote = [host for host, _ in servers if not is_loopback(host)]
+    if configured:
+        choice = AddressChoice(configured, "SNAIL_HOST_IP")
+    else:
+        choice = _detect(servers)
+    if is_loopback(choice.host) and remote:
+        warning = (f"advertising loopback address {choice.host} to server {remote[0]}, which cannot "
+                   f"call this node back there; set SNAIL_HOST_IP to an address of this host that "
+                   f"the server can reach")
+        return AddressChoice(choice.host, choice.how, warning)
+    return choice
+
+
+def _detect(servers: List[Tuple[str, int]]) -> AddressChoice:
+    for host, port in servers:
+        source = route_source(host, port)
+        if source is None:
+            continue
+        if is_loopback(source) and not is_loopback(host):
+            continue  # a name that resolves to this host through a non-loopback entry
+        return AddressChoice(source, f"route to {host}")
+    others = _host_addresses()
+    if others and not all(is_loopback(host) for host, _ in servers):
+        return AddressChoice(others[0], "first non-loopback address (no server resolved)")
+    six = bool(servers) and all(":" in host for host, _ in servers)
+    return AddressChoice("::1" if six else "127.0.0.1", "loopback (the server is on this host)")
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 literal."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def bind_host_for(configured: Optional[str], advertised: str) -> str:
+    """Where the inbound server listens: ``SNAIL_BIND_HOST``, else every
+    interface of the advertised address' family (``::`` also accepts IPv4
+    where the host allows dual-stack sockets)."""
+    if configured:
+        return configured
+    return "::" if ":" in advertised else "0.0.0.0"

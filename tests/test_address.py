@@ -1,0 +1,171 @@
+"""The advertised address (host-ip) and the inbound bind address."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from snailjob import address
+from snailjob.address import bind_host_for, choose_advertised, is_loopback, join_host_port, route_source
+from snailjob.errors import ConfigurationError
+from snailjob.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.connect(("::1", 9))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host,expected", [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("10.0.0.5", False), ("fd00::2", False), ("snailjob.example.com", False), ("0.0.0.0", False),
+])
+def test_is_loopback(host: str, expected: bool) -> None:
+    assert is_loopback(host) is expected
+
+
+def test_route_source_of_loopback_and_of_a_name_that_does_not_resolve() -> None:
+    assert route_source("127.0.0.1", 17888) == "127.0.0.1"
+    assert route_source("nothing.invalid", 17888) is None
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_route_source_ipv6_loopback() -> None:
+    assert route_source("::1", 17888) == "::1"
+    assert choose_advertised(None, ["[::1]:17888"]).host == "::1"
+
+
+def test_the_configured_address_wins() -> None:
+    choice = choose_advertised("10.9.8.7", ["127.0.0.1:17888"])
+    assert (choice.host, choice.how, choice.warning) == ("10.9.8.7", "SNAIL_HOST_IP", None)
+
+
+def test_a_server_on_loopback_gets_loopback_without_a_warning() -> None:
+    choice = choose_advertised(None, ["127.0.0.1:17888"])
+    assert (choice.host, choice.warning) == ("127.0.0.1", None)
+    assert choice.how == "route to 127.0.0.1"
+
+
+def test_the_route_to_the_first_server_that_resolves_is_used(monkeypatch: Any) -> None:
+    routes = {"nothing.invalid": None, "10.0.0.1": "10.0.0.99", "10.0.0.2": "10.0.0.98"}
+    monkeypatch.setattr(address, "route_source", lambda host, port: routes[host])
+    choice = choose_advertised(None, ["nothing.invalid:17888", "10.0.0.1:17888", "10.0.0.2:17888"])
+    assert (choice.host, choice.how, choice.warning) == ("10.0.0.99", "route to 10.0.0.1", None)
+
+
+def test_no_server_resolves_then_the_first_non_loopback_address(monkeypatch: Any) -> None:
+    monkeypatch.setattr(address, "route_source", lambda host, port: None)
+    monkeypatch.setattr(address, "_host_addresses", lambda: ["192.168.7.7", "fd00::7"])
+    choice = choose_advertised(None, ["snailjob.internal:17888"])
+    assert choice.host == "192.168.7.7" and "no server resolved" in choice.how and choice.warning is None
+
+
+def test_nothing_found_falls_back_to_loopback_with_a_warning(monkeypatch: Any) -> None:
+    monkeypatch.setattr(address, "route_source", lambda host, port: None)
+    monkeypatch.setattr(address, "_host_addresses", lambda: [])
+    choice = choose_advertised(None, ["snailjob.internal:17888"])
+    assert choice.host == "127.0.0.1"
+    assert choice.warning and "snailjob.internal" in choice.warning and "SNAIL_HOST_IP" in choice.warning
+
+
+def test_a_loopback_address_advertised_to_a_remote_server_is_a_warning_naming_the_fix() -> None:
+    choice = choose_advertised("127.0.0.1", ["10.1.1.1:17888"])
+    assert choice.host == "127.0.0.1"
+    assert choice.warning is not None
+    assert "10.1.1.1" in choice.warning and "set SNAIL_HOST_IP" in choice.warning
+
+
+def test_host_addresses_are_never_loopback_or_link_local() -> None:
+    for host in address._host_addresses():
+        assert not is_loopback(host) and not host.startswith("fe80:") and not host.startswith("169.254.")
+
+
+def test_bind_host_follows_the_advertised_family_unless_configured() -> None:
+    assert bind_host_for(None, "10.0.0.5") == "0.0.0.0"
+    assert bind_host_for(None, "fd00::5") == "::"
+    assert bind_host_for("127.0.0.1", "fd00::5") == "127.0.0.1"
+    assert join_host_port("fd00::5", 80) == "[fd00::5]:80"
+    assert join_host_port("10.0.0.5", 80) == "10.0.0.5:80"
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_unset_or_blank_means_choose() -> None:
+    assert Settings.load(env_file=None).snail_host_ip is None
+    assert Settings.load(env_file=None, snail_host_ip="  ", snail_bind_host="").snail_bind_host is None
+
+
+def test_bracketed_ipv6_is_accepted() -> None:
+    s = Settings.load(env_file=None, snail_host_ip="[fd00::2]", snail_server_host="fd00::1")
+    assert s.snail_host_ip == "fd00::2"
+    assert s.server_targets == ["[fd00::1]:17888"]
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1:17889", "a b", "10.0.0.0/8"])
+def test_an_address_with_a_port_or_garbage_is_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="SNAIL_HOST_IP"):
+        Settings.load(env_file=None, snail_host_ip=value)
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+def test_the_client_advertises_the_chosen_address_and_logs_how(make_client: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="snailjob")
+    client, transport = make_client(snail_host_ip=None, snail_bind_host=None)
+    assert client.host_ip == "127.0.0.1"
+    assert transport.headers()["host-ip"] == "127.0.0.1"
+    started = [r.getMessage() for r in caplog.records if "advertised as" in r.getMessage()]
+    assert started and f"advertised as 127.0.0.1:{client.host_port} (route to 127.0.0.1)" in started[0]
+    assert "listening on 0.0.0.0:" in started[0]
+
+
+def test_the_client_warns_at_start_when_the_server_cannot_call_back(make_client: Any, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="snailjob")
+    make_client(snail_server_host="10.255.255.1", snail_host_ip="127.0.0.1")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot call this node back" in w and "SNAIL_HOST_IP" in w for w in warnings), warnings
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_an_ipv6_node_listens_on_ipv6(make_client: Any) -> None:
+    client, transport = make_client(snail_server_host="::1", snail_host_ip=None, snail_bind_host=None)
+    assert transport.target == "[::1]:1"
+    assert transport.headers()["host-ip"] == "::1"
+    with grpc.insecure_channel(f"[::1]:{client.host_port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=5)
+
+
+# --- on a separate host (a network namespace) ----------------------------------------------
+
+def test_in_a_network_namespace_the_route_gives_the_hosts_own_addresses() -> None:
+    """A real second "host": the only way to the server is a veth link; nothing is configured."""
+    from tests.e2e import netns
+
+    why = netns.unavailable()
+    if why:
+        pytest.skip(why)
+    code = ("import sys; from snailjob.address import choose_advertised as c; "
+            "print(c(None, [sys.argv[1]]).host, c(None, [sys.argv[2]]).host, c(None, ['none.invalid:1']).host)")
+    with netns.Host(ipv6=True) as host:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        out = subprocess.run(host.command([sys.executable, "-c", code, f"{host.gateway}:17888",
+                                           f"[{host.gateway6}]:17888"]),
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [host.address, host.address6, host.address]
