@@ -12,6 +12,7 @@ iproute2).
 from __future__ import annotations
 
 import collections
+import os
 import time
 
 import pytest
@@ -46,6 +47,15 @@ def many(run):
             client.stop()
         for host in hosts:
             host.remove()
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (Linux /proc), 0.0 if it is gone."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def job(srv, name, executor, task_type, **kw):
@@ -104,10 +114,13 @@ def test_every_task_type_runs_on_the_other_hosts(run, many):
 def test_a_map_of_10000_items_runs_every_item_exactly_once(run, many):
     srv = run.srv
     _, clients = many
+    cpu0 = [cpu_seconds(srv.proc.pid), sum(cpu_seconds(c.proc.pid) for c in clients)]
     t0 = time.monotonic()
     _, batch, _ = job(srv, "many-map", "e2eEach", TaskType.MAP, args_str=str(MAP_ITEMS), parallel_num=16,
                       executor_timeout=900, timeout=900)
     wall = time.monotonic() - t0
+    server_cpu = cpu_seconds(srv.proc.pid) - cpu0[0]
+    clients_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - cpu0[1]
     runs = run.marker_lines("each", batch)
     items = collections.Counter(int(line.split()[1]) for line in runs)
     twice = [item for item, n in items.items() if n > 1]
@@ -119,7 +132,8 @@ def test_a_map_of_10000_items_runs_every_item_exactly_once(run, many):
     by_node = collections.Counter(line.split()[2] for line in runs)
     assert set(by_node) == {c.name for c in clients}, by_node
     run.note(f"map of {MAP_ITEMS} items on 3 nodes: {wall:.0f}s ({MAP_ITEMS / wall:.0f} items/s), "
-             f"per node {dict(sorted(by_node.items()))}")
+             f"per node {dict(sorted(by_node.items()))}; CPU: server {server_cpu:.0f}s, "
+             f"3 clients {clients_cpu:.0f}s")
 
 
 def test_a_node_without_the_executor(run, many):
