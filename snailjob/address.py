@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # never answered; used to ask for the default route's source address.
 _PROBE_V4 = "192.0.2.1"
 _PROBE_V6 = "2001:db8::1"
+_SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,42 @@ def route_source(host: str, port: int) -> Optional[str]:
     return None
 
 
+def _interface_addresses() -> List[str]:
+    """Addresses of the host's interfaces in interface order: the primary IPv4
+    address of each (Linux ioctl), then the IPv6 ones (/proc/net/if_inet6).
+    Empty where neither is available."""
+    found: List[str] = []
+    try:
+        import fcntl
+        import struct
+
+        for _, name in socket.if_nameindex():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    packed = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+                except OSError:
+                    continue  # no IPv4 address on this interface
+            found.append(socket.inet_ntoa(packed[20:24]))
+    except (ImportError, OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/net/if_inet6") as table:
+            found += [str(ipaddress.IPv6Address(bytes.fromhex(line.split()[0]))) for line in table if line.strip()]
+    except (OSError, ValueError):
+        pass
+    return found
+
+
 def _host_addresses() -> List[str]:
-    """Addresses of this host that are not loopback: the default routes'
-    sources, then what the host name resolves to."""
+    """Addresses of this host that are not loopback or link-local: the
+    default routes' sources, then the interfaces' addresses, then what the
+    host name resolves to."""
     found: List[str] = []
     for probe in (_PROBE_V4, _PROBE_V6):
         source = route_source(probe, 9)
         if source:
             found.append(source)
+    found += _interface_addresses()
     try:
         infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_DGRAM)
     except (OSError, UnicodeError):
@@ -101,7 +130,8 @@ def choose_advertised(configured: Optional[str], targets: Iterable[str]) -> Addr
 
     ``configured`` (``SNAIL_HOST_IP``) wins.  Otherwise: the source address of
     the route to the first server that resolves; else the first non-loopback
-    address of this host; else loopback.  A loopback address advertised to a
+    address of this host (the default route's source, else the first
+    interface's); else loopback.  A loopback address advertised to a
     server that is not on loopback comes with a warning.
     """
     servers = [_split_target(t) for t in targets]

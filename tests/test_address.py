@@ -163,9 +163,24 @@ def test_in_a_network_namespace_the_route_gives_the_hosts_own_addresses() -> Non
     code = ("import sys; from snailjob.address import choose_advertised as c; "
             "print(c(None, [sys.argv[1]]).host, c(None, [sys.argv[2]]).host, c(None, ['none.invalid:1']).host)")
     with netns.Host(ipv6=True) as host:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        out = subprocess.run(host.command([sys.executable, "-c", code, f"{host.gateway}:17888",
-                                           f"[{host.gateway6}]:17888"]),
-                             capture_output=True, text=True, env=env, timeout=30)
+        # no DNS server is reachable from the namespace: fail a lookup fast
+        env = {**os.environ, "PYTHONPATH": str(REPO), "RES_OPTIONS": "timeout:1 attempts:1"}
+        argv = [sys.executable, "-c", code, f"{host.gateway}:17888", f"[{host.gateway6}]:17888"]
+        out = subprocess.run(host.command(argv), capture_output=True, text=True, env=env, timeout=30)
+        # no default route either: only the interface list can tell
+        subprocess.run(host.command(["ip", "route", "del", "default"]), check=True, timeout=10)
+        bare = subprocess.run(host.command(argv), capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [host.address, host.address6, host.address]
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.split() == [host.address, host.address6, host.address]
+
+
+def test_interface_addresses_are_addresses() -> None:
+    import ipaddress
+
+    found = address._interface_addresses()
+    for host in found:
+        ipaddress.ip_address(host)
+    if sys.platform == "linux":
+        assert "127.0.0.1" in found
