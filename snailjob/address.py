@@ -8,17 +8,16 @@ interfaces, containers or VPNs look like.
 
 ``SNAIL_HOST_IP`` (and ``SNAIL_BIND_HOST``) override the choice.  Nothing
 here sends a packet: connecting a UDP socket only asks the kernel for a route.
+Resolving the server's name happens once, in ``Client.start()``; a resolver
+that hangs delays the start by its own timeout.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
-
-logger = logging.getLogger(__name__)
 
 # Documentation addresses (RFC 5737, RFC 3849): routed like any public address,
 # never answered; used to ask for the default route's source address.
