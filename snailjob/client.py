@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
@@ -29,6 +29,7 @@ from snailjob.dispatcher import Dispatcher, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
 from snailjob.log import install_remote_handler
+from snailjob.observe import TaskObserver
 from snailjob.retry import Retryable, RetryRegistry, RetryWork
 from snailjob.retry_endpoint import RetryEndpoint
 from snailjob.settings import Settings, new_host_id
@@ -112,6 +113,9 @@ class Client:
         self._retry_reports: Optional[RetryReporter] = None
         self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self)
         self._headers: Dict[str, str] = {}
+        self._observers: Tuple[TaskObserver, ...] = ()
+        self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
+        self.heartbeat_failures = 0
 
     # --- public lifecycle -------------------------------------------------
 
@@ -126,6 +130,12 @@ class Client:
             self._registry_version += 1
             self._registered = False  # re-register on the next beat
             self._register_after = 0.0
+
+    def add_observer(self, observer: TaskObserver) -> None:
+        """Call ``observer`` around every job task from now on (metrics,
+        tracing; see ``snailjob.observe``)."""
+        with self._lock:
+            self._observers = (*self._observers, observer)
 
     def start(self) -> Client:
         """Bind the inbound server, open the channel and start the heartbeat.
@@ -266,6 +276,47 @@ class Client:
     def registered(self) -> bool:
         return self._registered
 
+    @property
+    def last_problem(self) -> Optional[str]:
+        """Why the last heartbeat failed (token redacted), or None after a good one."""
+        return self._redact(self._last_problem) if self._last_problem else None
+
+    @property
+    def server_in_use(self) -> str:
+        """``host:port`` of the server the client talks to now."""
+        return str(getattr(self._transport, "target", self.settings.server_target))
+
+    def heartbeat_age(self) -> Optional[float]:
+        """Seconds since the server last accepted a heartbeat; None if it never did."""
+        return None if self._last_beat is None else time.monotonic() - self._last_beat
+
+    def health(self) -> Dict[str, Any]:
+        """Liveness and readiness, with the reasons when not (for probes).
+
+        ``live``: running and the heartbeat thread alive. ``ready``: live,
+        connected to a server, executors registered, the last heartbeat no
+        older than 3 heartbeat periods (at least 30 s), and not stopping.
+        """
+        age = self.heartbeat_age()
+        fresh = max(30.0, 3 * self.settings.snail_heartbeat_interval)
+        beating = self._heartbeat is not None and self._heartbeat.is_alive()
+        live = self._state == "running" and beating
+        reasons = []
+        if self._state != "running":
+            reasons.append(f"client is {self._state}")
+        elif not beating:
+            reasons.append("heartbeat thread is not running")
+        if not self._server_up:
+            reasons.append(f"not connected to a server: {self.last_problem or 'no heartbeat answered yet'}")
+        elif not self._registered:
+            reasons.append("executors not registered yet")
+        if age is not None and age > fresh:
+            reasons.append(f"last heartbeat accepted {age:.0f}s ago (more than {fresh:.0f}s)")
+        return {"live": live, "ready": live and not reasons, "reasons": reasons,
+                "state": self._state, "server": self.server_in_use, "host_id": self.host_id,
+                "address": join_host_port(self.host_ip, self.host_port),
+                "last_heartbeat_age": None if age is None else round(age, 3)}
+
     def stats(self) -> Dict[str, int]:
         """Counters for monitoring and tests."""
         outbox, logs = self._outbox, self._logs
@@ -275,6 +326,10 @@ class Client:
             "results_refused": outbox.refused if outbox else 0,
             "results_repeated": outbox.repeated if outbox else 0,
             "results_pending": outbox.pending() if outbox else 0,
+            "results_held": outbox.held()[0] if outbox else 0,
+            "results_late": outbox.late if outbox else 0,
+            "delivery_retries": outbox.retries if outbox else 0,
+            "heartbeat_failures": self.heartbeat_failures,
             "logs_shipped": logs.shipped if logs else 0,
             "logs_dropped": logs.dropped if logs else 0,
             "logs_buffered": logs.buffered() if logs else 0,
@@ -285,6 +340,10 @@ class Client:
             "tasks_active": self.dispatcher.running_count(),
             "batches_active": self.dispatcher.batch_count(),
         }
+
+    def held_batches(self) -> List[Any]:
+        """Batch ids of results waiting for the server after a failed attempt (at most 20)."""
+        return self._outbox.held()[1] if self._outbox else []
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Send queued retry reports now and wait until they and queued
@@ -341,6 +400,7 @@ class Client:
         if not reply.ok:
             self._server_down(f"server refused the heartbeat: {self._redact(reply.message)}")
             return False
+        self._last_beat = time.monotonic()
         if not self._server_up:
             logger.info("connected to SnailJob server %s as %s",
                         getattr(self._transport, "target", s.server_target), self.host_id)
@@ -357,6 +417,7 @@ class Client:
         return True
 
     def _server_down(self, problem: str) -> None:
+        self.heartbeat_failures += 1
         if self._server_up or self._last_problem != problem:
             logger.warning("SnailJob server %s unavailable: %s (retrying)",
                            self.settings.server_target, self._redact(problem))
@@ -440,7 +501,7 @@ class Client:
                           sentinel=sentinel)
         if warnings:
             ctx.extra["warnings"] = warnings
-        self.dispatcher.submit(Task(request, func, args, ctx))
+        self.dispatcher.submit(Task(request, func, args, ctx, self._observers))
         return Reply(1, "", True)
 
     def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:

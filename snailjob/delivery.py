@@ -80,6 +80,7 @@ class _Pending:
     row: Optional[int] = field(default=None, compare=False)
     # None: sent until delivered; n >= 0: sent again after delivery (n repeats so far)
     repeats: Optional[int] = field(default=None, compare=False)
+    held_since: Optional[float] = field(default=None, compare=False)  # monotonic time of the first failure
 
     @property
     def is_repeat(self) -> bool:
@@ -183,10 +184,20 @@ class ResultOutbox:
         self.refused = 0
         self.restored = 0
         self.repeated = 0
+        self.retries = 0  # failed attempts that were tried again
+        self.late = 0  # results delivered after at least one failed attempt
+        self._holding = False  # an outage is being logged
 
     def start(self) -> None:
         if self._store is not None:
             self._restore(self._store)
+
+    def held(self) -> Tuple[int, List[Any]]:
+        """Results waiting to be tried again after a failed attempt, and
+        their batch ids (at most 20)."""
+        with self._cond:
+            keys = sorted({p.key for p in self._waiting if not p.is_repeat}, key=str)
+            return sum(1 for p in self._waiting if not p.is_repeat), keys[:20]
 
     def _start_senders(self) -> None:
         """Start the sender threads on first use (caller holds the lock).
@@ -337,6 +348,11 @@ class ResultOutbox:
                         self.repeated += 1
                     else:
                         self.delivered += 1
+                        if item.held_since is not None:
+                            self.late += 1
+                            logger.info("delivered %s %.1fs late, after %d failed attempt(s)",
+                                        item.describe or item.uri, time.monotonic() - item.held_since,
+                                        item.attempts)
                     if item.repeats is not None:
                         self._repeat_later(item)
                 elif item.is_repeat:
@@ -347,6 +363,9 @@ class ResultOutbox:
                     logger.error("server refused %s: %s", item.describe or item.uri, reply.message)
             else:
                 item.attempts += 1
+                self.retries += 1
+                if item.held_since is None:
+                    item.held_since = time.monotonic()
                 left = item.expires - time.time()
                 item.not_before = time.monotonic() + min(backoff(item.attempts), max(left, 0.0))
                 if item.is_repeat:
@@ -361,9 +380,25 @@ class ResultOutbox:
                 else:
                     heapq.heappush(self._waiting, item)
                     forget = False
+            self._log_holding(error)
             self._cond.notify_all()
         if forget:
             self._forget(item)
+
+    def _log_holding(self, error: Optional[TransportError]) -> None:
+        """Once per outage: how many results are held, for which batches, and
+        when they are all through (caller holds the lock)."""
+        held = [p for p in self._waiting if not p.is_repeat]
+        if held and not self._holding:
+            self._holding = True
+            batches = sorted({p.key for p in held}, key=str)
+            shown = ", ".join(map(str, batches[:10])) + (" ..." if len(batches) > 10 else "")
+            logger.warning("holding %d task result(s) until the server takes them (batches %s): %s",
+                           len(held), shown, error)
+        elif not held and self._holding and self._in_flight == 0 and \
+                not any(p.held_since is not None for p in self._queue):
+            self._holding = False
+            logger.info("every held task result has been delivered or given up")
 
     def _repeat_later(self, item: _Pending) -> None:
         """Schedule the next repeat of a delivered result (caller holds the lock)."""

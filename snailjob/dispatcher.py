@@ -34,6 +34,8 @@ from snailjob.args import JobArgs, ParamsError, prepare_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
 from snailjob.log import exception_type, format_location, log_exception
+from snailjob.observe import FAILURE, STOPPED, SUCCESS, TaskInfo, TaskObserver, notify_finished, notify_started
+from snailjob.wire.enums import StatusEnum
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
 logger = logging.getLogger(__name__)
@@ -109,11 +111,15 @@ class Task(Work):
     """A dispatched job task."""
 
     def __init__(self, request: DispatchJobRequest, func: Callable[..., Any], args: JobArgs,
-                 context: TaskContext) -> None:
+                 context: TaskContext, observers: Tuple[TaskObserver, ...] = ()) -> None:
         super().__init__(func)
         self.request = request
         self.args = args
         self.context = context
+        self.observers = observers
+        self.result: Optional[ExecuteResult] = None  # None until the function returned
+        self.error: Optional[BaseException] = None
+        self._observed: Optional[Tuple[TaskInfo, list, float]] = None
 
     @property
     def key(self) -> Hashable:
@@ -136,16 +142,30 @@ class Task(Work):
     def enter(self) -> contextvars.Token:
         token = enter(self.context)
         _log_warnings(self)  # inside the task: shipped as its job log
+        if self.observers:
+            info = TaskInfo.of(self.request, self.is_async)
+            self._observed = (info, notify_started(self.observers, info), time.monotonic())
         return token
 
     def leave(self, token: contextvars.Token) -> None:
+        if self._observed is not None:
+            info, states, started = self._observed
+            result = self.result
+            outcome = STOPPED if result is None else SUCCESS if result.status == StatusEnum.YES else FAILURE
+            notify_finished(self.observers, states, info, outcome, time.monotonic() - started, self.error)
         leave(token)
 
     def run(self) -> ExecuteResult:
-        return run_function(self.func, self.args)
+        errors: List[BaseException] = []
+        self.result = run_function(self.func, self.args, errors)
+        self.error = errors[0] if errors else None
+        return self.result
 
     async def run_async(self) -> ExecuteResult:
-        return await run_coroutine(self.func, self.args)
+        errors: List[BaseException] = []
+        self.result = await run_coroutine(self.func, self.args, errors)
+        self.error = errors[0] if errors else None
+        return self.result
 
 
 @dataclass
@@ -499,27 +519,34 @@ def _success(value: Any) -> ExecuteResult:
     return value if isinstance(value, ExecuteResult) else ExecuteResult.success(value)
 
 
-def run_function(func: Callable[..., Any], args: JobArgs) -> ExecuteResult:
+def run_function(func: Callable[..., Any], args: JobArgs,
+                 errors: Optional[List[BaseException]] = None) -> ExecuteResult:
     """Call an executor and turn what it did into an ``ExecuteResult``:
     an ``ExecuteResult`` as given, ``None`` or any other value as success
-    (the value is the result), an exception as failure with its text.
-    Declared parameter types are applied first (``ParamsError`` = failure)."""
+    (the value is the result), an exception as failure with its text (and
+    appended to ``errors``).  Declared parameter types are applied first
+    (``ParamsError`` = failure)."""
     try:
         value = func(prepare_args(func, args))
     except TaskInterrupted:
         raise
     except BaseException as exc:  # SystemExit in a job must not end the worker
+        if errors is not None:
+            errors.append(exc)
         return _failure(exc)
     return _success(value)
 
 
-async def run_coroutine(func: Callable[..., Any], args: JobArgs) -> ExecuteResult:
+async def run_coroutine(func: Callable[..., Any], args: JobArgs,
+                        errors: Optional[List[BaseException]] = None) -> ExecuteResult:
     """``run_function`` for coroutine functions; cancellation propagates."""
     try:
         value = await func(prepare_args(func, args))
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
+        if errors is not None:
+            errors.append(exc)
         return _failure(exc)
     return _success(value)
 

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     snail_retry_report_interval: float = Field(1.0, gt=0)
     snail_retry_report_max_buffer: int = Field(10000, ge=1)
 
+    # --- operations (served by client_main() and `snailjob run`, snailjob.ops) ---
+    snail_health_port: Optional[int] = Field(None, ge=0, le=65535)
+    snail_health_host: str = "0.0.0.0"
+
     # --- OpenAPI client (snailjob.openapi; HTTP to the server's web port) ---
     # None: http://<first host of SNAIL_SERVER_HOST>:8080/snail-job
     snail_openapi_url: Optional[str] = None

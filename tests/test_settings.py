@@ -73,3 +73,11 @@ def test_server_list(value, targets):
 def test_bad_server_list(value, fragment):
     with pytest.raises(ConfigurationError, match=fragment):
         Settings.load(env_file=None, snail_server_host=value)
+
+
+def test_every_setting_is_documented_in_configuration_md():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "CONFIGURATION.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in text]
+    assert not missing, f"settings missing from CONFIGURATION.md: {missing}"

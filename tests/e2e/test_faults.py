@@ -59,6 +59,13 @@ def assert_success(srv, batches, timeout=180):
     assert not bad, bad
 
 
+def wait_for_text(node, text, timeout=20):
+    deadline = time.monotonic() + timeout
+    while text not in node.output():
+        assert time.monotonic() < deadline, f"{text!r} not in the output of {node.name}:\n{node.output()[-3000:]}"
+        time.sleep(0.2)
+
+
 def task_results(srv, batch):
     return [t["result_message"] for t in srv.task_rows(batch)]
 
@@ -86,6 +93,11 @@ def test_server_killed_and_restarted_while_tasks_run(run):
     delivered = time.monotonic() - restarted
     assert all(task_results(srv, b) == [node.name] for b in batches)
     assert node.alive(), node.output()[-3000:]
+    # what an operator reads meanwhile: one warning naming the held results, then each late delivery
+    wait_for_text(node, "every held task result has been delivered")
+    out = node.output()
+    assert out.count("until the server takes them") == 1, out[-3000:]
+    assert all(f"(batch {b}) " in out and " late, after " in out for b in batches), out[-3000:]
     srv.wait_node_online(node.address, group=group, timeout=60)
     run.note(f"server SIGKILL: down {restarted - killed:.0f}s (restart {seconds:.0f}s); the 4 results "
              f"finished meanwhile were delivered {delivered:.1f}s after the restart, batches SUCCESS")
