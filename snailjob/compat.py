@@ -14,7 +14,6 @@ from snailjob.client import Client, live_clients
 from snailjob.context import current_task, current_task_or_none
 from snailjob.executors import Executor, ExecutorRegistry
 from snailjob.log import configure_local_logging
-from snailjob.ops.health import start_operations
 from snailjob.retry import Retryable, RetryRegistry
 from snailjob.settings import Settings
 from snailjob.wire.models import DispatchJobRequest
@@ -113,6 +112,8 @@ def client_main(settings: Optional[Settings] = None) -> None:
     settings = settings or get_snailjob_settings()
     configure_local_logging(settings.snail_log_level, settings.snail_log_format,
                             settings.snail_log_local_filename, settings.snail_log_local_backup_count)
+    from snailjob.ops.health import start_operations  # http.server only when it runs
+
     client = Client(settings, executors=ExecutorManager.registry, retries=ExecutorManager.retries)
     operations = start_operations(client)  # SNAIL_HEALTH_PORT: /livez /readyz /stats /metrics
     try:
