@@ -35,3 +35,50 @@ def test_run_examples_reports_every_outcome():
     assert "loaded 40 rows from orders.csv" in out.stdout
     assert "retry FINISH after replays: FAIL, SUCCESS" in out.stdout and "callback: finally succeeded" in out.stdout
     assert "acme: 30 EUR" in out.stdout and "amounts.0: Input should be a valid integer" in out.stdout
+
+
+def _readme_cli_lines():
+    """The command lines of the README's `snailjob` block, without their comments."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = text.split("### The `snailjob` command", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].split() for line in block.strip().splitlines()]
+
+
+def test_the_readme_cli_examples_run():
+    """Each line of the README's CLI block, run from example/ as written (through
+    ``python -m snailjob``); check and run against an emulator."""
+    import signal
+    import time
+
+    from snailjob.testing import ServerEmulator
+
+    lines = _readme_cli_lines()
+    assert [argv[:2] for argv in lines] == [["snailjob", "jobs"], ["snailjob", "try"], ["snailjob", "try"],
+                                            ["snailjob", "check"], ["snailjob", "run"]]
+    cwd = os.path.join(ROOT, "example")
+    with ServerEmulator() as emulator:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SNAIL_")}
+        env.update(emulator.client_env())
+        env.update({"SNAIL_HOST_PORT": "0", "SNAIL_BIND_HOST": "127.0.0.1", "SNAIL_HEARTBEAT_INTERVAL": "0.5",
+                    "SNAIL_SHUTDOWN_GRACE": "2", "PYTHONPATH": ROOT})
+        outputs = []
+        for argv in lines[:4]:
+            out = subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                                 timeout=120)
+            assert out.returncode == 0, (argv, out.stdout + out.stderr)
+            outputs.append(out.stdout)
+        assert "demoClusterJob" in outputs[0] and "demoMapReduceJob" in outputs[0]
+        assert "outcome  SUCCESS" in outputs[1] and '{"echo":"hello"}' in outputs[1]
+        assert "MERGE_REDUCE_TASK  SUCCESS  110" in outputs[2]
+        assert "all ok" in outputs[3]
+        node = subprocess.Popen([sys.executable, "-m", *lines[4]], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            emulator.wait_until(lambda: "demoClusterJob" in emulator.registered_executors, timeout=30)
+            batch = emulator.trigger("demoClusterJob", args_str="from the README")
+            assert batch.wait(30) == 3 and batch.tasks[0].result == '{"echo":"from the README"}'
+        finally:
+            node.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = node.wait(30)
+        assert code == 0 and time.monotonic() - started < 30, node.stdout.read() if node.stdout else ""

@@ -1,0 +1,188 @@
+"""``snailjob check``: can this node run?  One line per check, then a summary.
+
+Checks, in order: the settings are valid (nothing else is checked when they
+are not); every server's gRPC port accepts a TCP connection; the advertised
+address (``SNAIL_HOST_IP`` or the one chosen for the route to the server) is
+one the server can call back; the inbound port can be bound; and the server
+accepts a real heartbeat with the token, group and namespace.
+
+Limits: the server's side is not checked (whether it can reach the
+advertised address and port through firewalls or NAT; no call lets a client
+ask).  The heartbeat registers a short-lived node in the group, with the
+label ``state:check`` so that no job is routed to it; consoles list it for a
+minute or so.  A server answers a wrong token and an unknown group or
+namespace with the same message, so the fix names both.  The token is never
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from typing import Any, List, Optional, Tuple
+
+from snailjob.address import choose_advertised, join_host_port
+from snailjob.cli import settings_overrides
+from snailjob.client import Client
+from snailjob.errors import ConfigurationError
+from snailjob.settings import Settings
+
+FIX_SETTINGS = "correct the variable named above (see CONFIGURATION.md), or the matching option"
+FIX_SERVER = ("start the server, or fix SNAIL_SERVER_HOST / SNAIL_SERVER_PORT: the server's gRPC port "
+              "(snail-job.server-port, 17888 by default), not its web port")
+FIX_ADDRESS = "set SNAIL_HOST_IP to an address of this host that the server can reach"
+FIX_PORT = "choose another SNAIL_HOST_PORT or stop the process using it"
+FIX_TOKEN = ("set SNAIL_TOKEN to the group's token (console: group management); if it is right, "
+             "the group is unknown in that namespace: create the group in the console or fix "
+             "SNAIL_GROUP_NAME / SNAIL_NAMESPACE (the server answers both the same way)")
+FIX_UNREACHABLE = "the server did not answer the heartbeat: see the server check above"
+FIX_OTHER = "see the server's log for this refusal"
+
+
+class Report:
+    """Prints check lines, never the token."""
+
+    def __init__(self, secret: Optional[str] = None) -> None:
+        self.secret = secret
+        self.results: List[bool] = []
+
+    def _clean(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+    def ok(self, check: str, detail: str) -> None:
+        self.results.append(True)
+        print(self._clean(f"ok   {check}: {detail}"))
+
+    def fail(self, check: str, detail: str, fix: str) -> None:
+        self.results.append(False)
+        print(self._clean(f"FAIL {check}: {detail}"))
+        print(self._clean(f"     fix: {fix}"))
+
+    def summary(self) -> int:
+        failed = self.results.count(False)
+        total = len(self.results)
+        print(f"{total} check(s): all ok" if not failed else f"{total} check(s): {failed} failed")
+        sys.stdout.flush()
+        return 1 if failed else 0
+
+
+def check_command(ns: argparse.Namespace) -> int:
+    """Exit code 0 when every check passed, 1 otherwise (2 for bad options)."""
+    if ns.timeout <= 0:
+        print("snailjob check: --timeout must be > 0", file=sys.stderr)
+        return 2
+    report = Report()
+    try:
+        settings = Settings.load(**settings_overrides(ns))
+    except ConfigurationError as exc:
+        report.fail("settings", str(exc), FIX_SETTINGS)
+        return report.summary()
+    report.secret = settings.snail_token
+    report.ok("settings", f"group {settings.snail_group_name}, namespace {settings.snail_namespace}, "
+                          f"server {settings.server_target}")
+    reachable = _check_servers(report, settings, ns.timeout)
+    _check_address(report, settings)
+    client, fallback = _check_inbound(report, settings)
+    if client is None and fallback is not None:
+        client = fallback
+    if client is not None:
+        try:
+            _check_heartbeat(report, client, settings, ns.timeout, reachable,
+                             " (from a free inbound port)" if client is fallback else "")
+        finally:
+            client.stop(grace=0)
+    else:
+        report.fail("token and group", "not checked: no client could start", FIX_PORT)
+    return report.summary()
+
+
+def _split(target: str) -> Tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _check_servers(report: Report, settings: Settings, timeout: float) -> bool:
+    reachable = False
+    for target in settings.server_targets:
+        host, port = _split(target)
+        started = time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            report.fail(f"server {target}", f"cannot connect: {reason}", FIX_SERVER)
+            continue
+        reachable = True
+        report.ok(f"server {target}", f"gRPC port reachable ({(time.monotonic() - started) * 1000:.0f} ms)")
+    return reachable
+
+
+def _check_address(report: Report, settings: Settings) -> None:
+    choice = choose_advertised(settings.snail_host_ip, settings.server_targets)
+    if choice.warning:
+        report.fail("advertised address", f"{choice.host} ({choice.how}): {choice.warning}", FIX_ADDRESS)
+    else:
+        report.ok("advertised address", f"{choice.host} ({choice.how})")
+
+
+def _check_settings(settings: Settings, **update: Any) -> Settings:
+    """The check node's settings: jobs never routed to it (``state:check``),
+    its own host id, no outbox (a running node's file is left alone)."""
+    labels = [item for item in settings.snail_labels.split(",")
+              if item.strip() and item.split(":", 1)[0].strip() != "state"]
+    values = {"snail_labels": ",".join(labels + ["state:check"]), "snail_host_id": None,
+              "snail_outbox_path": None, **update}
+    return settings.model_copy(update=values)
+
+
+def _check_inbound(report: Report, settings: Settings) -> Tuple[Optional[Client], Optional[Client]]:
+    """(the started client, or None; a client on a free port to check the token anyway, or None)."""
+    client = Client(_check_settings(settings))
+    try:
+        client.start()
+    except Exception as exc:  # TransportError "cannot listen", or anything start() refuses
+        port = settings.snail_host_port
+        report.fail("inbound port", f"{port}: {exc}", FIX_PORT)
+        if port == 0:
+            return None, None
+        fallback = Client(_check_settings(settings, snail_host_port=0))
+        try:
+            fallback.start()
+        except Exception:
+            return None, None
+        return None, fallback
+    bind = settings.snail_bind_host or ("::" if ":" in client.host_ip else "0.0.0.0")
+    report.ok("inbound port", f"listening on {join_host_port(bind, client.host_port)}, "
+                              f"advertised as {join_host_port(client.host_ip, client.host_port)}")
+    return client, None
+
+
+def _check_heartbeat(report: Report, client: Client, settings: Settings, timeout: float, reachable: bool,
+                     note: str = "") -> None:
+    name = "token and group"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not client.server_up and client.last_problem is None:
+        time.sleep(0.05)
+    if client.server_up:
+        report.ok(name, f"heartbeat accepted by {client.server_in_use} (group {settings.snail_group_name}, "
+                        f"namespace {settings.snail_namespace}){note}")
+        return
+    problem = client.last_problem
+    if problem is None:
+        report.fail(name, f"no answer to the heartbeat within {timeout:g}s",
+                    FIX_UNREACHABLE if not reachable else FIX_OTHER)
+        return
+    report.fail(name, problem, fix_for(problem, reachable))
+
+
+def fix_for(problem: str, reachable: bool = True) -> str:
+    """The fix line for a refused or failed heartbeat, chosen by the message."""
+    lowered = problem.lower()
+    if "token authentication failed" in lowered:
+        return FIX_TOKEN
+    if "unavailable" in lowered or "deadline_exceeded" in lowered or not reachable:
+        return FIX_UNREACHABLE if not reachable else FIX_SERVER
+    return FIX_OTHER

@@ -1,0 +1,3 @@
+"""A module whose import fails (tests/test_cli.py)."""
+
+raise RuntimeError("cli_broken cannot be imported")

@@ -1,0 +1,3 @@
+"""A module that declares no executor (tests/test_cli.py)."""
+
+ANSWER = 42
