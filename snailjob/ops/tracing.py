@@ -12,7 +12,8 @@ a failed task has status ERROR and the exception recorded.
 Every task of one batch is in one trace, on every node: the trace id and the
 parent span id are derived from the namespace and the batch id (the server
 propagates no trace context).  So a map task, its sub-tasks, the reduce and
-the merge of one batch appear together, each span linked to the batch.  The
+the merge of one batch appear together, each span a child of the batch's
+shared (never exported) span context.  The
 dispatch does not say which task emitted a sub-task, so a sub-task's span is
 a sibling of its parent's, not its child.
 
