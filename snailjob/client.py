@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import signal
 import threading
@@ -30,6 +31,7 @@ from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
 from snailjob.log import install_remote_handler
 from snailjob.observe import TaskObserver
+from snailjob.processes import ProcessPool, describe_pool, isolation_of
 from snailjob.retry import Retryable, RetryRegistry, RetryWork
 from snailjob.retry_endpoint import RetryEndpoint
 from snailjob.settings import Settings, new_host_id
@@ -114,6 +116,7 @@ class Client:
         self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self)
         self._headers: Dict[str, str] = {}
         self._observers: Tuple[TaskObserver, ...] = ()
+        self._pool: Optional[ProcessPool] = None
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.heartbeat_failures = 0
 
@@ -130,6 +133,17 @@ class Client:
             self._registry_version += 1
             self._registered = False  # re-register on the next beat
             self._register_after = 0.0
+
+    def _process_pool(self) -> ProcessPool:
+        """The worker processes of ``isolation="process"`` jobs, started on first use."""
+        with self._lock:
+            if self._pool is None:
+                s = self.settings
+                self._pool = ProcessPool(
+                    s.snail_process_pool_size or os.cpu_count() or 1, max_tasks=s.snail_process_max_tasks,
+                    max_rss_mb=s.snail_process_max_rss_mb, memory_limit_mb=s.snail_process_memory_limit_mb,
+                    kill_grace=s.snail_process_kill_grace, log_level=s.snail_log_level)
+            return self._pool
 
     def add_observer(self, observer: TaskObserver) -> None:
         """Call ``observer`` around every job task from now on (metrics,
@@ -221,6 +235,8 @@ class Client:
                 self._heartbeat.join(timeout=self.settings.snail_rpc_timeout + 1)
         finally:
             self.dispatcher.close()
+            if self._pool is not None:
+                self._pool.close()
             if self._transport is not None:
                 self._transport.close()
             _live_clients.discard(self)
@@ -338,6 +354,7 @@ class Client:
             "retry_reports_dropped": self._retry_reports.dropped if self._retry_reports else 0,
             "retry_reports_pending": self._retry_reports.buffered() if self._retry_reports else 0,
             "tasks_active": self.dispatcher.running_count(),
+            **describe_pool(self._pool),
             "batches_active": self.dispatcher.batch_count(),
         }
 
@@ -501,7 +518,8 @@ class Client:
                           sentinel=sentinel)
         if warnings:
             ctx.extra["warnings"] = warnings
-        self.dispatcher.submit(Task(request, func, args, ctx, self._observers))
+        pool = self._process_pool() if isolation_of(func, self.settings.snail_isolation) == "process" else None
+        self.dispatcher.submit(Task(request, func, args, ctx, self._observers, pool))
         return Reply(1, "", True)
 
     def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:

@@ -13,6 +13,9 @@ running task's thread.  CPython delivers that exception only between
 bytecodes: code blocked in one long C call (``time.sleep(600)``, a socket read
 without timeout, a C extension's loop) is interrupted only when that call
 returns.  Stopped tasks are never reported; the server records them as STOP.
+A task of an ``isolation="process"`` executor runs in a worker process
+(``snailjob.processes``); its batch thread waits for it, and the
+interruption of that thread ends the worker, by SIGKILL if need be.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Work:
         self.timer: Optional[_TimerHandle] = None
         self.received = time.monotonic()
         self.received_wall = time.time()
+        self.in_process = False  # run by a worker process: never on the event loop
 
     @property
     def key(self) -> Hashable:
@@ -111,12 +115,14 @@ class Task(Work):
     """A dispatched job task."""
 
     def __init__(self, request: DispatchJobRequest, func: Callable[..., Any], args: JobArgs,
-                 context: TaskContext, observers: Tuple[TaskObserver, ...] = ()) -> None:
+                 context: TaskContext, observers: Tuple[TaskObserver, ...] = (), pool: Any = None) -> None:
         super().__init__(func)
         self.request = request
         self.args = args
         self.context = context
         self.observers = observers
+        self.pool = pool  # a processes.ProcessPool: the function runs in one of its workers
+        self.in_process = pool is not None
         self.result: Optional[ExecuteResult] = None  # None until the function returned
         self.error: Optional[BaseException] = None
         self._observed: Optional[Tuple[TaskInfo, list, float]] = None
@@ -156,6 +162,10 @@ class Task(Work):
         leave(token)
 
     def run(self) -> ExecuteResult:
+        if self.pool is not None:
+            result, self.error = self.pool.run(self, self.context.services)
+            self.result = result
+            return result
         errors: List[BaseException] = []
         self.result = run_function(self.func, self.args, errors)
         self.error = errors[0] if errors else None
@@ -245,7 +255,7 @@ class Dispatcher:
         """Queue a task; it starts as soon as its batch has a free worker
         (a thread for plain functions, a slot on the event loop for
         coroutine functions; each kind at most ``parallelNum`` at once)."""
-        task.is_async = is_async_callable(task.func)
+        task.is_async = is_async_callable(task.func) and not task.in_process
         self._arm_timeout(task)  # before the task can finish, so that finishing cancels it
         if task.is_async:
             with self._lock:

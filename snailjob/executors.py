@@ -17,7 +17,10 @@ from snailjob.wire.enums import ROOT_MAP, JobTaskTypeEnum, MapReduceStageEnum
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def job(executor_name: str, params: Any = None) -> Callable[[F], F]:
+ISOLATIONS = ("thread", "process")
+
+
+def job(executor_name: str, params: Any = None, isolation: Optional[str] = None) -> Callable[[F], F]:
     """Mark ``func`` as the executor named ``executor_name`` (the name typed in
     the console's "executor name" field).  Register it with
     ``ExecutorManager.register`` or ``Client(executors=[...])``.
@@ -25,14 +28,19 @@ def job(executor_name: str, params: Any = None) -> Callable[[F], F]:
     ``func`` may be a plain function or an ``async def``.  ``params`` declares
     the type of ``args.job_params`` (a pydantic model, a dataclass, ``dict``,
     ``int``...); annotating the argument as ``JobArgs[T]`` does the same.
+    ``isolation="process"`` runs it in a worker process (``snailjob.processes``:
+    all cores, hard stop and timeout, crash isolation); ``"thread"`` in a
+    thread of the client; unset, as ``SNAIL_ISOLATION`` says.
     """
     _check_name(executor_name, "executor name")
+    _check_isolation(isolation, f"@job({executor_name!r})")
 
     def decorator(func: F) -> F:
         if not callable(func):
             raise ExecutorRegistrationError(f"@job({executor_name!r}) must decorate a function")
         func.executor_name = executor_name  # type: ignore[attr-defined]
         declare_types(func, params=params)
+        _mark(func, isolation)
         return func
 
     return decorator
@@ -46,25 +54,31 @@ class MapExecutor:
     ... def root(args): ...
     """
 
-    def __init__(self, executor_name: str) -> None:
+    def __init__(self, executor_name: str, isolation: Optional[str] = None) -> None:
+        """``isolation``: the default of every stage (see ``job``); a stage's
+        own ``isolation=`` wins."""
         _check_name(executor_name, "executor name")
+        _check_isolation(isolation, f"executor {executor_name!r}")
         self.executor_name = executor_name
+        self.isolation = isolation
         self.map_methods: Dict[str, Callable[..., Any]] = {}
 
-    def map(self, task_name: Optional[str] = None, params: Any = None, item: Any = None
-            ) -> Callable[[F], F]:
+    def map(self, task_name: Optional[str] = None, params: Any = None, item: Any = None,
+            isolation: Optional[str] = None) -> Callable[[F], F]:
         """Decorate the function that runs tasks named ``task_name``
         (default ``ROOT_MAP``).  ``item`` declares the type of
         ``args.map_result`` (the sub-task item), ``params`` that of
         ``args.job_params``."""
         name = task_name or ROOT_MAP
         _check_name(name, "map task name")
+        _check_isolation(isolation, f"map task {name!r}")
 
         def decorator(func: F) -> F:
             if name in self.map_methods:
                 raise ExecutorRegistrationError(
                     f"map task {name!r} is already defined in executor {self.executor_name!r}")
             declare_types(func, params=params, item=item)
+            _mark(func, isolation or self.isolation)
             self.map_methods[name] = func
             return func
 
@@ -75,12 +89,12 @@ class MapReduceExecutor(MapExecutor):
     """A map-reduce job: map functions plus one ``reduce`` and an optional
     ``merge`` (run when the job has more than one reduce shard)."""
 
-    def __init__(self, executor_name: str) -> None:
-        super().__init__(executor_name)
+    def __init__(self, executor_name: str, isolation: Optional[str] = None) -> None:
+        super().__init__(executor_name, isolation)
         self.reduce_method: Optional[Callable[..., Any]] = None
         self.merge_method: Optional[Callable[..., Any]] = None
 
-    def reduce(self, params: Any = None, item: Any = None) -> Callable[[F], F]:
+    def reduce(self, params: Any = None, item: Any = None, isolation: Optional[str] = None) -> Callable[[F], F]:
         """Decorate the reduce function; ``item`` declares the type of each
         element of ``args.map_result`` (each map result, decoded from JSON)."""
 
@@ -89,12 +103,13 @@ class MapReduceExecutor(MapExecutor):
                 raise ExecutorRegistrationError(
                     f"executor {self.executor_name!r} already has a reduce function")
             declare_types(func, params=params, item=item)
+            _mark(func, isolation or self.isolation)
             self.reduce_method = func
             return func
 
         return decorator
 
-    def merge(self, params: Any = None, item: Any = None) -> Callable[[F], F]:
+    def merge(self, params: Any = None, item: Any = None, isolation: Optional[str] = None) -> Callable[[F], F]:
         """Decorate the merge function; ``item`` declares the type of each
         element of ``args.reduces`` (each reduce result, decoded from JSON)."""
 
@@ -103,6 +118,7 @@ class MapReduceExecutor(MapExecutor):
                 raise ExecutorRegistrationError(
                     f"executor {self.executor_name!r} already has a merge function")
             declare_types(func, params=params, item=item)
+            _mark(func, isolation or self.isolation)
             self.merge_method = func
             return func
 
@@ -217,3 +233,13 @@ def _spec_of(executor: Executor) -> ExecutorSpec:
 def _check_name(name: object, what: str) -> None:
     if not isinstance(name, str) or not name.strip():
         raise ExecutorRegistrationError(f"{what} must be a non-blank string, got {name!r}")
+
+
+def _check_isolation(isolation: Optional[str], where: str) -> None:
+    if isolation is not None and isolation not in ISOLATIONS:
+        raise ExecutorRegistrationError(f"{where}: isolation must be 'thread' or 'process', got {isolation!r}")
+
+
+def _mark(func: Callable[..., Any], isolation: Optional[str]) -> None:
+    if isolation is not None:
+        func.snailjob_isolation = isolation  # type: ignore[attr-defined]

@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     snail_retry_report_interval: float = Field(1.0, gt=0)
     snail_retry_report_max_buffer: int = Field(10000, ge=1)
 
+    # --- jobs in worker processes (snailjob.processes) ---
+    snail_isolation: str = "thread"
+    snail_process_pool_size: Optional[int] = Field(None, ge=1, le=1024)  # None: the CPU count
+    snail_process_max_tasks: int = Field(0, ge=0)  # 0: never recycle by count
+    snail_process_max_rss_mb: Optional[int] = Field(None, ge=1)
+    snail_process_memory_limit_mb: Optional[int] = Field(None, ge=16)
+    snail_process_kill_grace: float = Field(3.0, ge=0)
+
+    @field_validator("snail_isolation")
+    @classmethod
+    def _isolation(cls, value: str) -> str:
+        if value.strip().lower() not in ("thread", "process"):
+            raise ValueError("must be thread or process")
+        return value.strip().lower()
+
     # --- operations (served by client_main() and `snailjob run`, snailjob.ops) ---
     snail_health_port: Optional[int] = Field(None, ge=0, le=65535)
     snail_health_host: str = "0.0.0.0"

@@ -294,8 +294,19 @@ def each_item(args: sj.MapArgs) -> str:
     return NODE
 
 
+# --- isolation="process": a tight loop only a signal ends ------------------------------
+
+
+@sj.job("e2eProcSpin", isolation="process")
+def proc_spin(args: sj.ShardingJobArgs) -> None:
+    """Marks ``proc-spin`` with its worker's pid, then spins in pure Python forever."""
+    mark("proc-spin", f"{args.task_batch_id} {NODE} shard={args.sharding_index} pid={os.getpid()}")
+    while True:
+        pass
+
+
 ALL = [cluster, broadcast, sharding, e2e_map, e2e_map_fail, e2e_mr, wf_write, wf_middle, wf_read, log_job,
-       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge, where, e2e_each]
+       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge, where, e2e_each, proc_spin]
 
 
 if __name__ == "__main__":
