@@ -109,8 +109,13 @@ class ProcessPool:
         worker: Optional[_Worker] = None
         try:
             worker = self._take()
-            outcome = worker.execute(task, services, self)
-            return outcome
+            return worker.execute(task, services, self)
+        except Exception as exc:  # a broken pipe or a bad message must fail the task, not lose it
+            if worker is not None:
+                worker.broken = True
+            text = f"the worker process could not run this task: {type(exc).__name__}: {exc}"
+            logger.exception("%s", text)
+            return _failed("ProcessJobError", text), ProcessJobError(text)
         finally:
             if worker is not None:
                 self._give_back(worker)
@@ -377,12 +382,15 @@ def worker_main(conn: Any, memory_limit_mb: Optional[int], log_level: str) -> No
     logging.getLogger("snailjob").setLevel(log_level)
     install_remote_handler()
     link = _Link(conn)
-    while True:
-        message = link.inbox.get()
-        if message[0] == "exit":
-            return
-        if message[0] == "run":
-            _run_one(link, message[1], message[2], message[3])
+    try:
+        while True:
+            message = link.inbox.get()
+            if message[0] == "exit":
+                return
+            if message[0] == "run":
+                _run_one(link, message[1], message[2], message[3])
+    except TaskInterrupted:
+        return  # SIGTERM between tasks (a stop that came as the job ended): just go
 
 
 def _run_one(link: _Link, func: Callable[..., Any], raw: Dict[str, Any], info: Dict[str, Any]) -> None:
@@ -406,7 +414,12 @@ def _run_one(link: _Link, func: Callable[..., Any], raw: Dict[str, Any], info: D
         leave(token)
     changes = args.change_wf_context.to_dict() if args.change_wf_context is not None else None
     error = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
-    link.send(("result", result.model_dump(), changes, error, ctx.map_items_sent, _rss_mb()))
+    try:
+        link.send(("result", result.model_dump(), changes, error, ctx.map_items_sent, _rss_mb()))
+    except Exception as exc:  # the value cannot cross the pipe: say so instead of dying
+        text = f"the job's result cannot be sent to the client: {type(exc).__name__}: {exc}"
+        link.send(("result", _failed("ProcessJobError", text).model_dump(), None, text, ctx.map_items_sent,
+                   _rss_mb()))
 
 
 def _rss_mb() -> float:

@@ -151,3 +151,8 @@ def leak(args: sj.JobArgs) -> int:
     """Keeps ``job_params`` MB alive in its worker (a leak), returns the pid."""
     _LEAKED.append(bytearray(int(args.job_params) * 1024 * 1024))
     return os.getpid()
+
+
+@sj.job("procUnpicklable", isolation="process")
+def unpicklable(args: sj.JobArgs) -> object:
+    return (x for x in range(3))  # a generator cannot cross the pipe

@@ -19,7 +19,7 @@ from .conftest import client_for, wait_for
 
 SUCCESS, FAIL, STOP = 3, 4, 5
 ALL = [jobs.echo, jobs.typed, jobs.async_job, jobs.fail, jobs.spin, jobs.cooperative, jobs.exits, jobs.segfault,
-       jobs.allocate, jobs.pid, jobs.squares, jobs.bad_map, jobs.leak]
+       jobs.allocate, jobs.pid, jobs.squares, jobs.bad_map, jobs.leak, jobs.unpicklable]
 
 
 @pytest.fixture
@@ -222,6 +222,18 @@ def test_a_job_the_worker_cannot_import_fails_with_the_reason(emu: ServerEmulato
         batch = emu.trigger("procLocal")
         assert batch.wait(30) == FAIL
         assert "define the job at module level" in batch.tasks[0].result
+    finally:
+        client.stop(grace=0)
+
+
+def test_a_result_that_cannot_cross_the_pipe_fails_the_task(emu: ServerEmulator) -> None:
+    client = start(emu)
+    try:
+        batch = emu.trigger("procUnpicklable")
+        assert batch.wait(30) == FAIL
+        assert "the job's result cannot be sent to the client" in batch.tasks[0].result
+        assert emu.trigger("procPid").wait(30) == SUCCESS
+        assert client.stats()["process_workers_died"] == 0
     finally:
         client.stop(grace=0)
 
