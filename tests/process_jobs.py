@@ -156,3 +156,17 @@ def leak(args: sj.JobArgs) -> int:
 @sj.job("procUnpicklable", isolation="process")
 def unpicklable(args: sj.JobArgs) -> object:
     return (x for x in range(3))  # a generator cannot cross the pipe
+
+
+@sj.job("procKilled", isolation="process")
+def killed(args: sj.JobArgs) -> None:
+    """What the kernel's OOM killer does to a process."""
+    os.kill(os.getpid(), 9)
+
+
+@sj.job("procSpan", isolation="process")
+def span(args: sj.ShardingJobArgs) -> str:
+    """Sleeps a little and returns ``pid start end``."""
+    started = time.time()
+    time.sleep(0.4)
+    return f"{os.getpid()} {started} {time.time()}"

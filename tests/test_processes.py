@@ -19,7 +19,7 @@ from .conftest import client_for, wait_for
 
 SUCCESS, FAIL, STOP = 3, 4, 5
 ALL = [jobs.echo, jobs.typed, jobs.async_job, jobs.fail, jobs.spin, jobs.cooperative, jobs.exits, jobs.segfault,
-       jobs.allocate, jobs.pid, jobs.squares, jobs.bad_map, jobs.leak, jobs.unpicklable]
+       jobs.allocate, jobs.pid, jobs.squares, jobs.bad_map, jobs.leak, jobs.unpicklable, jobs.killed, jobs.span]
 
 
 @pytest.fixture
@@ -152,7 +152,8 @@ def test_a_cooperative_job_sees_the_stop_in_its_worker(emu: ServerEmulator) -> N
 
 
 @pytest.mark.parametrize("executor,reason", [("procExit", "it exited with code 7"),
-                                             ("procSegfault", "killed by SIGSEGV")])
+                                             ("procSegfault", "killed by SIGSEGV"),
+                                             ("procKilled", "killed by SIGKILL (the kernel's OOM killer")])
 def test_a_worker_that_dies_fails_only_its_task(emu: ServerEmulator, executor: str, reason: str) -> None:
     client = start(emu)
     try:
@@ -163,6 +164,28 @@ def test_a_worker_that_dies_fails_only_its_task(emu: ServerEmulator, executor: s
         assert client.stats()["process_workers_died"] == 1
         healed = emu.trigger("procPid")
         assert healed.wait(30) == SUCCESS
+    finally:
+        client.stop(grace=0)
+
+
+def _spans(batch: Any) -> list:
+    return sorted((tuple(float(x) for x in t.result.split()) for t in batch.tasks), key=lambda s: s[1])
+
+
+def test_shards_run_in_parallel_processes_within_parallel_num(emu: ServerEmulator) -> None:
+    client = start(emu, snail_process_pool_size=2)
+    try:
+        assert client.stats()["process_workers"] == 0  # started lazily
+        both = emu.trigger("procSpan", task_type=3, args_str=json.dumps(["a", "b", "c", "d"]), parallel_num=2)
+        assert both.wait(30) == SUCCESS
+        spans = _spans(both)
+        assert len({pid for pid, _, _ in spans}) == 2
+        assert any(a[1] < b[2] and b[1] < a[2] for a in spans for b in spans if a is not b)  # two at once
+        one = emu.trigger("procSpan", task_type=3, args_str=json.dumps(["a", "b", "c"]), parallel_num=1)
+        assert one.wait(30) == SUCCESS
+        spans = _spans(one)
+        assert all(spans[i][2] <= spans[i + 1][1] for i in range(len(spans) - 1))  # one at a time
+        assert client._pool is not None and client._pool.start_method == "forkserver"
     finally:
         client.stop(grace=0)
 
