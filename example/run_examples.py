@@ -26,14 +26,17 @@ Check = Callable[[Any], Tuple[int, str]]
 LOG_DIR = os.path.join(tempfile.gettempdir(), "snailjob-examples")
 
 
-def start_program(emu: ServerEmulator, script: str) -> subprocess.Popen:
+def start_program(emu: ServerEmulator, script: str, *args: str, cwd: str = HERE,
+                  **extra_env: str) -> subprocess.Popen:
     """Start an example program; its own console output goes to LOG_DIR."""
     env = {**os.environ, **emu.client_env(), "SNAIL_HOST_PORT": "0", "SNAIL_BIND_HOST": "127.0.0.1",
            "SNAIL_HOST_IP": "127.0.0.1", "SNAIL_HEARTBEAT_INTERVAL": "1", "SNAIL_SHUTDOWN_GRACE": "5",
-           "SNAIL_LOG_REMOTE_INTERVAL": "0.5"}
+           "SNAIL_LOG_REMOTE_INTERVAL": "0.5", **extra_env}
     os.makedirs(LOG_DIR, exist_ok=True)
-    out = open(os.path.join(LOG_DIR, script.replace(".py", ".log")), "w")
-    return subprocess.Popen([sys.executable, script], cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT)
+    prefix = "" if cwd == HERE else os.path.basename(cwd) + "-"
+    out = open(os.path.join(LOG_DIR, prefix + script.replace(".py", ".log")), "w")
+    return subprocess.Popen([sys.executable, script, *args], cwd=cwd, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
 
 
 def stop_program(proc: subprocess.Popen) -> int:
@@ -205,9 +208,91 @@ def run_openapi(runner: Runner) -> None:
                  else 4, 3, last)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_json(port: int, path: str) -> Any:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def drained(log_name: str, code: int) -> Tuple[int, int, str]:
+    """A web server may end by re-raising SIGTERM (exit -15) once it shut down
+    cleanly; what matters is that the client stopped first, which it logs."""
+    with open(os.path.join(LOG_DIR, log_name)) as log:
+        stopped = any("snailjob client" in line and line.rstrip().endswith("stopped") for line in log)
+    return (3 if stopped and code in (0, -signal.SIGTERM) else 4), 3, f"exit code {code}, client stopped: {stopped}"
+
+
+def run_django(emu: ServerEmulator, runner: Runner) -> None:
+    """example/django_site: python manage.py snailjob_worker, jobs writing through the ORM."""
+    site = os.path.join(HERE, "django_site")
+    db = os.path.join(tempfile.mkdtemp(prefix="snailjob-django-"), "db.sqlite3")
+    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--run-syncdb"], cwd=site,
+                             env={**os.environ, "EXAMPLE_DJANGO_DB": db}, capture_output=True, text=True, timeout=120)
+    if migrate.returncode != 0:
+        runner.check("django_site", "migrate", 4, 3, migrate.stderr.strip()[-200:])
+        return
+    proc = start_program(emu, "manage.py", "snailjob_worker", cwd=site, EXAMPLE_DJANGO_DB=db)
+    try:
+        emu.wait_until(lambda: "djangoBuildReport" in emu.registered_executors, timeout=60)
+        details = []
+        for name in ("daily", "weekly"):
+            b = emu.trigger("djangoBuildReport", 1, args_str=name)
+            status = b.wait(15)
+            details.append(results(b)[0])
+            runner.check("django_site", f"ORM job ({name})", status, 3, results(b)[0])
+    finally:
+        code = stop_program(proc)
+        runner.check("django_site", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
+
+
+def run_fastapi(emu: ServerEmulator, runner: Runner) -> None:
+    """example/fastapi_app.py under uvicorn: the lifespan starts and drains the client."""
+    port = free_port()
+    proc = start_program(emu, "fastapi_app.py", EXAMPLE_HTTP_PORT=str(port))
+    try:
+        emu.wait_until(lambda: "fastapiRefreshStats" in emu.registered_executors, timeout=60)
+        b = emu.trigger("fastapiRefreshStats", 1)
+        status = b.wait(15)
+        served = http_json(port, "/stats")
+        runner.check("fastapi_app.py", "async job on the app's loop", status, 3,
+                     f"{results(b)[0]}; GET /stats -> refreshes {served['refreshes']}")
+    finally:
+        code = stop_program(proc)
+        runner.check("fastapi_app.py", "SIGTERM drains the client", *drained("fastapi_app.log", code))
+
+
+def run_flask(emu: ServerEmulator, runner: Runner) -> None:
+    """example/flask_app.py: SnailJob(app); jobs run inside the app context."""
+    port = free_port()
+    proc = start_program(emu, "flask_app.py", EXAMPLE_HTTP_PORT=str(port))
+    try:
+        emu.wait_until(lambda: "flaskGreeting" in emu.registered_executors, timeout=60)
+        b = emu.trigger("flaskGreeting", 1, args_str="SnailJob")
+        status = b.wait(15)
+        served = http_json(port, "/health")
+        runner.check("flask_app.py", "job with current_app", status, 3,
+                     f"{results(b)[0]}; app contexts torn down: {served['torn_down']}")
+    finally:
+        code = stop_program(proc)
+        runner.check("flask_app.py", "SIGTERM drains the client", *drained("flask_app.log", code))
+
+
 def main() -> int:
     runner = Runner()
     run_openapi(runner)
+    for integration in (run_django, run_fastapi, run_flask):
+        with ServerEmulator() as emu:
+            integration(emu, runner)
     with ServerEmulator() as emu:
         run_main(emu, runner)
     with ServerEmulator() as emu:

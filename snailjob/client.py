@@ -145,6 +145,13 @@ class Client:
                     kill_grace=s.snail_process_kill_grace, log_level=s.snail_log_level)
             return self._pool
 
+    def use_event_loop(self, loop: Any) -> None:
+        """Run ``async def`` executors on ``loop``, a loop running in another
+        thread (a web app's), so that they can use what is bound to it
+        (connection pools, HTTP clients).  A coroutine that blocks then
+        blocks the app too.  Call it before the first async job runs."""
+        self.dispatcher.use_event_loop(loop)
+
     def add_observer(self, observer: TaskObserver) -> None:
         """Call ``observer`` around every job task from now on (metrics,
         tracing; see ``snailjob.observe``)."""

@@ -386,6 +386,10 @@ class Dispatcher:
                 return False
             time.sleep(0.02)
 
+    def use_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run coroutine executors on ``loop`` from now on (see ``_LoopThread.adopt``)."""
+        self._loop.adopt(loop)
+
     def close(self) -> None:
         self._timers.close()
         self._loop.close()
@@ -570,6 +574,15 @@ class _LoopThread:
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
+        self._external = False
+
+    def adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run coroutines on ``loop`` (running in another thread, e.g. a web
+        app's) instead of a loop of our own; it is never stopped here."""
+        with self._lock:
+            if self._loop is not None and not self._external:
+                raise RuntimeError("coroutine executors already run on the client's own event loop")
+            self._loop, self._external = loop, True
 
     def call(self, fn: Callable[..., None], *args: Any) -> None:
         with self._lock:
@@ -583,7 +596,8 @@ class _LoopThread:
     def close(self) -> None:
         with self._lock:
             loop, thread, self._loop = self._loop, self._thread, None
-        if loop is None or thread is None:
+            external, self._external = self._external, False
+        if loop is None or thread is None or external:
             return
 
         async def _shutdown() -> None:

@@ -28,12 +28,20 @@ def test_run_examples_reports_every_outcome():
         ("retry_example.py", "checkout (charge fails twice)", "SUCCESS"),
         ("retry_example.py", "server replays of the charge", "SUCCESS"),
         ("retry_example.py", "completion callback", "SUCCESS"), ("retry_example.py", "SIGTERM", "SUCCESS"),
+        ("django_site", "ORM job (daily)", "SUCCESS"), ("django_site", "ORM job (weekly)", "SUCCESS"),
+        ("django_site", "SIGTERM", "SUCCESS"),
+        ("fastapi_app.py", "async job on the app's loop", "SUCCESS"),
+        ("fastapi_app.py", "SIGTERM drains the client", "SUCCESS"),
+        ("flask_app.py", "job with current_app", "SUCCESS"), ("flask_app.py", "SIGTERM drains the client", "SUCCESS"),
     ]:
         assert any(line.split()[0] == program and f" {job} " in line and f" {outcome} " in line
                    for line in lines), (program, job, out.stdout)
     assert "merge 110" in out.stdout and "300 sub-tasks, sum 448500" in out.stdout
     assert "loaded 40 rows from orders.csv" in out.stdout
     assert "retry FINISH after replays: FAIL, SUCCESS" in out.stdout and "callback: finally succeeded" in out.stdout
+    assert '"reports":2,"fresh_connection":true' in out.stdout  # the ORM wrote; connections closed after jobs
+    assert '"on_app_loop":true}; GET /stats -> refreshes 1' in out.stdout
+    assert "Hello, SnailJob (from flask_app); app contexts torn down: 1" in out.stdout
     assert "acme: 30 EUR" in out.stdout and "amounts.0: Input should be a valid integer" in out.stdout
 
 

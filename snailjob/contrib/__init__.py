@@ -1,0 +1,6 @@
+"""Integrations with web frameworks: ``snailjob.contrib.django``,
+``snailjob.contrib.asgi`` (FastAPI, Starlette) and ``snailjob.contrib.flask``.
+
+Each sits above the client and uses its public API; the framework is
+imported only by its own module (install the matching extra).
+"""
