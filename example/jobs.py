@@ -17,11 +17,13 @@ from pydantic import BaseModel
 import snailjob as sj
 
 
+# --8<-- [start:cluster]
 @sj.job("demoClusterJob")
 def cluster_job(args: sj.JobArgs) -> sj.ExecuteResult:
     """Cluster: one node runs it.  ``job_params`` is the text typed in the console."""
     sj.SnailLog.REMOTE.info("cluster job got params %r", args.job_params)
     return sj.ExecuteResult.success({"echo": args.job_params})
+# --8<-- [end:cluster]
 
 
 @sj.job("demoBroadcastJob")
@@ -31,13 +33,16 @@ def broadcast_job(args: sj.JobArgs) -> str:
     return "refreshed local cache"
 
 
+# --8<-- [start:sharding]
 @sj.job("demoShardingJob")
 def sharding_job(args: sj.ShardingJobArgs) -> sj.ExecuteResult:
     """Sharding: the job's parameters are a JSON array; shard i gets element i."""
     sj.SnailLog.REMOTE.info("shard %s/%s: %s", args.sharding_index, args.sharding_total, args.job_params)
     return sj.ExecuteResult.success(f"shard {args.sharding_index} processed {args.job_params}")
+# --8<-- [end:sharding]
 
 
+# --8<-- [start:stop]
 @sj.job("demoStopAwareJob")
 def stop_aware_job(args: sj.JobArgs) -> sj.ExecuteResult:
     """Long work that checks the stop event between steps (stop it from the console)."""
@@ -47,10 +52,12 @@ def stop_aware_job(args: sj.JobArgs) -> sj.ExecuteResult:
             return sj.ExecuteResult.failure("stopped")
         time.sleep(0.1)
     return sj.ExecuteResult.success()
+# --8<-- [end:stop]
 
 
 # --- asyncio and typed parameters -----------------------------------------
 
+# --8<-- [start:async]
 @sj.job("demoAsyncJob")
 async def async_job(args: sj.JobArgs) -> str:
     """An ``async def`` executor runs on the client's event loop; a stop or
@@ -64,8 +71,10 @@ async def async_job(args: sj.JobArgs) -> str:
 async def fake_fetch(url: str) -> int:
     await asyncio.sleep(0.05)  # stands in for an HTTP call with an async client
     return len(url)
+# --8<-- [end:async]
 
 
+# --8<-- [start:typed]
 class Invoice(BaseModel):
     """The job's parameters, as typed in the console: {"customer": "acme", "amounts": [10, 20]}."""
 
@@ -80,10 +89,12 @@ def typed_job(args: sj.JobArgs[Invoice]) -> str:
     parameters; a bad field fails the task with a message naming it."""
     invoice = args.job_params
     return f"{invoice.customer}: {sum(invoice.amounts)} {invoice.currency}"
+# --8<-- [end:typed]
 
 
 # --- map: ROOT_MAP fans out into one sub-task per item ---------------------
 
+# --8<-- [start:map]
 demo_map = sj.MapExecutor("demoMapJob")
 
 
@@ -97,10 +108,12 @@ def map_root(args: sj.MapArgs) -> sj.ExecuteResult:
 def map_page(args: sj.MapArgs) -> sj.ExecuteResult:
     item = args.map_result if isinstance(args.map_result, dict) else json.loads(args.map_result)
     return sj.ExecuteResult.success(item["page"] * 10)
+# --8<-- [end:map]
 
 
 # --- map-reduce: numbers are mapped, summed per shard, then merged ---------
 
+# --8<-- [start:mapreduce]
 demo_mr = sj.MapReduceExecutor("demoMapReduceJob")
 
 
@@ -123,10 +136,12 @@ def mr_reduce(args: sj.ReduceArgs) -> sj.ExecuteResult:
 @demo_mr.merge()
 def mr_merge(args: sj.MergeReduceArgs) -> sj.ExecuteResult:
     return sj.ExecuteResult.success(sum(int(x) for x in args.reduces))
+# --8<-- [end:mapreduce]
 
 
 # --- workflow: three nodes sharing context ---------------------------------
 
+# --8<-- [start:workflow]
 @sj.job("demoWorkflowExtract")
 def wf_extract(args: sj.JobArgs) -> sj.ExecuteResult:
     args.append_context("rows", 42)
@@ -150,3 +165,4 @@ def wf_load(args: sj.JobArgs) -> sj.ExecuteResult:
 
 ALL: List[sj.Executor] = [cluster_job, broadcast_job, sharding_job, stop_aware_job, async_job, typed_job,
                           demo_map, demo_mr, wf_extract, wf_transform, wf_load]
+# --8<-- [end:workflow]

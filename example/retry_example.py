@@ -45,6 +45,7 @@ def charged(call: sj.RetryCall) -> None:
     (STATE / f"{call.args[0].id}.callback").write_text(outcome)
 
 
+# --8<-- [start:retry]
 @sj.retryable("examplePayment", executor_name="exampleCharge", include=(ConnectionError,),
               local_times=1, local_interval=0.5, biz_no=lambda order: order.id,
               on_success=charged, on_max_count=charged)
@@ -61,6 +62,7 @@ def checkout(args: sj.JobArgs) -> str:
     except ConnectionError as exc:
         # two calls failed here; the server replays the charge later
         return f"payment handed to the server ({exc})"
+# --8<-- [end:retry]
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import snailjob as sj
 
 
+# --8<-- [start:process]
 @sj.job("procEcho", isolation="process")
 def echo(args: sj.JobArgs) -> dict:
     ctx = sj.current_task()
@@ -18,6 +19,7 @@ def echo(args: sj.JobArgs) -> dict:
     ctx.append_context("seen_by", os.getpid())
     return {"pid": os.getpid(), "params": args.job_params, "task": ctx.task_id,
             "wf": args.get_wf_context("seed")}
+# --8<-- [end:process]
 
 
 @dataclass

@@ -1,0 +1,117 @@
+"""The documentation keeps up with the code: generated pages are current,
+settings are all documented with their real defaults, every Python snippet of
+the site comes from a file the tests run, and the Chinese pages are in step
+with the English ones."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Set, Tuple
+
+import pytest
+
+from snailjob.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```")
+PAIRS = [("README.md", "README.zh-CN.md"), ("docs/getting-started.md", "docs/zh/getting-started.md"),
+         ("CONFIGURATION.md", "docs/zh/configuration.md")]
+
+
+def structure(path: Path) -> Tuple[List[int], List[str], Set[str]]:
+    """Heading levels in order, fenced code blocks, SNAIL_* names of a Markdown file."""
+    levels: List[int] = []
+    blocks: List[str] = []
+    current: List[str] = []
+    inside = False
+    text = path.read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if FENCE.match(line):
+            if inside:
+                blocks.append("\n".join(current))
+                current = []
+            inside = not inside
+            continue
+        if inside:
+            current.append(line)
+        elif line.startswith("#"):
+            levels.append(len(line) - len(line.lstrip("#")))
+    return levels, blocks, set(re.findall(r"SNAIL_[A-Z0-9_]+", text))
+
+
+def test_pages_generated_from_root_files_are_current() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    text = (ROOT / "CONFIGURATION.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(2)
+            for m in re.finditer(r"^\| `(SNAIL_[A-Z0-9_]+)` \| ((?:[^|\\]|\\.)*) \|", text, re.M)}
+    missing = [f"SNAIL_{name.upper()[6:]}" for name in Settings.model_fields if name.upper() not in rows]
+    assert not missing, f"settings without a row in CONFIGURATION.md: {missing}"
+    unknown = [name for name in rows if name.lower() not in Settings.model_fields]
+    assert not unknown, f"rows for settings that do not exist: {unknown}"
+    wrong = []
+    for name, field in Settings.model_fields.items():
+        cell = rows[name.upper()].strip()
+        default = field.default
+        if default is None:
+            if not cell.startswith("unset"):
+                wrong.append((name, cell, default))
+            continue
+        literal = re.match(r"`([^`]*)`", cell)
+        if literal is None or name == "snail_token":
+            continue  # described in words
+        value = literal.group(1).replace("\\|", "|")
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            same = value == str(default)
+        else:
+            try:
+                same = float(value.replace(",", "")) == float(default)
+            except ValueError:
+                same = False
+        if not same:
+            wrong.append((name, value, default))
+    assert not wrong, f"CONFIGURATION.md defaults differ from the settings model: {wrong}"
+
+
+def test_every_python_snippet_of_the_site_comes_from_a_tested_file() -> None:
+    pages = sorted((ROOT / "docs").rglob("*.md"))
+    offenders = []
+    for page in pages:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        inside, language, block = False, "", []
+        for line in lines:
+            if FENCE.match(line):
+                if inside and language == "python":
+                    code = [ln for ln in block if ln.strip()]
+                    if not code or not all(ln.startswith("--8<-- ") for ln in code):
+                        offenders.append(f"{page.relative_to(ROOT)}: {block[:2]}")
+                    for ln in code:
+                        target = ln.split('"')[1].split(":")[0] if '"' in ln else ""
+                        if not (target.startswith(("example/", "tests/")) and (ROOT / target).is_file()):
+                            offenders.append(f"{page.relative_to(ROOT)}: includes {target!r}, not a tested file")
+                inside = not inside
+                language = line[3:].strip() if inside else ""
+                block = []
+                continue
+            if inside:
+                block.append(line)
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("english,chinese", PAIRS)
+def test_chinese_pages_are_in_step(english: str, chinese: str) -> None:
+    en, zh = ROOT / english, ROOT / chinese
+    assert zh.is_file(), f"{chinese} is missing"
+    en_levels, en_blocks, en_settings = structure(en)
+    zh_levels, zh_blocks, zh_settings = structure(zh)
+    assert zh_levels == en_levels, f"{chinese} has other sections than {english}"
+    assert zh_blocks == en_blocks, f"{chinese}'s code blocks differ from {english}'s"
+    assert zh_settings == en_settings, f"settings only in one: {sorted(en_settings ^ zh_settings)}"
+    assert "zh" in en.read_text(encoding="utf-8").split("\n\n", 2)[1], f"{english} does not link its translation"
