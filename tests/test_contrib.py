@@ -161,7 +161,7 @@ def test_flask_starts_only_in_the_serving_process(monkeypatch: Any) -> None:
 _DJANGO_PROBE = """
 import os, sys
 sys.path.insert(0, {site!r})
-sys.argv = ["manage.py", "runserver"]
+sys.argv = ["manage.py"] + os.environ.get("PROBE_ARGS", "runserver").split()
 os.environ["DJANGO_SETTINGS_MODULE"] = "site_config.settings"
 import django
 django.setup()
@@ -191,8 +191,11 @@ def django_probe(emu: ServerEmulator, **env: str) -> str:
 
 def test_django_in_process_mode_starts_once_and_never_in_the_reloader_watcher(emu: ServerEmulator) -> None:
     assert "started 0" in django_probe(emu)  # runserver's watcher process
+    assert "started 0" in django_probe(emu, PROBE_ARGS="migrate")  # not a serving command
     text = django_probe(emu, RUN_MAIN="true")  # the child that serves
     assert "started 1" in text and "registered True ['djangoBuildReport']" in text, text
+    text = django_probe(emu, PROBE_ARGS="runserver --noreload")
+    assert "started 1" in text, text
 
 
 def test_django_settings_come_from_settings_snailjob_over_the_environment() -> None:

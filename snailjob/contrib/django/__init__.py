@@ -9,7 +9,9 @@ Settings: a ``SNAILJOB`` dict in the Django settings, whose keys are the
 the environment and ``.env``, which fill in the rest.  Two keys are the
 integration's own: ``JOBS_MODULE`` (default ``"jobs"``: the module looked
 for in every installed app) and ``IN_PROCESS`` (default ``False``: start a
-client inside the web process for development; see ``apps.py``).
+client inside the process that serves requests, for development: runserver's
+child, ``runserver --noreload`` or a WSGI/ASGI server; never the
+autoreloader's watcher or other management commands).
 
 Around each job the integration does what Django's request cycle does:
 ``close_old_connections()`` before and after, so a job never starts on a

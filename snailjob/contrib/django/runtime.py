@@ -81,11 +81,14 @@ def build_client(settings: Optional[Settings] = None) -> Client:
 
 
 def _serving_process() -> bool:
-    """False in the autoreloader's watcher process (the one that restarts the server)."""
+    """True in a process that serves requests: runserver's child (or runserver
+    --noreload), or a WSGI/ASGI server that imported the project.  False in the
+    autoreloader's watcher and in other management commands (migrate, shell...)."""
     if os.environ.get("RUN_MAIN") == "true":
         return True  # the reloader's child: the process that serves
-    argv = sys.argv[1:2]
-    return not (argv == ["runserver"] and "--noreload" not in sys.argv)
+    if os.path.basename(sys.argv[0]) in ("manage.py", "django-admin", "django-admin.py"):
+        return sys.argv[1:2] == ["runserver"] and "--noreload" in sys.argv
+    return True
 
 
 def start_in_process() -> Optional[Client]:
