@@ -216,12 +216,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def http_json(port: int, path: str) -> Any:
+def http_json(port: int, path: str, timeout: float = 30.0) -> Any:
+    """GET a JSON page, waiting for the web server to listen: the SnailJob
+    client starts (and can run jobs) before the app's HTTP port is bound."""
     import json
+    import urllib.error
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-        return json.loads(reply.read())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                return json.loads(reply.read())
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def drained(log_name: str, code: int) -> Tuple[int, int, str]:
