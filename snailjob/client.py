@@ -26,7 +26,7 @@ from snailjob.address import bind_host_for, choose_advertised, join_host_port
 from snailjob.args import JobArgs, build_args
 from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
-from snailjob.dispatcher import Dispatcher, Task, Work
+from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
 from snailjob.log import install_remote_handler
@@ -108,8 +108,10 @@ class Client:
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
         self._heartbeat: Optional[threading.Thread] = None
-        self.dispatcher = Dispatcher(self._on_outcome,
-                                     interrupt_delay=self.settings.snail_interrupt_delay)
+        s = self.settings
+        self.dispatcher = Dispatcher(self._on_outcome, interrupt_delay=s.snail_interrupt_delay,
+                                     max_running=s.snail_max_running, max_queued=s.snail_max_queued,
+                                     refuse_when_full=s.snail_when_busy == "refuse")
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
         self._retry_reports: Optional[RetryReporter] = None
@@ -361,6 +363,7 @@ class Client:
             "retry_reports_dropped": self._retry_reports.dropped if self._retry_reports else 0,
             "retry_reports_pending": self._retry_reports.buffered() if self._retry_reports else 0,
             "tasks_active": self.dispatcher.running_count(),
+            **self.dispatcher.load(),
             **describe_pool(self._pool),
             "batches_active": self.dispatcher.batch_count(),
         }
@@ -526,7 +529,10 @@ class Client:
         if warnings:
             ctx.extra["warnings"] = warnings
         pool = self._process_pool() if isolation_of(func, self.settings.snail_isolation) == "process" else None
-        self.dispatcher.submit(Task(request, func, args, ctx, self._observers, pool))
+        try:
+            self.dispatcher.submit(Task(request, func, args, ctx, self._observers, pool))
+        except DispatcherFull as exc:
+            return self._refuse(1, str(exc), request)
         return Reply(1, "", True)
 
     def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:

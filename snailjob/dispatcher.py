@@ -7,6 +7,19 @@ each of its at most ``parallelNum`` concurrent tasks and gives it back when
 its queue is empty; a thread unused for ``linger`` seconds exits, so nothing
 grows with the number of batches seen.
 
+A client-wide cap (``max_running``) bounds the threads running work at once.
+A batch that wants a thread while the cap is reached waits in a ring of
+batches (each batch at most once), and a thread that finishes a task while
+batches wait hands itself to the batch at the head of the ring and puts its
+own batch at the tail: freed threads go round the waiting batches one task
+at a time, so a small batch waits for at most one task of each batch ahead
+of it, never for a big batch to drain.  At most ``max_queued`` tasks wait;
+a task beyond that (or, with ``refuse_when_full``, a task of a batch that
+has no thread while the cap is reached) is refused with ``DispatcherFull``
+and never enters.  Coroutine tasks take no thread and are not capped (only
+``parallelNum`` per batch applies).  A waiting task's ``executorTimeout``
+runs from its arrival, as the server's does.
+
 Interruption: a stop or a timeout sets the batch's stop event (what
 ``ThreadPoolCache.event_is_set`` reads) and raises ``TaskInterrupted`` in each
 running task's thread.  CPython delivers that exception only between
@@ -48,6 +61,11 @@ _QUEUED, _RUNNING, _DONE, _STOPPED = "queued", "running", "done", "stopped"
 _STOP_MEMORY = 4096  # stopped batches remembered for event_is_set()
 _STOPPED_EVENT = threading.Event()  # what a stopped batch that has left reports
 _STOPPED_EVENT.set()
+
+
+class DispatcherFull(Exception):
+    """A task the dispatcher refuses: the cap on running tasks is reached
+    and the queue limit (or the ``refuse`` policy) leaves no room."""
 
 
 def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
@@ -186,6 +204,7 @@ class _Batch:
     queue: Deque[Work] = field(default_factory=deque)
     tasks: Dict[int, Work] = field(default_factory=dict)
     workers: int = 0
+    waiting: bool = False  # in the dispatcher's ring of batches waiting for a thread
     async_slots: Optional[asyncio.Semaphore] = None
 
 
@@ -209,10 +228,22 @@ class Dispatcher:
     block on the network.
     """
 
-    def __init__(self, on_outcome: Outcome, linger: float = 1.0, interrupt_delay: float = 1.0) -> None:
+    def __init__(self, on_outcome: Outcome, linger: float = 1.0, interrupt_delay: float = 1.0,
+                 max_running: int = 0, max_queued: int = 0, refuse_when_full: bool = False) -> None:
+        """``max_running``: threads running work at once (0: no cap);
+        ``max_queued``: tasks waiting at once (0: no limit);
+        ``refuse_when_full``: refuse, rather than queue, a task of a batch
+        that has no thread while ``max_running`` threads are busy."""
         self._on_outcome = on_outcome
         self._linger = linger
         self._interrupt_delay = interrupt_delay
+        self._max_running = max_running
+        self._max_queued = max_queued
+        self._refuse_when_full = refuse_when_full
+        self._busy = 0  # threads assigned to a batch
+        self._queued = 0  # thread tasks not started yet
+        self._ring: Deque[_Batch] = deque()  # batches waiting for a thread, each at most once
+        self.refused = 0  # tasks refused by DispatcherFull
         self._lock = threading.Lock()
         self._batches: Dict[Hashable, _Batch] = {}
         self._stopped: OrderedDict[Hashable, None] = OrderedDict()  # ids of recently stopped batches
@@ -240,6 +271,13 @@ class Dispatcher:
         with self._lock:
             return len(self._batches)
 
+    def load(self) -> Dict[str, int]:
+        """Threads running work, thread tasks waiting, batches waiting for a
+        thread under the cap, and tasks refused so far."""
+        with self._lock:
+            return {"threads_busy": self._busy, "tasks_queued": self._queued,
+                    "batches_waiting": len(self._ring), "tasks_refused": self.refused}
+
     # --- submit -----------------------------------------------------------
 
     def _batch_for(self, task: Work) -> _Batch:
@@ -254,7 +292,9 @@ class Dispatcher:
     def submit(self, task: Work) -> None:
         """Queue a task; it starts as soon as its batch has a free worker
         (a thread for plain functions, a slot on the event loop for
-        coroutine functions; each kind at most ``parallelNum`` at once)."""
+        coroutine functions; each kind at most ``parallelNum`` at once) and,
+        for a thread, the cap allows.  Raises ``DispatcherFull`` (and keeps
+        nothing of the task) when it cannot be queued."""
         task.is_async = is_async_callable(task.func) and not task.in_process
         self._arm_timeout(task)  # before the task can finish, so that finishing cancels it
         if task.is_async:
@@ -265,13 +305,38 @@ class Dispatcher:
             self._loop.call(self._start_async, task, batch)
             return
         with self._lock:
-            batch = self._batch_for(task)
-            task.set_stop_event(batch.stop_event)
-            batch.queue.append(task)
-            batch.tasks[id(task)] = task
-            if batch.workers < batch.parallel:
-                batch.workers += 1
-                self._assign(batch)
+            refusal = self._refusal(task)
+            if refusal is None:
+                batch = self._batch_for(task)
+                task.set_stop_event(batch.stop_event)
+                batch.queue.append(task)
+                self._queued += 1
+                batch.tasks[id(task)] = task
+                if batch.workers < batch.parallel:
+                    if not self._max_running or self._busy < self._max_running:
+                        batch.workers += 1
+                        self._busy += 1
+                        self._assign(batch)
+                    elif not batch.waiting:
+                        batch.waiting = True
+                        self._ring.append(batch)
+                return
+            self.refused += 1
+        if task.timer is not None:
+            task.timer.cancel()
+        raise DispatcherFull(refusal)
+
+    def _refusal(self, task: Work) -> Optional[str]:
+        """Why a thread task cannot be queued now, or None (caller holds the lock)."""
+        if self._max_queued and self._queued >= self._max_queued:
+            return (f"{self._queued} tasks already wait on this client (SNAIL_MAX_QUEUED={self._max_queued}); "
+                    "dispatch it to another node")
+        if self._refuse_when_full and self._max_running and self._busy >= self._max_running:
+            batch = self._batches.get(task.key)
+            if batch is None or batch.workers == 0:
+                return (f"{self._busy} tasks already run on this client (SNAIL_MAX_RUNNING={self._max_running}, "
+                        "SNAIL_WHEN_BUSY=refuse); dispatch it to another node")
+        return None
 
     def _assign(self, batch: _Batch) -> None:
         """Give ``batch`` a worker thread: an idle one, else a new one
@@ -286,14 +351,11 @@ class Dispatcher:
                          daemon=True).start()
 
     def _thread_main(self, slot: _Slot) -> None:
-        """A worker thread: drains the batches it is given; after ``linger``
-        seconds without one it exits."""
+        """A worker thread: runs the tasks of the batches it is given; after
+        ``linger`` seconds without one it exits."""
         me = threading.current_thread()
         while True:
-            batch = slot.batch
-            assert batch is not None
-            me.name = f"snailjob-{batch.batch_id}-{slot.number}"  # what job logs show as the thread
-            self._worker(batch)
+            self._worker(slot, me)
             with self._lock:
                 slot.batch = None
                 slot.wake.clear()
@@ -334,6 +396,7 @@ class Dispatcher:
                 if task.timer is not None:
                     task.timer.cancel()
             affected = len(batch.tasks)
+            self._queued -= len(batch.queue)
             batch.queue.clear()
         if running:
             if self._interrupt_delay > 0:
@@ -435,49 +498,84 @@ class Dispatcher:
 
     # --- workers ----------------------------------------------------------
 
-    def _next(self, batch: _Batch, holder: List[Optional[Work]]) -> bool:
-        """Take the batch's next task into ``holder``; False when the batch has
-        no queued work left for this worker."""
+    def _next(self, slot: _Slot, done: Optional[Work]) -> Optional[Work]:
+        """Finish ``done`` (the task the thread just ran) and take the next
+        task: of the thread's batch, or, when batches wait for a thread, of
+        the batch at the head of the ring (``slot.batch`` changes).  None when
+        the thread has nothing left to run."""
         with self._lock:
+            batch = slot.batch
+            assert batch is not None
+            if done is not None:
+                self._finish(batch, done)
             if batch.queue and not batch.stop_event.is_set():
-                task = batch.queue.popleft()
-                task.state = _RUNNING
-                task.thread_id = threading.get_ident()
-                holder[0] = task
-                return True
-            batch.workers -= 1
-            if batch.workers == 0 and not batch.tasks and self._batches.get(batch.batch_id) is batch:
-                del self._batches[batch.batch_id]
-            return False
+                if not self._ring:
+                    return self._take(batch)
+                self._want_thread(batch)  # batches wait: go to the back of the line
+            self._release(batch)
+            while self._ring:
+                nxt = self._ring.popleft()
+                nxt.waiting = False
+                if (nxt.queue and not nxt.stop_event.is_set() and nxt.workers < nxt.parallel
+                        and self._batches.get(nxt.batch_id) is nxt):
+                    nxt.workers += 1
+                    if nxt.workers < nxt.parallel and len(nxt.queue) > 1:
+                        self._want_thread(nxt)  # more of it could run: it stays in the ring
+                    slot.batch = nxt
+                    return self._take(nxt)
+            self._busy -= 1
+            return None
+
+    def _take(self, batch: _Batch) -> Work:
+        task = batch.queue.popleft()
+        self._queued -= 1
+        task.state = _RUNNING
+        task.thread_id = threading.get_ident()
+        return task
+
+    def _want_thread(self, batch: _Batch) -> None:
+        if not batch.waiting:
+            batch.waiting = True
+            self._ring.append(batch)
+
+    def _release(self, batch: _Batch) -> None:
+        """A thread leaves ``batch`` (caller holds the lock)."""
+        batch.workers -= 1
+        if batch.workers == 0 and not batch.tasks and self._batches.get(batch.batch_id) is batch:
+            del self._batches[batch.batch_id]
 
     def _finish(self, batch: _Batch, task: Work) -> None:
-        with self._lock:
-            if task.interrupted:
-                # The exception may still be pending if the task ended on its own
-                # just as it was stopped; it must not hit the next task.
-                _raise_in_thread(threading.get_ident(), None)
-            if task.state == _RUNNING:
-                task.state = _DONE
-            task.finished = True
-            batch.tasks.pop(id(task), None)
-            if task.timer is not None:
-                task.timer.cancel()
+        """Caller holds the lock."""
+        if task.interrupted:
+            # The exception may still be pending if the task ended on its own
+            # just as it was stopped; it must not hit the next task.
+            _raise_in_thread(threading.get_ident(), None)
+        if task.state == _RUNNING:
+            task.state = _DONE
+        task.finished = True
+        batch.tasks.pop(id(task), None)
+        if task.timer is not None:
+            task.timer.cancel()
 
-    def _worker(self, batch: _Batch) -> None:
-        holder: List[Optional[Work]] = [None]
+    def _worker(self, slot: _Slot, me: threading.Thread) -> None:
+        done: Optional[Work] = None
+        named: Optional[_Batch] = None
         while True:
             try:
-                if holder[0] is not None:
-                    self._finish(batch, holder[0])
-                    holder[0] = None
-                if not self._next(batch, holder):
+                task = self._next(slot, done)
+                done = task
+                if task is None:
                     return
-                assert holder[0] is not None
-                self._execute(holder[0])
+                if slot.batch is not named:
+                    named = slot.batch
+                    assert named is not None
+                    me.name = f"snailjob-{named.batch_id}-{slot.number}"  # what job logs show as the thread
+                self._execute(task)
             except TaskInterrupted:
                 continue  # a stop that landed outside the job function
             except BaseException:  # never let a worker die with a task RUNNING
-                logger.exception("internal error in worker of batch %s", batch.batch_id)
+                logger.exception("internal error in worker of batch %s",
+                                 slot.batch.batch_id if slot.batch else None)
 
     def _execute(self, task: Work) -> None:
         token = task.enter()
@@ -680,4 +778,4 @@ class _TimerWheel:
             self._cond.notify_all()
 
 
-__all__: Tuple[str, ...] = ("Dispatcher", "Task", "Work", "run_function")
+__all__: Tuple[str, ...] = ("Dispatcher", "DispatcherFull", "Task", "Work", "run_function")

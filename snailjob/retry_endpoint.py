@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional, Protocol, Tuple, Union
 from pydantic import ValidationError
 
 from snailjob.context import UNASSIGNED_STOP, RetryContext, TaskServices
-from snailjob.dispatcher import Dispatcher, Work
+from snailjob.dispatcher import Dispatcher, DispatcherFull, Work
 from snailjob.errors import RetrySerializationError, SnailJobError
 from snailjob.retry import SERIALIZER_NAME, Retryable, RetryCall, RetryOutcome, RetryRegistry, RetryWork, StopRetry
 from snailjob.settings import Settings
@@ -88,8 +88,7 @@ class RetryEndpoint:
             stopped = self._stopped.get(request.retryId) if request.retryId is not None else None
         if stopped is not None:
             func = functools.partial(_raise_stop, stopped)  # answered without running the function
-        self._dispatcher.submit(RetryWork(func, ctx, request.executorTimeout, request))
-        return Reply(1, "", True)
+        return self._submit(RetryWork(func, ctx, request.executorTimeout, request))
 
     def callback(self, body: str) -> Reply:
         """Run ``on_success`` (retry FINISH) or ``on_max_count`` (MAX_COUNT)
@@ -106,7 +105,14 @@ class RetryEndpoint:
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
                            0, "callback", UNASSIGNED_STOP, self._host, retry_status=status)
         func = functools.partial(callback, call) if callback is not None else _no_callback
-        self._dispatcher.submit(RetryWork(func, ctx, request.executorTimeout, request))
+        return self._submit(RetryWork(func, ctx, request.executorTimeout, request))
+
+    def _submit(self, work: "RetryWork") -> Reply:
+        try:
+            self._dispatcher.submit(work)
+        except DispatcherFull as exc:
+            logger.warning("%s refused: %s", work.describe(), exc)
+            return Reply(1, str(exc), False)
         return Reply(1, "", True)
 
     def stop(self, body: str) -> Reply:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
     snail_interrupt_delay: float = Field(1.0, ge=0)
+    snail_max_running: int = Field(512, ge=0)  # 0: no cap
+    snail_max_queued: int = Field(100_000, ge=0)  # 0: no limit
+    snail_when_busy: str = "queue"
     snail_retry_report_interval: float = Field(1.0, gt=0)
     snail_retry_report_max_buffer: int = Field(10000, ge=1)
 
@@ -74,6 +77,14 @@ class Settings(BaseSettings):
     snail_process_max_rss_mb: Optional[int] = Field(None, ge=1)
     snail_process_memory_limit_mb: Optional[int] = Field(None, ge=16)
     snail_process_kill_grace: float = Field(3.0, ge=0)
+
+    @field_validator("snail_when_busy")
+    @classmethod
+    def _when_busy(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("queue", "refuse"):
+            raise ValueError(f"must be 'queue' or 'refuse', not {value!r}")
+        return value
 
     @field_validator("snail_isolation")
     @classmethod

@@ -35,6 +35,9 @@ _BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _FROM_STATS = (
     ("tasks_active", "snailjob_tasks_running", "Tasks queued or running on this node.", "gauge"),
     ("batches_active", "snailjob_batches_active", "Batches with work on this node.", "gauge"),
+    ("threads_busy", "snailjob_threads_busy", "Threads running tasks (at most SNAIL_MAX_RUNNING).", "gauge"),
+    ("tasks_queued", "snailjob_tasks_queued", "Thread tasks accepted and waiting to start.", "gauge"),
+    ("tasks_refused", "snailjob_tasks_refused", "Dispatches refused because the node was full.", "counter"),
     ("results_pending", "snailjob_results_pending", "Task results not yet delivered.", "gauge"),
     ("results_held", "snailjob_results_held", "Task results waiting for the server after a failed attempt.",
      "gauge"),
