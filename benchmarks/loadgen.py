@@ -682,13 +682,18 @@ class LoadGen:
 
     async def phase_map(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
         """One ROOT_MAP task emits N sub-tasks; they are dispatched (K=64 in
-        flight) and collected.  Several repetitions."""
+        flight) and collected.  Several repetitions.  For the Java client
+        (``benchMap``, run by hand: ``--kind java110 --phases map``) the
+        sub-tasks are N/500 CHUNKs and then the N ITEMs they map."""
         runs: List[Dict[str, Any]] = []
         self.map_window = asyncio.Semaphore(cfg["k"])
         for rep in range(cfg["reps"]):
             batch_id = next(self.ids)
             params = f"fanout:{cfg['children']}"
-            run = MapRun(expected=cfg["children"], job_params=params, event=asyncio.Event())
+            expected = cfg["children"]
+            if self.java_version is not None:  # benchMap: CHUNK sub-tasks of <= 500, each mapping its ITEMs
+                expected += -(-cfg["children"] // 500)
+            run = MapRun(expected=expected, job_params=params, event=asyncio.Event())
             self.map_runs[batch_id] = run
             fields = {"taskType": MAP, "taskName": "ROOT_MAP", "mrStage": 1, "executorInfo": "benchMap",
                       "parallelNum": 4, "argsStr": json.dumps({"jobParams": params, "maps": ""})}
