@@ -737,7 +737,8 @@ async def _main(opts: argparse.Namespace) -> Dict[str, Any]:
         lg.start_client()
         assert lg.proc is not None
         out["pid"] = lg.proc.pid
-        out["ready_s"] = await lg.wait_ready()
+        # a JVM with Spring takes seconds to start, and much longer on a busy machine
+        out["ready_s"] = await lg.wait_ready(180.0 if lg.java_version else 60.0)
         await asyncio.sleep(1.0)
         out["idle"] = lg.status()
         out["startup"] = lg.startup()
