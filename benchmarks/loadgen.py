@@ -47,6 +47,7 @@ import grpc.aio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import java_peer  # noqa: E402
 from common import (  # noqa: E402
     BENCH_DIR,
     GROUP,
@@ -64,7 +65,11 @@ from common import (  # noqa: E402
     proc_status,
 )
 
-KINDS = ("ours", "v013", "floor", "floor_aio")
+KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202")
+JAVA_VERSIONS = {"java110": "1.10.0", "java202": "2.0.2"}
+"""Kinds played by SnailJob's own Java client (``java_peer.py``): the version of each."""
+JAVA_EXECUTORS = {"bench": "echoExecutor"}
+"""Executor names of the Python benchmark job -> the Java app's equivalent."""
 CLUSTER, BROADCAST, SHARDING, MAP, MAP_REDUCE = 1, 2, 3, 4, 5
 
 BATCH_TYPES: Dict[str, Dict[str, Any]] = {
@@ -89,6 +94,8 @@ SERVER_MESSAGES = {
     "/report/dispatch/result": ("Report Dispatch Result Processed Successfully", "true"),
     "/batch/report/job/map/task/v1": ("Report Map Task Processed Successfully", "true"),
     "/batch/server/report/log": ("Batch Log Retry Data Upload Processed Successfully", "true"),
+    # the Java client pulls its group's alerting config once a minute
+    "/sync/version": ("", '{"version":1,"sceneList":[],"notifyList":[]}'),
 }
 
 
@@ -193,9 +200,17 @@ class LoadGen:
         self.ids = itertools.count(1_000_001)
         self.req_ids = itertools.count(1)
         self.beat = asyncio.Event()
+        self.java_version = JAVA_VERSIONS.get(kind)
+        self.spawned_at: Optional[float] = None
+        self.first_beat_at: Optional[float] = None
+        self.ready_at: Optional[float] = None
+        self.first_dispatch_at: Optional[float] = None
+        self.first_reply_s: Optional[float] = None
+        self.client_log: Any = None
         self.counters: Dict[str, int] = {"beats": 0, "registers": 0, "results": 0, "unmatched_results": 0,
                                          "map_reports": 0, "log_calls": 0, "log_entries": 0, "stops_sent": 0,
-                                         "stop_failures": 0, "refused": 0, "lost": 0, "rpc_errors": 0}
+                                         "stop_failures": 0, "refused": 0, "lost": 0, "rpc_errors": 0,
+                                         "config_syncs": 0}
         self.headers = {"SJ-TOKEN": TOKEN, "host-id": "bench-server", "host-ip": "127.0.0.1",
                         "host-port": str(self.server_port), "group-name": "DEFAULT_SERVER",
                         "namespace": NAMESPACE, "token": "SJ_bench_server_token"}
@@ -220,7 +235,11 @@ class LoadGen:
                 self._on_map(json.loads(request.body)[0])
             elif uri == "/beat":
                 self.counters["beats"] += 1
+                if self.first_beat_at is None:
+                    self.first_beat_at = now
                 self.beat.set()
+            elif uri == "/sync/version":
+                self.counters["config_syncs"] += 1
             elif uri == "/register/job/executors":
                 self.counters["registers"] += 1
             else:
@@ -305,11 +324,32 @@ class LoadGen:
         return cmd, env, self.workdir
 
     def start_client(self) -> None:
-        """Start the client process (output to ``client.log`` in its working directory)."""
+        """Start the client process (output to ``client.log`` in its working directory).
+
+        ``spawned_at`` is taken just before the process is spawned: the
+        start-up figures count from there.  A Java kind's jar is built (or
+        found in the cache) before that.
+        """
         cmd, env, cwd = self.client_command()
+        if self.java_version is not None:
+            java_peer.build_jar(self.java_version)
+            self.spawned_at = time.perf_counter()
+            self.proc = java_peer.start(self.java_version, env, cwd / "client.log", die_with_parent=True, cwd=cwd)
+            return
         self.client_log = open(cwd / "client.log", "wb")
+        self.spawned_at = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
                                      stdout=self.client_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+    def startup(self) -> Dict[str, Optional[float]]:
+        """Seconds from spawning the client to its first beat, to its port
+        answering, and the reply time of the very first dispatch (cold)."""
+        def since(at: Optional[float]) -> Optional[float]:
+            return None if at is None or self.spawned_at is None else at - self.spawned_at
+
+        return {"first_beat_s": since(self.first_beat_at), "ready_s": since(self.ready_at),
+                "first_dispatch_answered_s": since(self.first_dispatch_at),
+                "first_dispatch_reply_ms": None if self.first_reply_s is None else self.first_reply_s * 1e3}
 
     async def wait_ready(self, timeout: float = 60.0) -> float:
         """Wait for the first beat and for the client's port; seconds taken."""
@@ -332,7 +372,8 @@ class LoadGen:
         await asyncio.wait_for(self.channel.channel_ready(), max(1.0, deadline - time.perf_counter()))
         self.call = self.channel.unary_unary(METHOD, request_serializer=self.pb.GrpcSnailJobRequest.SerializeToString,
                                              response_deserializer=self.pb.GrpcResult.FromString)
-        return time.perf_counter() - started
+        self.ready_at = time.perf_counter()
+        return self.ready_at - started
 
     def status(self) -> Dict[str, int]:
         """The client's ``VmRSS`` (KiB) and ``Threads`` now."""
@@ -358,7 +399,8 @@ class LoadGen:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self.client_log.close()
+        if self.client_log is not None:
+            self.client_log.close()
         return self.proc.returncode
 
     # --- dispatching ---------------------------------------------------------
@@ -368,6 +410,11 @@ class LoadGen:
                 "groupName": GROUP, "executorType": 2, "executorTimeout": 60, "retryCount": 0,
                 "retry": False, "retryStatus": False}
         body.update(fields)
+        if self.java_version is not None:
+            # the Java client takes executorType 1 (Java) only, and needs a jobBizId
+            body["executorType"] = 1
+            body["jobBizId"] = f"bench-{batch_id}"
+            body["executorInfo"] = JAVA_EXECUTORS.get(body["executorInfo"], body["executorInfo"])
         return self.pb.GrpcSnailJobRequest(reqId=next(self.req_ids),
                                       metadata=self.pb.Metadata(uri="/job/dispatch/v1", headers=self.headers),
                                       body=json.dumps([body], separators=(",", ":")))
@@ -390,6 +437,10 @@ class LoadGen:
             out.error = f"dispatch failed: {exc.code().name}"
             return out
         out.reply_s = time.perf_counter() - t0
+        if self.first_reply_s is None:
+            self.first_reply_s = out.reply_s
+        if self.first_dispatch_at is None and reply.status == 1:
+            self.first_dispatch_at = t0 + out.reply_s
         if reply.status != 1 or reply.data != "true":
             self.pending.pop(task_id, None)
             self.counters["refused"] += 1
@@ -550,7 +601,7 @@ class LoadGen:
     async def phase_throughput(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
         """Cluster tasks, closed loop, at each K; several repetitions."""
         cluster = BATCH_TYPES["CLUSTER"]["tasks"]
-        warm = await self.closed_loop(16, cfg["warmup"], 30, lambda: cluster, False)
+        warm = await self.closed_loop(16, cfg["warmup"], cfg.get("warmup_seconds", 30), lambda: cluster, False)
         runs: List[Dict[str, Any]] = []
         for rep in range(cfg["reps"]):
             for k in cfg["ks"]:
@@ -631,13 +682,18 @@ class LoadGen:
 
     async def phase_map(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
         """One ROOT_MAP task emits N sub-tasks; they are dispatched (K=64 in
-        flight) and collected.  Several repetitions."""
+        flight) and collected.  Several repetitions.  For the Java client
+        (``benchMap``, run by hand: ``--kind java110 --phases map``) the
+        sub-tasks are N/500 CHUNKs and then the N ITEMs they map."""
         runs: List[Dict[str, Any]] = []
         self.map_window = asyncio.Semaphore(cfg["k"])
         for rep in range(cfg["reps"]):
             batch_id = next(self.ids)
             params = f"fanout:{cfg['children']}"
-            run = MapRun(expected=cfg["children"], job_params=params, event=asyncio.Event())
+            expected = cfg["children"]
+            if self.java_version is not None:  # benchMap: CHUNK sub-tasks of <= 500, each mapping its ITEMs
+                expected += -(-cfg["children"] // 500)
+            run = MapRun(expected=expected, job_params=params, event=asyncio.Event())
             self.map_runs[batch_id] = run
             fields = {"taskType": MAP, "taskName": "ROOT_MAP", "mrStage": 1, "executorInfo": "benchMap",
                       "parallelNum": 4, "argsStr": json.dumps({"jobParams": params, "maps": ""})}
@@ -681,9 +737,11 @@ async def _main(opts: argparse.Namespace) -> Dict[str, Any]:
         lg.start_client()
         assert lg.proc is not None
         out["pid"] = lg.proc.pid
-        out["ready_s"] = await lg.wait_ready()
+        # a JVM with Spring takes seconds to start, and much longer on a busy machine
+        out["ready_s"] = await lg.wait_ready(180.0 if lg.java_version else 60.0)
         await asyncio.sleep(1.0)
         out["idle"] = lg.status()
+        out["startup"] = lg.startup()
         out["ident"] = lg.ident()
         for phase in [p for p in opts.phases.split(",") if p]:
             started = time.perf_counter()
@@ -693,6 +751,7 @@ async def _main(opts: argparse.Namespace) -> Dict[str, Any]:
         out["failure"] = f"{type(exc).__name__}: {exc}"
     finally:
         out["counters"] = dict(lg.counters)
+        out["startup"] = lg.startup()
         out["client_exit"] = lg.stop_client()
         if lg.channel is not None:
             await lg.channel.close()

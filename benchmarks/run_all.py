@@ -1,15 +1,19 @@
-"""Run every benchmark: this client, snail-job-python 0.1.3 and the gRPC
-floor, side by side.
+"""Run every benchmark: this client, snail-job-python 0.1.3, the gRPC
+floor and SnailJob's own Java client (1.10.0 and 2.0.2), side by side.
 
     .venv/bin/python benchmarks/run_all.py            # full run, about 10 minutes
-    .venv/bin/python benchmarks/run_all.py --quick    # smaller counts, about 2 minutes
+    .venv/bin/python benchmarks/run_all.py --quick    # smaller counts, about 4 minutes
     .venv/bin/python benchmarks/run_all.py --only logs   # only the remote-logging benchmark
+    .venv/bin/python benchmarks/run_all.py --quick --kinds java110,ours   # only these clients
 
 It creates ``benchmarks/.venv013`` (``snail-job-python==0.1.3`` from PyPI)
 and ``benchmarks/.venv-ours`` (this client's runtime dependencies at the
 versions of the interpreter running this script; this client itself runs
 from the working tree) on first use, then starts one load generator process (``loadgen.py``) per
 measurement; each load generator starts the client process it measures.
+The Java client is built with Maven by ``java_peer.py`` (cached in
+``benchmarks/.java-build/``); a Java version that cannot be built or run
+here is skipped, and the reason is printed and kept in the JSON.
 It prints a table and writes the raw figures and the summary to
 ``benchmarks/results/<timestamp>.json`` (and ``results/latest.json``).
 
@@ -32,14 +36,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import java_peer  # noqa: E402
 from common import BENCH_DIR, REPO_DIR, fmt_spread, median_spread  # noqa: E402
 
 VENV_013 = BENCH_DIR / ".venv013"
 VENV_OURS = BENCH_DIR / ".venv-ours"
 RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "pydantic-settings", "python-dotenv")
 RESULTS = BENCH_DIR / "results"
-KINDS = ("ours", "v013", "floor", "floor_aio")
-LABELS = {"ours": "this client", "v013": "0.1.3", "floor": "floor", "floor_aio": "floor (aio)"}
+KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202")
+LABELS = {"ours": "this client", "v013": "0.1.3", "floor": "floor", "floor_aio": "floor (aio)",
+          "java110": "Java 1.10.0", "java202": "Java 2.0.2"}
+JAVA_KINDS = {"java110": "1.10.0", "java202": "2.0.2"}
 LEAK_TYPES = ["CLUSTER", "BROADCAST", "SHARDING", "MAP_ROOT", "MR_REDUCE"]
 
 
@@ -50,6 +57,7 @@ def plan(quick: bool) -> Dict[str, Any]:
             "throughput_processes": 1,
             "throughput": {"warmup": 100, "reps": 2, "ks": [1, 16, 64], "tasks": {"1": 150, "16": 600, "64": 800},
                            "max_seconds": 1.2, "paced_rate": 150, "paced_seconds": 1.5},
+            "java_warmup": {"warmup": 2000, "warmup_seconds": 20},
             "leak": {"warmup": 100, "k": 32, "batches": 300, "types": LEAK_TYPES, "max_seconds": 30,
                      "thread_guard": 3000, "nostop_batches": 150, "settle_min": 1.3, "settle_max": 4},
             "logs": {"reps": 2, "records": 2000, "timeout": 30, "drain_timeout": 1.5},
@@ -59,6 +67,8 @@ def plan(quick: bool) -> Dict[str, Any]:
         "throughput_processes": 3,
         "throughput": {"warmup": 300, "reps": 1, "ks": [1, 16, 64], "tasks": {"1": 500, "16": 3000, "64": 4000},
                        "max_seconds": 2.5, "paced_rate": 250, "paced_seconds": 2.0},
+        # the JVM compiles hot code only after thousands of calls: a longer warm-up for the Java client
+        "java_warmup": {"warmup": 5000, "warmup_seconds": 45},
         "leak": {"warmup": 500, "k": 32, "batches": 10000, "types": LEAK_TYPES, "max_seconds": 120,
                  "thread_guard": 3000, "nostop_batches": 1000, "settle_min": 2.0, "settle_max": 8},
         "logs": {"reps": 3, "records": 10000, "timeout": 60, "drain_timeout": 11},
@@ -190,6 +200,14 @@ def summarize(raw: Dict[str, List[Dict[str, Any]]], cfg: Dict[str, Any]) -> Dict
         idle = [r["idle"] for r in runs if r.get("idle")]
         s["idle_rss_mb"] = median_spread(i.get("rss_kb", math.nan) / 1024 for i in idle)
         s["idle_threads"] = median_spread(i.get("threads") for i in idle)
+        # every client process started (any phase) gives one start-up reading
+        ups = [r["startup"] for r in runs if r.get("startup")]
+        s["startup"] = {
+            "first_beat_s": median_spread(u.get("first_beat_s") for u in ups),
+            "ready_s": median_spread(u.get("ready_s") for u in ups),
+            "first_dispatch_reply_ms": median_spread(u.get("first_dispatch_reply_ms") for u in ups),
+            "processes": len(ups),
+        }
         tp_runs = [r for run in runs if "throughput" in run for r in run["throughput"]["runs"]]
         tp: Dict[str, Any] = {}
         for k in cfg["throughput"]["ks"]:
@@ -272,14 +290,15 @@ def summarize(raw: Dict[str, List[Dict[str, Any]]], cfg: Dict[str, Any]) -> Dict
                 "errors": [r["root_error"] for r in reps if r.get("root_error")],
             }
         out[kind] = s
-    if not raw.get("floor_aio"):
-        out.pop("floor_aio", None)
+    for kind in KINDS:  # a column only for the clients measured
+        if not raw.get(kind):
+            out.pop(kind, None)
     return out
 
 
 def verdicts(s: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Each target of issue 7 with the measured value and met / missed."""
-    ours, old, floor = s["ours"], s["v013"], s["floor"]
+    ours, old, floor = s.get("ours", {}), s.get("v013", {}), s.get("floor", {})
 
     def med(d: Any) -> float:
         """The median of a ``median_spread`` dict, NaN when missing."""
@@ -293,7 +312,7 @@ def verdicts(s: Dict[str, Any]) -> List[Dict[str, Any]]:
                   - ours.get("leak", {}).get("baseline", {}).get("rss_kb", math.nan) / 1024) for t in LEAK_TYPES}
     base_threads = ours.get("leak", {}).get("baseline", {}).get("threads")
     threads_after = {t: ours.get("leak", {}).get("types", {}).get(t, {}).get("threads") for t in LEAK_TYPES}
-    idle, idle_old = med(ours["idle_rss_mb"]), med(old["idle_rss_mb"])
+    idle, idle_old = med(ours.get("idle_rss_mb")), med(old.get("idle_rss_mb"))
     log_remote = med(_get(ours, "logs", "remote", "mean_us"))
     log_default = med(_get(ours, "logs", "default", "mean_us"))
     max_growth = max((g for g in growth.values() if not math.isnan(g)), default=math.nan)
@@ -356,6 +375,9 @@ def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
                 cells.append("-")
         rows.append([name, *cells])
 
+    row("start-up to first heartbeat s", lambda d: _get(d, "startup", "first_beat_s"), 2)
+    row("start-up to dispatch port open s", lambda d: _get(d, "startup", "ready_s"), 2)
+    row("first dispatch reply ms (cold)", lambda d: _get(d, "startup", "first_dispatch_reply_ms"), 1)
     for k in cfg["throughput"]["ks"]:
         row(f"tasks/s, K={k}", lambda d, k=k: _get(d, "throughput", str(k), "tasks_per_s"))
     for k in cfg["throughput"]["ks"]:
@@ -411,7 +433,7 @@ def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmarks; 0 when every run produced figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small counts (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small counts (about 4 minutes)")
     parser.add_argument("--aio-floor", action="store_true",
                         help="also measure the floor on grpc.aio (throughput only; about 30 s more)")
     parser.add_argument("--pythonpath", default=str(REPO_DIR),
@@ -419,7 +441,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "point it at a patched copy to compare a change")
     parser.add_argument("--only", choices=("throughput", "leak", "logs", "map"), action="append",
                         help="run only this part (repeatable); e.g. --only logs is the remote-logging benchmark")
+    parser.add_argument("--kinds", default=",".join(k for k in KINDS if k != "floor_aio"),
+                        help="comma-separated clients to measure (default: all but floor_aio); "
+                             f"known: {', '.join(KINDS)}")
+    parser.add_argument("--no-java", action="store_true", help="leave out the Java client columns")
     opts = parser.parse_args(argv)
+    selected = [k.strip() for k in opts.kinds.split(",") if k.strip()]
+    unknown = [k for k in selected if k not in KINDS]
+    if unknown:
+        parser.error(f"unknown kinds: {', '.join(unknown)}")
+    if opts.aio_floor and "floor_aio" not in selected:
+        selected.append("floor_aio")
+    if opts.no_java:
+        selected = [k for k in selected if k not in JAVA_KINDS]
     cfg = plan(opts.quick)
     python_013 = str(ensure_venv013())
     python_ours = str(ensure_venv_ours())
@@ -427,9 +461,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = RESULTS / stamp
     work.mkdir(parents=True, exist_ok=True)
-    pythons = {"ours": python_ours, "v013": python_013, "floor": python_ours, "floor_aio": python_ours}
+    # the Java kinds ignore the interpreter (their client is the JVM)
+    pythons = {"ours": python_ours, "v013": python_013, "floor": python_ours, "floor_aio": python_ours,
+               "java110": python_ours, "java202": python_ours}
     info = machine_info(python_ours, python_013)
     print(f"{info['cores']} cores, {info['cpu']}; load average {info['loadavg_start']}; results in {work}")
+    skipped: Dict[str, str] = {}
+    java_builds: Dict[str, Dict[str, Any]] = {}
+    for kind in [k for k in selected if k in JAVA_KINDS]:
+        version = JAVA_KINDS[kind]
+        t0 = time.perf_counter()
+        try:
+            jar = java_peer.build_jar(version)
+        except java_peer.JavaUnavailable as exc:
+            skipped[kind] = str(exc)
+            print(f"{LABELS[kind]}: skipped: {exc}", flush=True)
+            continue
+        java_builds[kind] = {"version": version, "jar": str(jar), "seconds": time.perf_counter() - t0,
+                             "java": java_peer.java_binary(version)}
+        print(f"{LABELS[kind]}: {jar} ({java_builds[kind]['seconds']:.1f} s to build or find)", flush=True)
+    selected = [k for k in selected if k not in skipped]
+    info["java"] = java_builds
     raw: Dict[str, List[Dict[str, Any]]] = {k: [] for k in KINDS}
     n = 0
 
@@ -443,19 +495,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parts = set(opts.only or ("throughput", "leak", "logs", "map"))
     if "throughput" in parts:
         print("throughput (processes interleaved across clients):")
-        kinds = KINDS if opts.aio_floor else tuple(k for k in KINDS if k != "floor_aio")
+        java_tp = dict(cfg["throughput"], **cfg["java_warmup"])
         for _ in range(cfg["throughput_processes"]):
-            for kind in kinds:
-                go(kind, "throughput", {"throughput": cfg["throughput"]})
+            for kind in selected:
+                go(kind, "throughput", {"throughput": java_tp if kind in JAVA_KINDS else cfg["throughput"]})
     if "leak" in parts:
         print(f"resources ({cfg['leak']['batches']} batches of each type):")
-        for kind in ("ours", "v013"):
+        for kind in [k for k in ("ours", "v013") if k in selected]:
             go(kind, "leak", {"leak": cfg["leak"]})
         # the floor has no task types (every dispatch gets one report): one type is enough
-        go("floor", "leak", {"leak": dict(cfg["leak"], types=["CLUSTER"])})
-    if parts & {"logs", "map"}:
+        if "floor" in selected:
+            go("floor", "leak", {"leak": dict(cfg["leak"], types=["CLUSTER"])})
+    if parts & {"logs", "map"} and {"ours", "v013"} & set(selected):
         print("remote logging and map fan-out:")
-    for kind in ("ours", "v013"):
+    for kind in [k for k in ("ours", "v013") if k in selected]:
         if "logs" in parts:
             for mode in ("default", "remote"):
                 go(kind, "logs", {"logs": cfg["logs"]}, log_level="INFO", log_mode=mode)
@@ -474,8 +527,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{verdict} {v['target']}: {v['value']}")
     print(f"\n{info['seconds']:.0f} s; load average at the end {info['loadavg_end']}")
     failures = [r.get("failure") for rs in raw.values() for r in rs if r.get("failure")]
-    doc = {"plan": cfg, "quick": opts.quick, "machine": info, "summary": summary, "targets": checks,
-           "table": table, "failures": failures, "raw": raw}
+    for kind, reason in skipped.items():
+        print(f"{LABELS[kind]} not measured: {reason.splitlines()[0] if reason else ''}")
+    doc = {"plan": cfg, "quick": opts.quick, "machine": info, "kinds": selected, "skipped": skipped,
+           "summary": summary, "targets": checks, "table": table, "failures": failures, "raw": raw}
     text = json.dumps(doc, indent=1, default=str)
     (RESULTS / f"{stamp}.json").write_text(text, encoding="utf-8")
     (RESULTS / "latest.json").write_text(text, encoding="utf-8")
