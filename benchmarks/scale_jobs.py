@@ -25,8 +25,7 @@ def _enter() -> None:
 def _leave() -> None:
     with _lock:
         _running[0] -= 1
-        peak = _running[1]
-    _write(peak)
+        _write(_running[1])
 
 
 def _write(peak: int) -> None:

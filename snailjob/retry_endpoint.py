@@ -107,7 +107,7 @@ class RetryEndpoint:
         func = functools.partial(callback, call) if callback is not None else _no_callback
         return self._submit(RetryWork(func, ctx, request.executorTimeout, request))
 
-    def _submit(self, work: "RetryWork") -> Reply:
+    def _submit(self, work: RetryWork) -> Reply:
         try:
             self._dispatcher.submit(work)
         except DispatcherFull as exc:
