@@ -173,6 +173,7 @@ class ResultOutbox:
         self._repeats: List[_Pending] = []  # heap of results to send again
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._flushing = 0  # threads waiting in flush()
         self._senders = senders
         self._max_pending = max_pending
         self._store = store
@@ -246,7 +247,10 @@ class ResultOutbox:
                 self.dropped += 1
                 logger.error("dropped %s: more than %d results waiting for the server",
                              oldest.describe or oldest.uri, self._max_pending)
-            self._cond.notify()
+            if self._flushing:  # a flush() waiter must not take the wake-up meant for a sender
+                self._cond.notify_all()
+            else:
+                self._cond.notify()
 
     def _forget(self, item: _Pending) -> None:
         if item.row is not None and self._store is not None:
@@ -279,11 +283,15 @@ class ResultOutbox:
         deadline = time.monotonic() + timeout
         with self._cond:
             self._cond.notify_all()
-            while self._queue or self._waiting or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
+            self._flushing += 1
+            try:
+                while self._queue or self._waiting or self._in_flight:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(min(remaining, 0.05))
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float) -> bool:
@@ -341,6 +349,7 @@ class ResultOutbox:
     def _finished(self, item: _Pending, reply: Optional[Reply], error: Optional[TransportError]) -> None:
         forget = True
         with self._cond:
+            timed = len(self._waiting) + len(self._repeats)
             self._in_flight -= 1
             if reply is not None:
                 if reply.accepted:
@@ -381,7 +390,13 @@ class ResultOutbox:
                     heapq.heappush(self._waiting, item)
                     forget = False
             self._log_holding(error)
-            self._cond.notify_all()
+            # Wake the others only when it matters to them: a new deadline in
+            # the heaps (senders), or nothing left pending (``flush``).  A
+            # wake-up of every idle sender after every delivery costs more
+            # than the delivery's own bookkeeping.
+            if len(self._waiting) + len(self._repeats) != timed or self._closed or \
+                    (self._flushing and not (self._queue or self._waiting or self._in_flight)):
+                self._cond.notify_all()
         if forget:
             self._forget(item)
 

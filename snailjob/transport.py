@@ -76,9 +76,12 @@ class GrpcTransport:
         self._channel = grpc.insecure_channel(target, options=_channel_options())
         self._method = self._channel.unary_unary(
             METHOD,
-            request_serializer=pb.GrpcSnailJobRequest.SerializeToString,
+            request_serializer=_identity,  # ``_request`` builds the bytes
             response_deserializer=pb.GrpcResult.FromString,
         )
+        # (uri, headers) -> the serialized ``Metadata`` field, for the last headers seen
+        self._meta_headers: Dict[str, str] = {}
+        self._meta: Dict[str, bytes] = {}
         self._closed = False
         self.state: Optional[grpc.ChannelConnectivity] = None
 
@@ -98,12 +101,17 @@ class GrpcTransport:
     def failing(self) -> bool:
         return self.state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 
-    def _request(self, uri: str, body: str) -> pb.GrpcSnailJobRequest:
-        return pb.GrpcSnailJobRequest(
-            reqId=next(_req_ids),
-            metadata=pb.Metadata(uri=uri, headers=dict(self._headers())),
-            body=body,
-        )
+    def _request(self, uri: str, body: str) -> bytes:
+        """The serialized ``GrpcSnailJobRequest``; its ``metadata`` field is
+        serialized once per URI and kept while the headers stay equal."""
+        headers = self._headers()
+        if headers != self._meta_headers:
+            self._meta_headers, self._meta = dict(headers), {}
+        meta = self._meta.get(uri)
+        if meta is None:
+            meta = _field(2, pb.Metadata(uri=uri, headers=headers).SerializeToString())
+            self._meta[uri] = meta
+        return encode_request(next(_req_ids), meta, body)
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
         """One call with a deadline; ``TransportError`` on any gRPC failure."""
@@ -121,6 +129,37 @@ class GrpcTransport:
             if self.state is not None:
                 self._channel.unsubscribe(self._on_state)
             self._channel.close()
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf varint of a non-negative int."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def encode_request(req_id: int, metadata_field: bytes, body: str) -> bytes:
+    """``GrpcSnailJobRequest`` bytes with an already serialized ``metadata``
+    field (2), in field order between ``reqId`` (1) and ``body`` (3)."""
+    data = pb.GrpcSnailJobRequest(reqId=req_id, body=body).SerializeToString()
+    if not req_id:
+        return metadata_field + data
+    end = 2  # past the tag and the first byte of reqId's varint
+    while data[end - 1] & 0x80:
+        end += 1
+    return data[:end] + metadata_field + data[end:]
 
 
 _FAILOVER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN")
@@ -232,7 +271,8 @@ class InboundServer:
         message = message or ""
         if len(message) > _MAX_REPLY_MESSAGE:  # never echo a huge input back
             message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
-        return pb.GrpcResult(reqId=request.reqId, status=status, message=message, data=dumps(data))
+        text = "true" if data is True else "null" if data is None else dumps(data)
+        return pb.GrpcResult(reqId=request.reqId, status=status, message=message, data=text)
 
     def start(self) -> None:
         self._server.start()
