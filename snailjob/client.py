@@ -476,7 +476,9 @@ class Client:
     # --- inbound ----------------------------------------------------------
 
     def _handle_inbound(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
-        token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
+        token = headers.get("SJ-TOKEN")  # as the server spells it; any case is accepted
+        if token is None:
+            token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
         if token is None:
             logger.warning("refused %s: no SJ-TOKEN header", uri[:100])
             return Reply(0, "SJ-TOKEN header missing", False)

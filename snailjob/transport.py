@@ -8,12 +8,13 @@ anything with ``call`` and ``close`` will do.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol, Set
 
 import grpc
 
@@ -53,6 +54,12 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+Done = Callable[[Optional[Reply], Optional[TransportError]], None]
+"""What ``call_async`` calls once the call ends: ``(reply, None)`` or ``(None, error)``.
+A transport may offer ``call_async(uri, body, timeout, done)``: start the call
+and return without waiting (``ResultOutbox`` uses it when present)."""
+
+
 def _channel_options() -> list:
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -82,6 +89,7 @@ class GrpcTransport:
         # (uri, headers) -> the serialized ``Metadata`` field, for the last headers seen
         self._meta_headers: Dict[str, str] = {}
         self._meta: Dict[str, bytes] = {}
+        self._calls: Set[Any] = set()  # calls started by call_async (a dropped future cancels its call)
         self._closed = False
         self.state: Optional[grpc.ChannelConnectivity] = None
 
@@ -122,6 +130,28 @@ class GrpcTransport:
         except ValueError as exc:  # channel closed
             raise TransportError(f"{uri}: {exc}") from None
         return Reply(result.status, result.message, decode_data(result.data))
+
+    def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
+        """Start one call with a deadline and return at once; ``done`` is
+        called when it ends, on gRPC's thread (on this one if it cannot start)."""
+        try:
+            future = self._method.future(self._request(uri, body), timeout=timeout)
+        except ValueError as exc:  # channel closed
+            done(None, TransportError(f"{uri}: {exc}"))
+            return
+        self._calls.add(future)
+        future.add_done_callback(functools.partial(self._call_ended, uri, done))
+
+    def _call_ended(self, uri: str, done: Done, future: Any) -> None:
+        self._calls.discard(future)
+        try:
+            result = future.result()
+        except grpc.RpcError as exc:
+            done(None, _transport_error(uri, exc))
+        except Exception as exc:  # cancelled (channel closed)
+            done(None, TransportError(f"{uri}: {type(exc).__name__}", code="CANCELLED"))
+        else:
+            done(Reply(result.status, result.message, decode_data(result.data)), None)
 
     def close(self) -> None:
         if not self._closed:
@@ -185,6 +215,7 @@ class FailoverTransport:
                 member.watch()
         self._current = 0
         self._lock = threading.Lock()
+        self.can_call_async = all(callable(getattr(m, "call_async", None)) for m in self._members)
 
     @property
     def target(self) -> str:
@@ -212,6 +243,17 @@ class FailoverTransport:
         except TransportError as exc:
             self._failed(index, exc)
             raise
+
+    def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
+        """``call`` without waiting (when ``can_call_async``: every member has it)."""
+        index = self._current
+
+        def ended(reply: Optional[Reply], error: Optional[TransportError]) -> None:
+            if error is not None:
+                self._failed(index, error)
+            done(reply, error)
+
+        self._members[index].call_async(uri, body, timeout, ended)
 
     def close(self) -> None:
         for member in self._members:
