@@ -71,6 +71,20 @@ def _short(frame: str) -> str:
     return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})" if where else name
 
 
+def _child_of(parent: int) -> Optional[int]:
+    """The pid of a child process of ``parent`` (from ``/proc``), or None."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == parent:
+            return int(entry.name)
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the load, sample the client, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +119,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pid = int(json.loads(ident.read_text())["pid"])
             break
         except (OSError, ValueError, KeyError):
+            if opts.kind == "floor":  # the floor writes no ident file: take the load generator's child
+                pid = _child_of(load.pid)
+                if pid is not None:
+                    break
             time.sleep(0.2)
     if pid is None:
         print("the client did not start (no ident.json); see", work, file=sys.stderr)

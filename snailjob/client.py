@@ -479,7 +479,9 @@ class Client:
     # --- inbound ----------------------------------------------------------
 
     def _handle_inbound(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
-        token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
+        token = headers.get("SJ-TOKEN")  # as the server spells it; any case is accepted
+        if token is None:
+            token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
         if token is None:
             logger.warning("refused %s: no SJ-TOKEN header", uri[:100])
             return Reply(0, "SJ-TOKEN header missing", False)
@@ -502,8 +504,7 @@ class Client:
 
     def _on_dispatch(self, body: str) -> Reply:
         try:
-            raw = first_object(decode_body(body), "dispatch")
-            request = DispatchJobRequest.model_validate(raw)
+            request = _one_dispatch(body)
         except BodyError as exc:
             return self._refuse(0, f"invalid dispatch request: {exc}")
         except ValidationError as exc:
@@ -596,6 +597,43 @@ class Client:
         task = work
         req = task.request
         success = outcome.is_success
+        # after the timeout the server has recorded the task as stopped
+        sentinel = _is_checking_sentinel(task)
+        self.put_report(task, enums.URI_REPORT_RESULT, self._result_body(task, outcome), req.executorTimeout,
+                        f"result of task {req.taskId} (batch {req.taskBatchId})",
+                        repeat=sentinel and success, delay=SENTINEL_FAILURE_DELAY if sentinel and not success else 0.0)
+
+    def _result_body(self, task: Task, outcome: Any) -> str:
+        """The body of a task's ``/report/dispatch/result``: the JSON of a
+        ``DispatchJobResultRequest``, built directly when the result is plain
+        JSON data (the common case), else through the model."""
+        req = task.request
+        success = outcome.is_success
+        result = outcome.result if success else _shown(outcome.result)
+        group = req.groupName or self.settings.snail_group_name
+        if group is not None and _plain(result):
+            entry: Dict[str, Any] = {"jobId": req.jobId, "taskBatchId": req.taskBatchId}
+            if req.workflowTaskBatchId is not None:
+                entry["workflowTaskBatchId"] = req.workflowTaskBatchId
+            if req.workflowNodeId is not None:
+                entry["workflowNodeId"] = req.workflowNodeId
+            entry["taskId"] = req.taskId
+            entry["taskType"] = req.taskType
+            entry["groupName"] = group
+            entry["taskStatus"] = _SUCCESS if success else _FAIL
+            execute: Dict[str, Any] = {"status": _YES if success else _NO}
+            if result is not None:
+                execute["result"] = result
+            execute["message"] = str(outcome.message or "")
+            entry["executeResult"] = execute
+            if req.retryScene is not None:
+                entry["retryScene"] = req.retryScene
+            entry["retry"] = req.retry
+            entry["retryStatus"] = req.retryStatus
+            changed = _changed_context(task.args)
+            if changed is not None:
+                entry["wfContext"] = changed
+            return dumps([entry])
         report = DispatchJobResultRequest(
             jobId=req.jobId, taskBatchId=req.taskBatchId, taskId=req.taskId,
             workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,
@@ -607,11 +645,7 @@ class Client:
             retryScene=req.retryScene, retry=req.retry, retryStatus=req.retryStatus,
             wfContext=_changed_context(task.args),
         )
-        # after the timeout the server has recorded the task as stopped
-        sentinel = _is_checking_sentinel(task)
-        self.put_report(task, enums.URI_REPORT_RESULT, encode_body(report.to_wire()), req.executorTimeout,
-                        f"result of task {req.taskId} (batch {req.taskBatchId})",
-                        repeat=sentinel and success, delay=SENTINEL_FAILURE_DELAY if sentinel and not success else 0.0)
+        return encode_body(report.to_wire())
 
     @property
     def map_batch_size(self) -> int:
@@ -650,6 +684,42 @@ class Client:
             self._logs.offer(entry)
 
 
+_SUCCESS = int(enums.JobTaskStatusEnum.SUCCESS)
+_FAIL = int(enums.JobTaskStatusEnum.FAIL)
+_YES = int(enums.StatusEnum.YES)
+_NO = int(enums.StatusEnum.NO)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """True when ``value`` is JSON data made of dicts with string keys,
+    lists and scalars of exactly those types (not subclasses such as enums),
+    which the model would pass through unchanged."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 20:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v, depth + 1) for v in value)
+    return False
+
+
+def _one_dispatch(body: str) -> DispatchJobRequest:
+    """The ``DispatchJobRequest`` of a dispatch body (a JSON array whose
+    first element is the request).  The usual body, an array of exactly one
+    object, is validated straight from its text; anything else (and any
+    problem) goes the long way, which gives the exact error."""
+    if body[:1] == "[" and body[-1:] == "]":
+        try:
+            return DispatchJobRequest.model_validate_json(body[1:-1])
+        except ValidationError:
+            pass
+    return DispatchJobRequest.model_validate(first_object(decode_body(body), "dispatch"))
+
+
 def _shown(result: Any) -> Any:
     """A failure's result as the console's result view can show it: that
     view renders only JSON, and the server stores a string as it is, so
@@ -678,6 +748,7 @@ def _is_checking_sentinel(task: Task) -> bool:
 def _changed_context(args: JobArgs) -> Optional[str]:
     """The workflow-context keys a task changed, as the JSON text the server
     stores, or ``None`` when it changed none."""
-    changed = args.change_wf_context.to_dict() if args.change_wf_context is not None else {}
+    context = args.change_wf_context
+    changed = context.to_dict() if context is not None and len(context) else {}
     return dumps(changed) if changed else None
 

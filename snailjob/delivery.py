@@ -12,6 +12,7 @@ the retry server.  ``call_with_retry`` is the synchronous form used by ``mr_do_m
 from __future__ import annotations
 
 import collections
+import functools
 import heapq
 import json
 import logging
@@ -20,7 +21,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from snailjob.errors import TransportError
 from snailjob.transport import Reply, Transport
@@ -149,8 +150,12 @@ class OutboxStore:
 
 
 class ResultOutbox:
-    """Delivers task results on ``senders`` threads (so at most that many
-    calls at once).
+    """Delivers task results: with a transport that can start a call without
+    waiting (``call_async``, as ``GrpcTransport``), from the thread that puts
+    the result, at most ``max_in_flight`` calls at once, with one thread for
+    the results whose time has not come yet (backoff, delays, repeats);
+    otherwise on ``senders`` threads making blocking calls (so at most that
+    many calls at once).
 
     Each result is retried with backoff until the server answers or its
     expiry passes (the dispatcher sets it to the task's ``executorTimeout``
@@ -165,14 +170,20 @@ class ResultOutbox:
     """
 
     def __init__(self, transport: Transport, rpc_timeout: float, senders: int = 4,
-                 max_pending: int = 100_000, store: Optional[OutboxStore] = None) -> None:
+                 max_pending: int = 100_000, store: Optional[OutboxStore] = None,
+                 max_in_flight: int = 64) -> None:
         self._transport = transport
+        call_async = getattr(transport, "call_async", None)
+        self._call_async: Optional[Callable[..., None]] = \
+            call_async if callable(call_async) and getattr(transport, "can_call_async", True) else None
+        self._max_in_flight = max_in_flight if self._call_async is not None else senders
         self._rpc_timeout = rpc_timeout
         self._queue: Deque[_Pending] = collections.deque()
         self._waiting: List[_Pending] = []  # heap of items in backoff
         self._repeats: List[_Pending] = []  # heap of results to send again
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._flushing = 0  # threads waiting in flush()
         self._senders = senders
         self._max_pending = max_pending
         self._store = store
@@ -200,9 +211,14 @@ class ResultOutbox:
             return sum(1 for p in self._waiting if not p.is_repeat), keys[:20]
 
     def _start_senders(self) -> None:
-        """Start the sender threads on first use (caller holds the lock).
-        Blocking calls on a few threads: cheaper per call than gRPC futures,
-        whose completion thread is started anew whenever none is in flight."""
+        """Start the sender threads on first use (caller holds the lock): one
+        for the results due later when calls start without waiting, else
+        ``senders`` threads making blocking calls."""
+        if self._call_async is not None:
+            thread = threading.Thread(target=self._run_due, name="snailjob-results", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            return
         for n in range(self._senders):
             thread = threading.Thread(target=self._run, name=f"snailjob-results-{n}", daemon=True)
             thread.start()
@@ -236,7 +252,8 @@ class ResultOutbox:
                 self._start_senders()
             self._seq += 1
             item.seq = self._seq
-            if item.not_before > time.monotonic():  # delayed
+            delayed = item.not_before > time.monotonic()
+            if delayed:
                 heapq.heappush(self._waiting, item)
             else:
                 self._queue.append(item)
@@ -246,7 +263,64 @@ class ResultOutbox:
                 self.dropped += 1
                 logger.error("dropped %s: more than %d results waiting for the server",
                              oldest.describe or oldest.uri, self._max_pending)
-            self._cond.notify()
+            if self._call_async is not None:
+                starts = self._take_ready()
+                if delayed or self._flushing:
+                    self._cond.notify_all()
+            elif self._flushing:  # a flush() waiter must not take the wake-up meant for a sender
+                self._cond.notify_all()
+            else:
+                self._cond.notify()
+        if self._call_async is not None:
+            self._start(starts)
+
+    def _take_ready(self) -> List[_Pending]:
+        """The results to send now, within the limit of calls in flight
+        (caller holds the lock; they count as in flight from here)."""
+        items: List[_Pending] = []
+        while self._in_flight < self._max_in_flight and not self._closed:
+            item = self._next_ready()
+            if item is None:
+                break
+            self._in_flight += 1
+            items.append(item)
+        return items
+
+    def _start(self, items: List[_Pending]) -> None:
+        """Start the calls of ``items`` without waiting for them (no lock held)."""
+        assert self._call_async is not None
+        for item in items:
+            try:
+                self._call_async(item.uri, item.body, self._rpc_timeout, functools.partial(self._done, item))
+            except Exception as exc:  # a broken transport must not lose the result
+                self._done(item, None, TransportError(repr(exc)))
+
+    def _done(self, item: _Pending, reply: Optional[Reply], error: Optional[TransportError]) -> None:
+        """A call started by ``_start`` ended (on gRPC's thread): account for
+        it, then start what is ready and was waiting for a free slot."""
+        try:
+            self._start(self._finished(item, reply, error))
+        except Exception:  # never raise into gRPC's callback thread
+            logger.exception("internal error after delivering %s", item.describe or item.uri)
+
+    def _run_due(self) -> None:
+        """Start results whose time has come (backoff, delay, repeat), and
+        queued ones no call has taken (calls start without waiting)."""
+        while True:
+            with self._cond:
+                starts: List[_Pending] = []
+                while not self._closed:
+                    starts = self._take_ready()
+                    if starts:
+                        break
+                    wait = 0.5
+                    for heap in (self._waiting, self._repeats):
+                        if heap:
+                            wait = min(wait, heap[0].not_before - time.monotonic())
+                    self._cond.wait(max(wait, 0.001))
+                if not starts:
+                    return
+            self._start(starts)
 
     def _forget(self, item: _Pending) -> None:
         if item.row is not None and self._store is not None:
@@ -279,11 +353,15 @@ class ResultOutbox:
         deadline = time.monotonic() + timeout
         with self._cond:
             self._cond.notify_all()
-            while self._queue or self._waiting or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
+            self._flushing += 1
+            try:
+                while self._queue or self._waiting or self._in_flight:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(min(remaining, 0.05))
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float) -> bool:
@@ -338,9 +416,13 @@ class ResultOutbox:
                 reply, error = None, TransportError(repr(exc))
             self._finished(item, reply, error)
 
-    def _finished(self, item: _Pending, reply: Optional[Reply], error: Optional[TransportError]) -> None:
+    def _finished(self, item: _Pending, reply: Optional[Reply],
+                  error: Optional[TransportError]) -> List[_Pending]:
+        """Account for one call's end; what to send next when calls start
+        without waiting (else [])."""
         forget = True
         with self._cond:
+            timed = len(self._waiting) + len(self._repeats)
             self._in_flight -= 1
             if reply is not None:
                 if reply.accepted:
@@ -381,9 +463,17 @@ class ResultOutbox:
                     heapq.heappush(self._waiting, item)
                     forget = False
             self._log_holding(error)
-            self._cond.notify_all()
+            # Wake the others only when it matters to them: a new deadline in
+            # the heaps (senders), or nothing left pending (``flush``).  A
+            # wake-up of every idle sender after every delivery costs more
+            # than the delivery's own bookkeeping.
+            if len(self._waiting) + len(self._repeats) != timed or self._closed or \
+                    (self._flushing and not (self._queue or self._waiting or self._in_flight)):
+                self._cond.notify_all()
+            starts = self._take_ready() if self._call_async is not None else []
         if forget:
             self._forget(item)
+        return starts
 
     def _log_holding(self, error: Optional[TransportError]) -> None:
         """Once per outage: how many results are held, for which batches, and

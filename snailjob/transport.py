@@ -8,12 +8,13 @@ anything with ``call`` and ``close`` will do.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol, Set
 
 import grpc
 
@@ -53,6 +54,12 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+Done = Callable[[Optional[Reply], Optional[TransportError]], None]
+"""What ``call_async`` calls once the call ends: ``(reply, None)`` or ``(None, error)``.
+A transport may offer ``call_async(uri, body, timeout, done)``: start the call
+and return without waiting (``ResultOutbox`` uses it when present)."""
+
+
 def _channel_options() -> list:
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -76,9 +83,13 @@ class GrpcTransport:
         self._channel = grpc.insecure_channel(target, options=_channel_options())
         self._method = self._channel.unary_unary(
             METHOD,
-            request_serializer=pb.GrpcSnailJobRequest.SerializeToString,
+            request_serializer=_identity,  # ``_request`` builds the bytes
             response_deserializer=pb.GrpcResult.FromString,
         )
+        # (uri, headers) -> the serialized ``Metadata`` field, for the last headers seen
+        self._meta_headers: Dict[str, str] = {}
+        self._meta: Dict[str, bytes] = {}
+        self._calls: Set[Any] = set()  # calls started by call_async (a dropped future cancels its call)
         self._closed = False
         self.state: Optional[grpc.ChannelConnectivity] = None
 
@@ -98,12 +109,17 @@ class GrpcTransport:
     def failing(self) -> bool:
         return self.state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 
-    def _request(self, uri: str, body: str) -> pb.GrpcSnailJobRequest:
-        return pb.GrpcSnailJobRequest(
-            reqId=next(_req_ids),
-            metadata=pb.Metadata(uri=uri, headers=dict(self._headers())),
-            body=body,
-        )
+    def _request(self, uri: str, body: str) -> bytes:
+        """The serialized ``GrpcSnailJobRequest``; its ``metadata`` field is
+        serialized once per URI and kept while the headers stay equal."""
+        headers = self._headers()
+        if headers != self._meta_headers:
+            self._meta_headers, self._meta = dict(headers), {}
+        meta = self._meta.get(uri)
+        if meta is None:
+            meta = _field(2, pb.Metadata(uri=uri, headers=headers).SerializeToString())
+            self._meta[uri] = meta
+        return encode_request(next(_req_ids), meta, body)
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
         """One call with a deadline; ``TransportError`` on any gRPC failure."""
@@ -115,12 +131,65 @@ class GrpcTransport:
             raise TransportError(f"{uri}: {exc}") from None
         return Reply(result.status, result.message, decode_data(result.data))
 
+    def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
+        """Start one call with a deadline and return at once; ``done`` is
+        called when it ends, on gRPC's thread (on this one if it cannot start)."""
+        try:
+            future = self._method.future(self._request(uri, body), timeout=timeout)
+        except ValueError as exc:  # channel closed
+            done(None, TransportError(f"{uri}: {exc}"))
+            return
+        self._calls.add(future)
+        future.add_done_callback(functools.partial(self._call_ended, uri, done))
+
+    def _call_ended(self, uri: str, done: Done, future: Any) -> None:
+        self._calls.discard(future)
+        try:
+            result = future.result()
+        except grpc.RpcError as exc:
+            done(None, _transport_error(uri, exc))
+        except Exception as exc:  # cancelled (channel closed)
+            done(None, TransportError(f"{uri}: {type(exc).__name__}", code="CANCELLED"))
+        else:
+            done(Reply(result.status, result.message, decode_data(result.data)), None)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             if self.state is not None:
                 self._channel.unsubscribe(self._on_state)
             self._channel.close()
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf varint of a non-negative int."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def encode_request(req_id: int, metadata_field: bytes, body: str) -> bytes:
+    """``GrpcSnailJobRequest`` bytes with an already serialized ``metadata``
+    field (2), in field order between ``reqId`` (1) and ``body`` (3)."""
+    data = pb.GrpcSnailJobRequest(reqId=req_id, body=body).SerializeToString()
+    if not req_id:
+        return metadata_field + data
+    end = 2  # past the tag and the first byte of reqId's varint
+    while data[end - 1] & 0x80:
+        end += 1
+    return data[:end] + metadata_field + data[end:]
 
 
 _FAILOVER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN")
@@ -146,6 +215,7 @@ class FailoverTransport:
                 member.watch()
         self._current = 0
         self._lock = threading.Lock()
+        self.can_call_async = all(callable(getattr(m, "call_async", None)) for m in self._members)
 
     @property
     def target(self) -> str:
@@ -173,6 +243,17 @@ class FailoverTransport:
         except TransportError as exc:
             self._failed(index, exc)
             raise
+
+    def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
+        """``call`` without waiting (when ``can_call_async``: every member has it)."""
+        index = self._current
+
+        def ended(reply: Optional[Reply], error: Optional[TransportError]) -> None:
+            if error is not None:
+                self._failed(index, error)
+            done(reply, error)
+
+        self._members[index].call_async(uri, body, timeout, ended)
 
     def close(self) -> None:
         for member in self._members:
@@ -232,7 +313,8 @@ class InboundServer:
         message = message or ""
         if len(message) > _MAX_REPLY_MESSAGE:  # never echo a huge input back
             message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
-        return pb.GrpcResult(reqId=request.reqId, status=status, message=message, data=dumps(data))
+        text = "true" if data is True else "null" if data is None else dumps(data)
+        return pb.GrpcResult(reqId=request.reqId, status=status, message=message, data=text)
 
     def start(self) -> None:
         self._server.start()

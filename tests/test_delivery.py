@@ -206,3 +206,54 @@ def test_repeats_end_at_expiry_and_when_refused():
     time.sleep(1.5)
     assert len(transport.times) == 3  # refused: no repeat
     outbox.close(1)
+
+
+class _AnsweringLater:
+    """A transport with ``call_async``: each call ends on another thread,
+    failing the first ``failures`` times."""
+
+    def __init__(self, failures=0):
+        self.failures = failures
+        self.calls = []
+        self.active = self.most = 0
+        self.lock = threading.Lock()
+
+    def call(self, uri, body, timeout):
+        raise AssertionError("call_async expected")
+
+    def call_async(self, uri, body, timeout, done):
+        with self.lock:
+            self.calls.append(time.monotonic())
+            fail = len(self.calls) <= self.failures
+            self.active += 1
+            self.most = max(self.most, self.active)
+        inner = done
+
+        def done(reply, error):
+            with self.lock:
+                self.active -= 1
+            inner(reply, error)
+        if fail:
+            threading.Thread(target=done, args=(None, TransportError("down", code="UNAVAILABLE"))).start()
+        else:
+            threading.Timer(0.01, done, args=(Reply(1, "", True), None)).start()
+
+    def close(self):
+        pass
+
+
+def test_calls_that_do_not_wait_are_limited_retried_and_flushed():
+    from snailjob.delivery import ResultOutbox
+
+    transport = _AnsweringLater(failures=2)
+    outbox = ResultOutbox(transport, rpc_timeout=1, max_in_flight=3)
+    for n in range(20):
+        outbox.put(n, REPORT, "[]", expires=time.time() + 60, describe=f"r{n}")
+    assert outbox.flush(10)
+    assert (outbox.delivered, outbox.retries, len(transport.calls)) == (20, 2, 22)
+    assert transport.most == 3
+    assert [t.name for t in outbox._threads] == ["snailjob-results"]  # no blocking senders
+    outbox.put(99, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
+    wait_for(lambda: outbox.repeated >= 1, timeout=5)  # repeats are started by the results thread
+    outbox.close(1)
+    assert not outbox._threads[0].is_alive()

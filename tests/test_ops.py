@@ -115,6 +115,8 @@ def test_livez_readyz_and_stats_follow_the_client(emu: ServerEmulator) -> None:
         assert ready["server"] == emu.address and ready["address"] == f"127.0.0.1:{client.host_port}"
         assert 0 <= ready["last_heartbeat_age"] < 5
         emu.trigger("opsOk", args_str="x").wait(10)
+        # the batch completes when the server has the result, just before its answer reaches the client
+        wait_for(lambda: get_json(health.port, "/stats")[1]["results_delivered"] == 1, timeout=5)
         status, stats = get_json(health.port, "/stats")
         assert status == 200
         assert stats["results_delivered"] == 1 and stats["tasks_active"] == 0
