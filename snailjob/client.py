@@ -634,6 +634,12 @@ class Client:
             if changed is not None:
                 entry["wfContext"] = changed
             return dumps([entry])
+        return self._result_body_from_model(task, outcome)
+
+    def _result_body_from_model(self, task: Task, outcome: Any) -> str:
+        """``_result_body`` through ``DispatchJobResultRequest`` (any result)."""
+        req = task.request
+        success = outcome.is_success
         report = DispatchJobResultRequest(
             jobId=req.jobId, taskBatchId=req.taskBatchId, taskId=req.taskId,
             workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,

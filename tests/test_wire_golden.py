@@ -181,3 +181,34 @@ def test_retry_callback_stop_and_console_calls(make_client):
     reply = call_inbound(client.host_port, SERVER["retry_deserialize"]["uri"],
                          json.dumps(SERVER["retry_deserialize"]["body"]))
     assert reply.status == 1 and json.loads(reply.data) == [17, "9.50", {}]
+
+
+def test_the_direct_result_body_is_the_models(make_client):
+    """Results of plain JSON data skip the model; the body must be the one the model gives."""
+    from snailjob.context import TaskContext
+    from snailjob.dispatcher import Task
+    from snailjob.wire.models import ExecuteResult
+
+    client, _ = make_client()
+    shapes = [
+        {}, {"workflowTaskBatchId": 77, "workflowNodeId": 5}, {"retryScene": 2, "retry": True, "retryStatus": True},
+        {"groupName": None}, {"taskType": 4, "mrStage": 1, "taskName": "ROOT_MAP"},
+    ]
+    results = [ExecuteResult.success(), ExecuteResult.success({"rows": [1, 2.5, None, True]}),
+               ExecuteResult.success("text"), ExecuteResult.success(0, message=""),
+               ExecuteResult.failure("not json", "Boom: x"), ExecuteResult.failure({"exception": "E"}, None),
+               ExecuteResult.failure('{"already": "json"}', "m")]
+    checked = 0
+    for fields in shapes:
+        for changes in ({}, {"k": [1, {"a": "b"}]}):
+            for outcome in results:
+                request = DispatchJobRequest.model_validate(dispatch_body("x", **fields))
+                args, _, _ = build_args(request)
+                for key, value in changes.items():
+                    args.append_context(key, value)
+                task = Task(request, lambda a: None, args, TaskContext(request, args, threading.Event(), client))
+                direct = json.loads(client._result_body(task, outcome))
+                assert direct == json.loads(client._result_body_from_model(task, outcome)), (fields, outcome)
+                assert list(direct[0]) == list(json.loads(client._result_body_from_model(task, outcome))[0])
+                checked += 1
+    assert checked == len(shapes) * 2 * len(results)
