@@ -86,6 +86,13 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 
+SERVER_ERRORS = {  # server log lines counted per measurement (none in a clean run)
+    "dispatch_failed": "Task scheduling failed.",
+    "node_call_error": "request client I/O error",
+    "node_call_timeout": "java.util.concurrent.TimeoutException: Waited",
+    "no_node": "client node is null",
+}
+
 FULL = {"jobs": 300, "map_items": 10_000, "scale_nodes": 50, "scale_items": 100_000}
 QUICK = {"jobs": 100, "map_items": 1_000, "scale_nodes": 5, "scale_items": 5_000}
 
@@ -148,8 +155,9 @@ class Meter:
     "clients": [node pids]}). The peak of a party is the peak of its summed RSS;
     per root, the peak and the CPU are kept too (per-node figures)."""
 
-    def __init__(self, parties: Dict[str, List[int]], interval: float = 0.5):
+    def __init__(self, parties: Dict[str, List[int]], interval: float = 0.5, server_log: Optional[Path] = None):
         self.parties = parties
+        self.server_log = server_log
         self.interval = interval
         self.peak = {name: 0.0 for name in parties}
         self.peak_root: Dict[int, float] = collections.defaultdict(float)
@@ -175,6 +183,7 @@ class Meter:
         self.t0 = time.monotonic()
         self.busy0 = machine_busy_seconds()
         self.own0 = own_cpu()
+        self.log0 = self._log_size()
         self.first = self._sample()
         self._thread.start()
         return self
@@ -186,6 +195,24 @@ class Meter:
         self.wall = time.monotonic() - self.t0
         self.busy = machine_busy_seconds() - self.busy0
         self.own = own_cpu() - self.own0
+        self.log1 = self._log_size()
+
+    def _log_size(self) -> int:
+        try:
+            return self.server_log.stat().st_size if self.server_log else 0
+        except OSError:
+            return 0
+
+    def server_errors(self) -> Dict[str, int]:
+        """What the server logged during the measurement that says it could not reach a node:
+        dispatches that failed, gRPC calls to nodes that timed out or failed, "no client" picks."""
+        if not self.server_log or self.log1 <= self.log0:
+            return {}
+        with open(self.server_log, "rb") as fh:
+            fh.seek(self.log0)
+            text = fh.read(self.log1 - self.log0).decode(errors="replace")
+        counts = {key: text.count(pattern) for key, pattern in SERVER_ERRORS.items()}
+        return {k: v for k, v in counts.items() if v}
 
     def figures(self) -> Dict[str, Any]:
         """CPU seconds, cores busy and peak RSS (MB) per party, the machine's busy cores, a verdict.
@@ -214,6 +241,7 @@ class Meter:
         out["machine"] = {"busy_cpu_s": round(self.busy, 2), "busy_cores": round(self.busy / span, 3),
                           "ncpu": NCPU, "other_cores": round(max(other, 0.0) / span, 3)}
         out["bottleneck"] = verdict(cores, self.busy / span, max(other, 0.0) / span)
+        out["server_errors"] = self.server_errors()
         return out
 
 
@@ -324,6 +352,10 @@ class Bench:
             self.groups[name] = token
         return name
 
+    def online_timeout(self, kind: str, count: int) -> float:
+        """--online-timeout, else 60 s (Python) or 240 s (Java: a JVM and Spring per node) + 3 s a node."""
+        return self.args.online_timeout or (240.0 if kind == "java" else 60.0) + 3.0 * count
+
     def start_nodes(self, kind: str, count: int, group: str) -> List[Node]:
         token = self.groups[group]
         nodes = []
@@ -339,11 +371,12 @@ class Bench:
                 env = {k: v for k, v in os.environ.items() if not k.startswith("SNAIL_")}
                 env.update(self.srv.client_env(host_port=port, group=group, token=token))
                 log_path = self.workdir / f"java-{name}.log"
-                proc = java_module().start(self.args.java_version, env, log_path, self.args.java_opts)
+                proc = java_module().start(self.args.java_version, env, log_path, self.args.java_opts,
+                                          die_with_parent=True)
                 nodes.append(Node(kind, name, proc, f"127.0.0.1:{port}", log_path))
         t0 = time.monotonic()
         try:
-            self.srv.wait_online(count, group=group, timeout=self.args.online_timeout)
+            self.srv.wait_online(count, group=group, timeout=self.online_timeout(kind, count))
         except harness.HarnessError as exc:
             dead = [n for n in nodes if not n.alive()]
             detail = "\n".join(f"--- {n.name} exited {n.proc.returncode}:\n{n.tail()}" for n in dead[:3])
@@ -353,9 +386,10 @@ class Bench:
         say(f"{count} {kind} node(s) of {group} online {time.monotonic() - t0:.1f}s after the last start")
         return nodes
 
-    def parties(self, nodes: List[Node]) -> Dict[str, List[int]]:
+    def meter(self, nodes: List[Node]) -> Meter:
         pg_pid = int((self.srv.pg.data / "postmaster.pid").read_text().split()[0])
-        return {"server": [self.srv.proc.pid], "postgres": [pg_pid], "clients": [n.pid for n in nodes]}
+        return Meter({"server": [self.srv.proc.pid], "postgres": [pg_pid], "clients": [n.pid for n in nodes]},
+                     server_log=self.srv.node.workdir / "server.out")
 
     def job(self, kind: str, group: str, what: str, task_type: int, **kw: Any) -> int:
         executor_type, echo, bench_map = EXECUTORS[kind]
@@ -384,17 +418,33 @@ class Bench:
 
     # -- measurements -------------------------------------------------------------
 
-    def warm_up(self, kind: str, group: str) -> None:
+    def warm_up(self, kind: str, group: str, nodes: List[Node]) -> Dict[str, Any]:
+        """Echo broadcasts (every node answers) and a small map, until one round ends all SUCCESS
+        (``--warmup-rounds`` at most), then every node listed online again. A node the server
+        found too slow is dropped from its list until its next beat, and a measurement taken
+        then would only show CANCELs. Returns what happened, for the JSON."""
+        rounds: List[Dict[str, Any]] = []
         if self.args.no_warmup:
-            return
+            return {"skipped": True}
         t0 = time.monotonic()
-        job = self.job(kind, group, "echo", TaskType.CLUSTER, args_str="warm-up", block_strategy=BLOCK_PARALLEL)
-        for _ in range(5):
-            self.wait_final(self.srv.trigger_job(job), 60, 0.1)
-        job = self.job(kind, group, "map", TaskType.MAP, args_str=str(self.args.warmup_items),
-                       parallel_num=self.args.parallel, executor_timeout=300)
-        self.wait_final(self.srv.trigger_job(job), 300, 0.5)
-        say(f"warm-up of {group} {time.monotonic() - t0:.1f}s")
+        echo = self.job(kind, group, "echo", TaskType.BROADCAST, args_str="warm-up", executor_timeout=60)
+        small_map = self.job(kind, group, "map", TaskType.MAP, args_str=str(self.args.warmup_items),
+                             parallel_num=self.args.parallel, executor_timeout=300)
+        for attempt in range(self.args.warmup_rounds):
+            statuses = [self.wait_final(self.srv.trigger_job(echo), 60, 0.1) for _ in range(3)]
+            statuses.append(self.wait_final(self.srv.trigger_job(small_map), 300, 0.5))
+            names = [BatchStatus.NAMES.get(st, str(st)) for st in statuses]
+            rounds.append({"statuses": names, "at_s": round(time.monotonic() - t0, 1)})
+            if set(statuses) == {BatchStatus.SUCCESS}:
+                break
+            say(f"warm-up round {attempt + 1} of {group}: {names}; waiting for the nodes to be listed again")
+            time.sleep(5)
+            self.srv.wait_online(len(nodes), group=group, timeout=self.online_timeout(kind, len(nodes)))
+        ok = bool(rounds) and rounds[-1]["statuses"] == ["SUCCESS"] * 4
+        self.srv.wait_online(len(nodes), group=group, timeout=self.online_timeout(kind, len(nodes)))
+        say(f"warm-up of {group} {time.monotonic() - t0:.1f}s ({len(rounds)} round(s), "
+            f"{'all SUCCESS' if ok else 'NOT all SUCCESS: ' + str(rounds[-1]['statuses'])})")
+        return {"ok": ok, "seconds": round(time.monotonic() - t0, 1), "rounds": rounds}
 
     def rate(self, kind: str, group: str, nodes: List[Node]) -> Dict[str, Any]:
         n = self.args.jobs
@@ -411,8 +461,10 @@ class Bench:
 
         sql = (f"SELECT task_batch_status AS s, count(*) AS n FROM sj_job_task_batch WHERE job_id = {job} "
                "GROUP BY 1")
+        reasons_sql = (f"SELECT task_batch_status AS s, operation_reason AS r, count(*) AS n FROM sj_job_task_batch "
+                       f"WHERE job_id = {job} AND task_batch_status <> {BatchStatus.SUCCESS} GROUP BY 1, 2")
         counts: Dict[int, int] = {}
-        with Meter(self.parties(nodes)) as meter:
+        with self.meter(nodes) as meter:
             t0 = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(self.args.trigger_threads) as pool:
                 list(pool.map(trigger, range(n)))
@@ -436,6 +488,8 @@ class Bench:
             "server_span_s": round(server_span, 2),
             "per_s_server_span": round(success / server_span, 1) if server_span > 0 else None,
             "statuses": {BatchStatus.NAMES.get(k, str(k)): v for k, v in sorted(counts.items())},
+            "not_success_reasons": {f"{BatchStatus.NAMES.get(int(r['s']), r['s'])} reason {r['r']}": int(r["n"])
+                                    for r in self.query(reasons_sql)},
             "trigger_errors": errors[:5], "trigger_error_count": len(errors),
             "check": "all SUCCESS" if ok else f"{success}/{n} SUCCESS, {len(errors)} trigger errors",
             **meter.figures()}
@@ -447,7 +501,7 @@ class Bench:
         timeout = max(600.0, items / self.args.min_rate)
         job = self.job(kind, group, "map", TaskType.MAP, args_str=str(items), parallel_num=self.args.parallel,
                        executor_timeout=int(timeout) + 60)
-        with Meter(self.parties(nodes)) as meter:
+        with self.meter(nodes) as meter:
             t0 = time.monotonic()
             batch = self.srv.trigger_job(job)
             status = self.wait_final(batch, timeout, 1.0 if items >= 5000 else 0.25)
@@ -455,10 +509,12 @@ class Bench:
         result: Dict[str, Any] = {
             "what": f"map of {items:,} items", "kind": kind, "nodes": len(nodes), "count": items, "batch": batch,
             "status": BatchStatus.NAMES.get(status, status), "wall_s": round(wall, 2),
-            "per_s": round(items / wall, 1), "server_span_s": self.batch_span(batch)}
+            "server_span_s": self.batch_span(batch)}
         result.update(self.check_map(kind, batch, items, nodes))
+        result["per_s"] = round(result["items_done"] / wall, 1)  # ITEM rows SUCCESS per second
         result["ok"] = status == BatchStatus.SUCCESS and not result["problems"]
-        result["check"] = "every item once, all SUCCESS" if result["ok"] else \
+        once = "every item once (markers)" if kind == "python" else "one ITEM row per item"
+        result["check"] = f"{once}, all SUCCESS" if result["ok"] else \
             "; ".join([f"batch {result['status']}", *result["problems"]])
         result.update(meter.figures())
         if not result["ok"]:
@@ -483,12 +539,13 @@ class Bench:
             f"trim(both '\"' FROM result_message)::bigint BETWEEN 0 AND {items - 1}) AS in_range "
             f"FROM sj_job_task WHERE task_batch_id = {batch} AND task_name = 'ITEM'")[0]
         n, d, in_range = int(item_rows["n"]), int(item_rows["d"]), int(item_rows["in_range"])
+        done = by_name.get("ITEM", {}).get("SUCCESS", 0)
         if not (n == d == in_range == items):
             problems.append(f"ITEM rows {n}, distinct results {d}, in range {in_range} (want {items})")
         spread = self.query(f"SELECT client_info AS c, count(*) AS n FROM sj_job_task WHERE task_batch_id = {batch} "
                             f"AND task_name = 'ITEM' GROUP BY 1")
         per_node = sorted(int(r["n"]) for r in spread)
-        out: Dict[str, Any] = {"tasks": dict(by_name), "item_rows": n,
+        out: Dict[str, Any] = {"tasks": dict(by_name), "item_rows": n, "items_done": done,
                                "items_per_node_min_max": [per_node[0], per_node[-1]] if per_node else [],
                                "nodes_used": len(per_node)}
         if kind == "python":
@@ -508,7 +565,7 @@ class Bench:
         job = self.job("python", group, "echo", TaskType.BROADCAST, args_str="all", executor_timeout=120)
         rounds = []
         for _ in range(self.args.broadcasts):
-            with Meter(self.parties(nodes)) as meter:
+            with self.meter(nodes) as meter:
                 t0 = time.monotonic()
                 batch = self.srv.trigger_job(job)
                 status = self.wait_final(batch, 300, 0.1)
@@ -529,6 +586,8 @@ class Bench:
                   "server_span_s": statistics.median(r["server_span_s"] for r in rounds), "rounds": rounds,
                   "check": f"SUCCESS on all {len(nodes)} nodes" if ok else
                   "; ".join(f"batch {r['batch']} {r['status']}, {r['success_nodes']} nodes" for r in rounds),
+                  "server_errors": dict(sum((collections.Counter(r["server_errors"]) for r in rounds),
+                                            collections.Counter())),
                   **{k: best[k] for k in ("server", "postgres", "clients", "machine", "bottleneck")}}
         if not ok:
             self.failures.append(f"broadcast to {len(nodes)}: {result['check']}")
@@ -580,6 +639,8 @@ class Report:
             text.append(f"- {r['scenario']} {r['kind']} x{r['nodes']} {r['what']}: {r['bottleneck']}")
             if not r["ok"]:
                 text.append(f"  FAILED: {r['check']}")
+            if r.get("server_errors"):
+                text.append(f"  server log: {r['server_errors']}")
         for s in self.data["skipped"]:
             text.append(f"- {s['scenario']} {s['kind']}: skipped: {s['reason']}")
         for name, seconds in self.data["scenario_seconds"].items():
@@ -618,8 +679,8 @@ def run_pair_scenario(bench: Bench, report: Report, scenario: str, count: int, k
             bench.failures.append(f"{scenario} {kind}: nodes did not start")
             continue
         try:
-            bench.warm_up(kind, group)
-            report.add(f"{scenario}a", bench.rate(kind, group, nodes))
+            warm = bench.warm_up(kind, group, nodes)
+            report.add(f"{scenario}a", {**bench.rate(kind, group, nodes), "warm_up": warm})
             report.add(f"{scenario}b", bench.map_run(kind, group, nodes, bench.args.map_items))
         finally:
             for node in nodes:
@@ -633,8 +694,8 @@ def run_scale_scenario(bench: Bench, report: Report) -> None:
     nodes = bench.start_nodes("python", count, group)
     report.data["scale_nodes_online_s"] = round(time.monotonic() - t0, 1)
     try:
-        bench.warm_up("python", group)
-        report.add("3a", bench.broadcast(group, nodes))
+        warm = bench.warm_up("python", group, nodes)
+        report.add("3a", {**bench.broadcast(group, nodes), "warm_up": warm})
         report.add("3b", bench.map_run("python", group, nodes, bench.args.scale_items))
     finally:
         for node in nodes:
@@ -657,11 +718,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--broadcasts", type=int, default=3, help="broadcast rounds in scenario 3a (default 3)")
     p.add_argument("--trigger-threads", type=int, default=4, help="concurrent trigger calls (default 4)")
     p.add_argument("--warmup-items", type=int, default=200, help="items of the warm-up map (default 200)")
+    p.add_argument("--warmup-rounds", type=int, default=3,
+                   help="warm-up rounds at most, until one ends all SUCCESS (default 3)")
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--min-rate", type=float, default=10.0,
                    help="map items/s below which a map is given up (timeout = items / this; default 10)")
     p.add_argument("--online-timeout", type=float, default=None,
-                   help="seconds for the nodes to come online (default 60 + 3 per node)")
+                   help="seconds for the nodes to come online (default 60, Java 240, + 3 per node)")
     p.add_argument("--server-jvm", default="-Xms256m -Xmx768m", help="server JVM options (default the harness's)")
     p.add_argument("--java-opts", default="", help="JVM options of the Java client nodes")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/real-<time>.json)")
@@ -675,8 +738,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.java_opts = tuple(args.java_opts.split())
     args.scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    if args.online_timeout is None:
-        args.online_timeout = 60.0 + 3.0 * max(args.scale_nodes, 3)
     bad = set(args.kinds) - set(EXECUTORS)
     if bad:
         p.error(f"unknown kinds {sorted(bad)}")

@@ -4,7 +4,7 @@ Its two executors mirror the Java peer's, so both sides do the same work:
 
 - ``benchEcho``: returns ``{"params": <job params>}`` (cluster and broadcast jobs);
 - ``benchMap``: a map job; its params are N. ``ROOT_MAP`` maps ``range(N)`` into
-  ``CHUNK`` sub-tasks of at most 500 items (each gets ``[start, end]``), each
+  ``CHUNK`` sub-tasks of at most 500 items (each gets its list of numbers), each
   ``CHUNK`` maps one ``ITEM`` sub-task per number, and each ``ITEM`` returns its
   number and appends ``<batch> <item> <node>`` to ``<E2E_MARKER_DIR>/bench-items``
   (one line per run, so the benchmark can check that every item ran exactly once).
@@ -51,13 +51,13 @@ bench_map = sj.MapExecutor("benchMap")
 @bench_map.map()
 def root(args: sj.MapArgs) -> sj.ExecuteResult:
     count = int(args.job_params)
-    return sj.mr_do_map([[start, min(start + CHUNK, count)] for start in range(0, count, CHUNK)], "CHUNK")
+    chunks = [list(range(start, min(start + CHUNK, count))) for start in range(0, count, CHUNK)]
+    return sj.mr_do_map(chunks, "CHUNK")
 
 
 @bench_map.map("CHUNK")
 def chunk(args: sj.MapArgs) -> sj.ExecuteResult:
-    start, end = _value(args.map_result)
-    return sj.mr_do_map(list(range(int(start), int(end))), "ITEM")
+    return sj.mr_do_map([int(n) for n in _value(args.map_result)], "ITEM")
 
 
 @bench_map.map("ITEM")
