@@ -29,6 +29,6 @@ def test_invoice_total(snailjob_emulator):
         batch = snailjob_emulator.trigger("invoiceTotal", args_str="[10, 20, 12]")
         assert batch.wait(10) == 3  # SUCCESS, as the server would record it
         assert json.loads(batch.tasks[0].result) == {"total": 42}
-        snailjob_emulator.wait_until(lambda: bool(snailjob_emulator.logs))
+        snailjob_emulator.wait_until(lambda: bool(snailjob_emulator.logs), timeout=10)  # shipped every 5 s
     assert snailjob_emulator.problems == []  # the client broke no protocol rule
 # --8<-- [end:test]
