@@ -18,8 +18,11 @@ Per run it measures:
   ``--idle-wait`` seconds (default 1) after that beat;
 - import: ``import snailjob`` timed inside a fresh interpreter (``-c``).
 
-Runs of the clients are interleaved; each figure is reported as
-``median (min-max)`` over ``--reps`` runs.  Everything is on 127.0.0.1, and
+Runs of the clients are interleaved, after one untimed warm-up run of each
+(which also writes this client's ``__pycache__``: ``PYTHONDONTWRITEBYTECODE``
+is removed from the clients' environment, since an installed package has its
+bytecode compiled); each figure is reported as ``median (min-max)`` over
+``--reps`` runs.  Everything is on 127.0.0.1, and
 each client gets SIGTERM (then SIGKILL) after its reading.
 """
 
@@ -105,7 +108,7 @@ class BeatServer:
 def client_command(kind: str, python: str, server_port: int, pythonpath: str,
                    workdir: Path) -> Tuple[List[str], Dict[str, str]]:
     """Command and environment of one client process."""
-    env = env_without_snail()
+    env = _clean_env()
     env.update({
         "SNAIL_SERVER_HOST": "127.0.0.1", "SNAIL_SERVER_PORT": str(server_port),
         "SNAIL_HOST_IP": "127.0.0.1", "SNAIL_HOST_PORT": str(free_port()), "SNAIL_BIND_HOST": "127.0.0.1",
@@ -117,6 +120,12 @@ def client_command(kind: str, python: str, server_port: int, pythonpath: str,
         env["PYTHONPATH"] = pythonpath
     script = "floor_client.py" if kind == "floor" else "bench_client.py"
     return [python, str(BENCH_DIR / script)], env
+
+
+def _clean_env() -> Dict[str, str]:
+    env = env_without_snail()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its bytecode compiled
+    return env
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -159,7 +168,7 @@ def import_time(kind: str, python: str, pythonpath: str) -> Optional[float]:
     """Seconds ``import snailjob`` takes in a fresh interpreter."""
     if kind == "floor":
         return None
-    env = env_without_snail()
+    env = _clean_env()
     if kind == "ours":
         env["PYTHONPATH"] = pythonpath
     done = subprocess.run([python, "-c", IMPORT_CODE], env=env, cwd=tempfile.gettempdir(),
@@ -185,6 +194,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     server.server.start()
     runs: Dict[str, List[Dict[str, Any]]] = {k: [] for k in kinds}
     try:
+        for kind in kinds:  # warm-up: bytecode written, files in the page cache
+            one_run(kind, os.path.abspath(pythons[kind]), server, opts.pythonpath, 0.0, opts.timeout)
+            import_time(kind, os.path.abspath(pythons[kind]), opts.pythonpath)
         for rep in range(opts.reps):
             for kind in kinds:  # interleaved: background load hits every kind alike
                 result = one_run(kind, os.path.abspath(pythons[kind]), server, opts.pythonpath, opts.idle_wait,
