@@ -125,3 +125,11 @@ def test_retryable_registers_after_a_lazy_import():
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_grpc_loads_with_the_first_channel():
+    code = "import sys, snailjob; print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
