@@ -31,7 +31,7 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class Settings(BaseModel):
     """Every setting of the client; see CONFIGURATION.md for each one."""
 
-    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True, defer_build=True)
 
     # --- server and this node (0.1.3 names) ---
     snail_server_host: str = "127.0.0.1"
