@@ -10,6 +10,7 @@ plain job program) or, for the floor, ``benchmarks/floor_client.py``::
     python benchmarks/bench_startup.py                                   # this client and the floor
     python benchmarks/bench_startup.py --python-013 benchmarks/.venv013/bin/python --reps 9
     python benchmarks/bench_startup.py --python benchmarks/.venv-ours/bin/python --json out.json
+    python benchmarks/bench_startup.py --baseline /tmp/old-checkout     # also another copy of snailjob/
 
 Per run it measures:
 
@@ -116,7 +117,7 @@ def client_command(kind: str, python: str, server_port: int, pythonpath: str,
         "SNAIL_LOG_LEVEL": "WARNING", "SNAIL_SHUTDOWN_GRACE": "1",
         "BENCH_IDENT_FILE": str(workdir / "ident.json"),
     })
-    if kind == "ours":
+    if kind in ("ours", "baseline"):
         env["PYTHONPATH"] = pythonpath
     script = "floor_client.py" if kind == "floor" else "bench_client.py"
     return [python, str(BENCH_DIR / script)], env
@@ -169,7 +170,7 @@ def import_time(kind: str, python: str, pythonpath: str) -> Optional[float]:
     if kind == "floor":
         return None
     env = _clean_env()
-    if kind == "ours":
+    if kind in ("ours", "baseline"):
         env["PYTHONPATH"] = pythonpath
     done = subprocess.run([python, "-c", IMPORT_CODE], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True)
@@ -183,25 +184,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--python-013", help="interpreter of an environment with snail-job-python 0.1.3")
     parser.add_argument("--python-floor", help="interpreter of the floor (default: --python)")
     parser.add_argument("--pythonpath", default=str(REPO_DIR), help="where this client's snailjob/ is")
-    parser.add_argument("--kinds", default="ours,013,floor")
+    parser.add_argument("--baseline", help="a directory with another snailjob/ to compare, run by --python")
+    parser.add_argument("--kinds", default="baseline,ours,013,floor")
     parser.add_argument("--idle-wait", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--json", help="write the raw runs here")
     opts = parser.parse_args(argv)
-    pythons = {"ours": opts.python, "013": opts.python_013, "floor": opts.python_floor or opts.python}
+    pythons = {"ours": opts.python, "013": opts.python_013, "floor": opts.python_floor or opts.python,
+               "baseline": opts.python if opts.baseline else None}
+    paths = {"ours": opts.pythonpath, "baseline": opts.baseline or ""}
     kinds = [k for k in opts.kinds.split(",") if k and pythons.get(k)]
     server = BeatServer()
     server.server.start()
     runs: Dict[str, List[Dict[str, Any]]] = {k: [] for k in kinds}
     try:
         for kind in kinds:  # warm-up: bytecode written, files in the page cache
-            one_run(kind, os.path.abspath(pythons[kind]), server, opts.pythonpath, 0.0, opts.timeout)
-            import_time(kind, os.path.abspath(pythons[kind]), opts.pythonpath)
+            one_run(kind, os.path.abspath(pythons[kind]), server, paths.get(kind, ""), 0.0, opts.timeout)
+            import_time(kind, os.path.abspath(pythons[kind]), paths.get(kind, ""))
         for rep in range(opts.reps):
             for kind in kinds:  # interleaved: background load hits every kind alike
-                result = one_run(kind, os.path.abspath(pythons[kind]), server, opts.pythonpath, opts.idle_wait,
-                                 opts.timeout)
-                result["import_s"] = import_time(kind, os.path.abspath(pythons[kind]), opts.pythonpath)
+                python = os.path.abspath(pythons[kind])
+                result = one_run(kind, python, server, paths.get(kind, ""), opts.idle_wait, opts.timeout)
+                result["import_s"] = import_time(kind, python, paths.get(kind, ""))
                 runs[kind].append(result)
                 if "failure" in result:
                     print(f"{kind} run {rep + 1}: {result['failure']}", file=sys.stderr)
