@@ -591,6 +591,9 @@ class Client:
     def _retry_calls(self) -> RetryEndpoint:
         """The endpoint of the retry server's calls, created (and the retry
         feature loaded) on the first one."""
+        endpoint = self._retry_endpoint
+        if endpoint is not None:
+            return endpoint
         with self._lock:
             if self._retry_endpoint is None:
                 from snailjob.retry_endpoint import RetryEndpoint
