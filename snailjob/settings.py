@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -249,7 +250,21 @@ def _read_sources(model: Any, env_file: Union[str, os.PathLike[str], None],
     for key, value in os.environ.items():
         if key.lower() in fields:
             found[key.lower()] = value
+    for name, value in found.items():  # lists, dicts, models: JSON text, as pydantic-settings read them
+        if _is_complex(model.model_fields[name].annotation):
+            try:
+                found[name] = json.loads(value)
+            except ValueError:
+                pass  # left as text: validation names the variable
     return found
+
+
+def _is_complex(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is not None and origin not in (list, dict, set, frozenset, tuple):  # Optional[...], Union
+        return any(_is_complex(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    return origin is not None or annotation in (list, dict, set, frozenset, tuple) or (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel))
 
 
 def new_host_id() -> str:
