@@ -41,7 +41,7 @@ from common import BENCH_DIR, REPO_DIR, fmt_spread, median_spread  # noqa: E402
 
 VENV_013 = BENCH_DIR / ".venv013"
 VENV_OURS = BENCH_DIR / ".venv-ours"
-RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "pydantic-settings", "python-dotenv")
+RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "python-dotenv")
 RESULTS = BENCH_DIR / "results"
 KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202")
 LABELS = {"ours": "this client", "v013": "0.1.3", "floor": "floor", "floor_aio": "floor (aio)",

@@ -16,6 +16,7 @@ Importing this package has no side effects: no threads, files or handlers.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from snailjob._version import __version__
@@ -52,10 +53,17 @@ from snailjob.errors import (
 from snailjob.executors import Executor, ExecutorRegistry, MapExecutor, MapReduceExecutor, job
 from snailjob.log import RemoteLogHandler, SnailLog
 from snailjob.mapreduce import mr_do_map, mr_do_map_async
-from snailjob.retry import Backoff, Retryable, RetryCall, RetryRegistry, RetryStrategy, StopRetry, retryable
+from snailjob.retry_registry import RetryRegistry
 from snailjob.settings import Settings
 from snailjob.wire.enums import ROOT_MAP
 from snailjob.wire.models import ExecuteResult
+
+if _TYPE_CHECKING:
+    from snailjob.retry import Backoff, Retryable, RetryCall, RetryStrategy, StopRetry, retryable
+
+# Loaded on first access, so that a job client does not load them: name -> module.
+_LAZY = {name: "snailjob.retry" for name in ("Backoff", "Retryable", "RetryCall", "RetryStrategy", "StopRetry",
+                                              "retryable")}
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
@@ -115,4 +123,15 @@ def __getattr__(name: str) -> _Any:
     # on first access.
     if name == "settings":
         return get_snailjob_settings()
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups do not come here
+        return value
     raise AttributeError(f"module 'snailjob' has no attribute {name!r}")
+
+
+def __dir__() -> "list[str]":
+    return sorted(set(globals()) | set(_LAZY))

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 from pydantic import ValidationError
 
@@ -28,12 +28,10 @@ from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
 from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
-from snailjob.executors import Executor, ExecutorRegistry, UnknownTask
+from snailjob.executors import Executor, ExecutorRegistry, UnknownTask, isolation_of
 from snailjob.log import install_remote_handler
 from snailjob.observe import TaskObserver
-from snailjob.processes import ProcessPool, describe_pool, isolation_of
-from snailjob.retry import Retryable, RetryRegistry, RetryWork
-from snailjob.retry_endpoint import RetryEndpoint
+from snailjob.retry_registry import RetryRegistry, is_retryable
 from snailjob.settings import Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, InboundServer, Reply, Transport
 from snailjob.wire import enums
@@ -43,10 +41,15 @@ from snailjob.wire.models import (
     DispatchJobResultRequest,
     JobExecutorRequest,
     MapTaskRequest,
-    RetryTaskRequest,
     StopJobRequest,
     WireExecuteResult,
 )
+
+if TYPE_CHECKING:  # loaded on first use: worker processes, the retry feature
+    from snailjob.processes import ProcessPool
+    from snailjob.retry import Retryable, RetryWork
+    from snailjob.retry_endpoint import RetryEndpoint
+    from snailjob.wire.models import RetryTaskRequest
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ parent's own result to be stored first (see ``mr_do_map``)."""
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
+_RETRY_URIS = frozenset((enums.URI_RETRY_DISPATCH, enums.URI_RETRY_CALLBACK, enums.URI_RETRY_STOP,
+                         enums.URI_RETRY_IDEMPOTENT_ID, enums.URI_RETRY_DESERIALIZE))
 
 
 def live_clients() -> List[Client]:
@@ -87,8 +92,8 @@ class Client:
         else:
             self.registry = ExecutorRegistry()
             for executor in executors:
-                if isinstance(executor, Retryable):
-                    self.retries.register(executor)
+                if is_retryable(executor):
+                    self.retries.register(cast("Retryable[Any, Any]", executor))
                 else:
                     self.registry.register(executor)
         self._transport_factory = transport_factory or GrpcTransport
@@ -115,7 +120,7 @@ class Client:
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
         self._retry_reports: Optional[RetryReporter] = None
-        self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self)
+        self._retry_endpoint: Optional[RetryEndpoint] = None  # created by the first retry call
         self._headers: Dict[str, str] = {}
         self._observers: Tuple[TaskObserver, ...] = ()
         self._pool: Optional[ProcessPool] = None
@@ -127,8 +132,8 @@ class Client:
     def register(self, executor: Union[Executor, Retryable[Any, Any]]) -> None:
         """Add an executor or a ``@retryable`` function; allowed before and
         after ``start()``."""
-        if isinstance(executor, Retryable):
-            self.retries.register(executor)
+        if is_retryable(executor):
+            self.retries.register(cast("Retryable[Any, Any]", executor))
             return
         self.registry.register(executor)
         with self._lock:
@@ -138,6 +143,8 @@ class Client:
 
     def _process_pool(self) -> ProcessPool:
         """The worker processes of ``isolation="process"`` jobs, started on first use."""
+        from snailjob.processes import ProcessPool  # multiprocessing only when a job needs it
+
         with self._lock:
             if self._pool is None:
                 s = self.settings
@@ -364,7 +371,7 @@ class Client:
             "retry_reports_pending": self._retry_reports.buffered() if self._retry_reports else 0,
             "tasks_active": self.dispatcher.running_count(),
             **self.dispatcher.load(),
-            **describe_pool(self._pool),
+            **_describe_pool(self._pool),
             "batches_active": self.dispatcher.batch_count(),
         }
 
@@ -496,9 +503,8 @@ class Client:
             return self._on_stop(body)
         if path == enums.URI_SYNC_VERSION:
             return Reply(1, "", None)
-        handler = self._retry_endpoint.handlers.get(path)
-        if handler is not None:
-            return handler(body)
+        if path in _RETRY_URIS:
+            return self._retry_calls().handlers[path](body)
         logger.debug("unsupported server call %s answered with null", path[:100])
         return Reply(1, "", None)
 
@@ -589,11 +595,23 @@ class Client:
 
     # --- outcomes, map reports, logs (TaskServices) ------------------------
 
+    def _retry_calls(self) -> RetryEndpoint:
+        """The endpoint of the retry server's calls, created (and the retry
+        feature loaded) on the first one."""
+        endpoint = self._retry_endpoint
+        if endpoint is not None:
+            return endpoint
+        with self._lock:
+            if self._retry_endpoint is None:
+                from snailjob.retry_endpoint import RetryEndpoint
+
+                self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self)
+            return self._retry_endpoint
+
     def _on_outcome(self, work: Work, outcome: Any) -> None:
-        if isinstance(work, RetryWork):
-            self._retry_endpoint.on_outcome(work, outcome)
+        if not isinstance(work, Task):  # a replay or callback, submitted by the retry endpoint
+            self._retry_calls().on_outcome(cast("RetryWork", work), outcome)
             return
-        assert isinstance(work, Task)
         task = work
         req = task.request
         success = outcome.is_success
@@ -724,6 +742,15 @@ def _one_dispatch(body: str) -> DispatchJobRequest:
         except ValidationError:
             pass
     return DispatchJobRequest.model_validate(first_object(decode_body(body), "dispatch"))
+
+
+def _describe_pool(pool: Optional[ProcessPool]) -> Dict[str, int]:
+    """``processes.describe_pool``, without loading that module when no pool was started."""
+    if pool is None:
+        return {"process_workers": 0, "process_workers_started": 0, "process_workers_died": 0}
+    from snailjob.processes import describe_pool
+
+    return describe_pool(pool)
 
 
 def _shown(result: Any) -> Any:

@@ -8,15 +8,18 @@ delegates to ``Client``.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union, cast
 
 from snailjob.client import Client, live_clients
 from snailjob.context import current_task, current_task_or_none
 from snailjob.executors import Executor, ExecutorRegistry
 from snailjob.log import configure_local_logging
-from snailjob.retry import Retryable, RetryRegistry
+from snailjob.retry_registry import RetryRegistry, is_retryable
 from snailjob.settings import Settings
 from snailjob.wire.models import DispatchJobRequest
+
+if TYPE_CHECKING:
+    from snailjob.retry import Retryable
 
 
 class ExecutorManager:
@@ -31,8 +34,8 @@ class ExecutorManager:
         ``MapReduceExecutor`` or a ``@retryable`` function;
         ``ExecutorRegistrationError`` / ``RetryDefinitionError`` (both
         ``SnailJobError``) explain a wrong argument or a duplicate name."""
-        if isinstance(executor, Retryable):
-            cls.retries.register(executor)  # live clients share this registry
+        if is_retryable(executor):
+            cls.retries.register(cast("Retryable[Any, Any]", executor))  # live clients share this registry
             return
         cls.registry.register(executor)
         for client in live_clients():
@@ -112,10 +115,12 @@ def client_main(settings: Optional[Settings] = None) -> None:
     settings = settings or get_snailjob_settings()
     configure_local_logging(settings.snail_log_level, settings.snail_log_format,
                             settings.snail_log_local_filename, settings.snail_log_local_backup_count)
-    from snailjob.ops.health import start_operations  # http.server only when it runs
-
     client = Client(settings, executors=ExecutorManager.registry, retries=ExecutorManager.retries)
-    operations = start_operations(client)  # SNAIL_HEALTH_PORT: /livez /readyz /stats /metrics
+    operations = None
+    if settings.snail_health_port is not None:  # /livez /readyz /stats /metrics
+        from snailjob.ops.health import start_operations  # http.server only when it runs
+
+        operations = start_operations(client)
     try:
         client.run()
     finally:

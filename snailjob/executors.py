@@ -240,6 +240,11 @@ def _check_isolation(isolation: Optional[str], where: str) -> None:
         raise ExecutorRegistrationError(f"{where}: isolation must be 'thread' or 'process', got {isolation!r}")
 
 
+def isolation_of(func: Callable[..., Any], default: str) -> str:
+    """``"process"`` or ``"thread"``: the function's own choice, else ``default``."""
+    return str(getattr(func, "snailjob_isolation", None) or default)
+
+
 def _mark(func: Callable[..., Any], isolation: Optional[str]) -> None:
     if isolation is not None:
         func.snailjob_isolation = isolation  # type: ignore[attr-defined]

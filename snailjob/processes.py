@@ -54,6 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from snailjob.args import build_args
 from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import MapError, TaskInterrupted
+from snailjob.executors import isolation_of  # noqa: F401  (defined here before; kept importable)
 from snailjob.log import install_remote_handler
 from snailjob.wire.models import DispatchJobRequest, ExecuteResult
 
@@ -66,11 +67,6 @@ _POLL = 0.05  # seconds between checks of the stop event and of the worker's lif
 class ProcessJobError(Exception):
     """What a job raised in its worker process (type name and message; the
     traceback is in the job log)."""
-
-
-def isolation_of(func: Callable[..., Any], default: str) -> str:
-    """``"process"`` or ``"thread"``: the function's own choice, else ``default``."""
-    return str(getattr(func, "snailjob_isolation", None) or default)
 
 
 # --- the client's side ------------------------------------------------------------------

@@ -4,16 +4,22 @@ The names are those of snail-job-python 0.1.3, plus the new ones documented
 in CONFIGURATION.md.  Nothing is read at import: ``Settings.load()`` reads the
 environment (and ``.env``) when a client is built, and a bad value raises
 ``ConfigurationError`` naming the variable.
+
+The sources are those pydantic-settings' ``BaseSettings`` gave (keyword
+arguments, then the environment, case-insensitively, then the ``.env``
+file, then the defaults), read here so that a client does not load
+pydantic-settings and its source providers.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
+import os
+import typing
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from snailjob._version import __version__
 from snailjob.errors import ConfigurationError
@@ -23,11 +29,10 @@ DEFAULT_TOKEN = "SJ_Wyz3dmsdbDOkDujOTSSoBjGQP1BMsVnj"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting of the client; see CONFIGURATION.md for each one."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore",
-                                      validate_default=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", validate_default=True, frozen=True, defer_build=True)
 
     # --- server and this node (0.1.3 names) ---
     snail_server_host: str = "127.0.0.1"
@@ -167,6 +172,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a host name or an IP address (no port)")
         return value
 
+    def __init__(self, _env_file: Union[str, os.PathLike[str], None] = None,
+                 _env_file_encoding: Optional[str] = None, **values: Any) -> None:
+        """``values`` (field names), then ``SNAIL_*`` environment variables
+        (any case), then ``_env_file`` if it exists, then the defaults."""
+        super().__init__(**{**_read_sources(type(self), _env_file, _env_file_encoding), **values})
+
     @classmethod
     def load(cls, env_file: Union[str, None] = ".env", **overrides: Any) -> Settings:
         """Build settings from the environment, ``env_file`` and ``overrides``.
@@ -176,7 +187,7 @@ class Settings(BaseSettings):
         message names each offending ``SNAIL_*`` variable.
         """
         try:
-            return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+            return cls(_env_file=env_file, **overrides)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
@@ -235,6 +246,38 @@ def _split_server(entry: str) -> Tuple[str, Optional[int]]:
     return entry, None
 
 
+def _read_sources(model: Any, env_file: Union[str, os.PathLike[str], None],
+                  encoding: Optional[str]) -> Dict[str, Any]:
+    """The values of ``model``'s fields found in the environment (names in
+    any case) and, below them, in ``env_file`` (when it is a file)."""
+    fields = set(model.model_fields)
+    found: Dict[str, Any] = {}
+    if env_file is not None and Path(env_file).expanduser().is_file():
+        from dotenv import dotenv_values  # only when there is a file to read
+
+        for key, value in dotenv_values(Path(env_file).expanduser(), encoding=encoding).items():
+            if value is not None and key.lower() in fields:
+                found[key.lower()] = value
+    for key, value in os.environ.items():
+        if key.lower() in fields:
+            found[key.lower()] = value
+    for name, value in found.items():  # lists, dicts, models: JSON text, as pydantic-settings read them
+        if _is_complex(model.model_fields[name].annotation):
+            try:
+                found[name] = json.loads(value)
+            except ValueError:
+                pass  # left as text: validation names the variable
+    return found
+
+
+def _is_complex(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is not None and origin not in (list, dict, set, frozenset, tuple):  # Optional[...], Union
+        return any(_is_complex(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    return origin is not None or annotation in (list, dict, set, frozenset, tuple) or (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel))
+
+
 def new_host_id() -> str:
     """A random node id, ``py-`` followed by 12 hex digits."""
-    return "py-" + secrets.token_hex(6)
+    return "py-" + os.urandom(6).hex()

@@ -1,5 +1,6 @@
 """Importing snailjob has no side effects, and the 0.1.3 names exist."""
 
+import json
 import os
 import subprocess
 import sys
@@ -52,3 +53,83 @@ def test_execute_result_013_semantics():
     assert failed.message == "disk full"  # ...and now also in message, for alarms
     assert ExecuteResult.failure().message == "Task execution failed"
     assert ExecuteResult.failure({"code": 7}, message="bad input").message == "bad input"
+
+
+# Modules a plain job client (import, @job, client_main) must not load: they
+# belong to features it does not use and load on first use.
+NOT_FOR_A_JOB_CLIENT = [
+    "snailjob.retry", "snailjob.retry_endpoint", "snailjob.openapi", "snailjob.testing", "snailjob.ops",
+    "snailjob.cli", "snailjob.contrib", "snailjob.processes",
+    "pydantic_settings", "multiprocessing", "http.server", "sqlite3",
+]
+
+
+def test_a_job_client_loads_only_what_it_uses(tmp_path):
+    code = textwrap.dedent("""
+        import json, sys
+        import snailjob as sj
+        from snailjob.compat import client_main  # the path client_main() takes
+
+        @sj.job("plain")
+        def plain(args):
+            return sj.ExecuteResult.success()
+
+        sj.ExecutorManager.register(plain)
+        client = sj.Client(sj.Settings.load(env_file=None), executors=sj.ExecutorManager.registry,
+                           retries=sj.ExecutorManager.retries)
+        client.stats(), client.health()
+        print(json.dumps(sorted(sys.modules)))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout))
+    assert "snailjob.client" in loaded and "snailjob.compat" in loaded
+    heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in NOT_FOR_A_JOB_CLIENT))
+    assert heavy == [], heavy
+
+
+def test_lazy_names_resolve():
+    import snailjob
+    import snailjob.retry as retry
+
+    for name in ["Backoff", "Retryable", "RetryCall", "RetryRegistry", "RetryStrategy", "StopRetry", "retryable"]:
+        assert name in snailjob.__all__ and name in dir(snailjob), name
+        assert getattr(snailjob, name) is getattr(retry, name), name
+    assert snailjob.RetryRegistry is retry.RetryRegistry
+    try:
+        snailjob.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("an unknown name resolved")
+
+
+def test_retryable_registers_after_a_lazy_import():
+    code = textwrap.dedent("""
+        import sys
+        import snailjob as sj
+        assert "snailjob.retry" not in sys.modules
+
+        @sj.retryable("scene")
+        def pay(order):
+            return order
+
+        sj.ExecutorManager.register(pay)
+        assert sj.ExecutorManager.retries.get("scene", pay.executor_name) is pay
+        client = sj.Client(sj.Settings.load(env_file=None), executors=[pay])
+        assert len(client.retries) == 1
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_grpc_loads_with_the_first_channel():
+    code = "import sys, snailjob; print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

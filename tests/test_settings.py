@@ -81,3 +81,20 @@ def test_every_setting_is_documented_in_configuration_md():
     text = (Path(__file__).resolve().parents[1] / "CONFIGURATION.md").read_text()
     missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in text]
     assert not missing, f"settings missing from CONFIGURATION.md: {missing}"
+
+
+def test_complex_values_are_read_as_json(monkeypatch):
+    # as with pydantic-settings: a list, dict or model field takes JSON text
+    from typing import Dict, List, Optional
+
+    from snailjob.settings import Settings, _is_complex
+
+    class Wider(Settings):
+        snail_extra_hosts: List[str] = []
+        snail_extra_map: Optional[Dict[str, int]] = None
+
+    monkeypatch.setenv("SNAIL_EXTRA_HOSTS", '["a", "b"]')
+    monkeypatch.setenv("snail_extra_map", '{"x": 1}')
+    wider = Wider.load(env_file=None)
+    assert wider.snail_extra_hosts == ["a", "b"] and wider.snail_extra_map == {"x": 1}
+    assert not _is_complex(Optional[int]) and not _is_complex(str) and _is_complex(Optional[List[int]])

@@ -4,6 +4,10 @@ Every name here is spelled exactly as the server's DTO spells it; golden tests
 in ``tests/test_wire_golden.py`` pin the JSON the client sends.  Incoming
 models ignore unknown fields (the server adds fields between versions) and
 outgoing models omit ``None`` fields, as the server's own Jackson setup does.
+
+Each model builds its validator and serializer on first use
+(``defer_build``), not at import: a job client never uses the retry
+module's models, and the others are first needed when work arrives.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Incoming(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class _Outgoing(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     def to_wire(self) -> Dict[str, Any]:
         """The JSON-ready dict, without ``None`` fields (server: NON_NULL)."""
@@ -87,6 +91,8 @@ class ExecuteResult(BaseModel):
     ``result`` is stored by the server as the task's result text (a string as
     is, anything else as JSON); ``message`` is the reason shown in alarms.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     status: int = StatusEnum.YES
     result: Any = None

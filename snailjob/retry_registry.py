@@ -1,0 +1,78 @@
+"""``RetryRegistry``: the ``@retryable`` functions a client serves.
+
+Kept apart from ``snailjob.retry`` so that a client (and ``import
+snailjob``) can hold an empty registry without loading the retry feature;
+``snailjob.retry`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from snailjob.errors import RetryDefinitionError
+
+if TYPE_CHECKING:
+    from snailjob.retry import Retryable, RetrySink
+
+
+def is_retryable(obj: object) -> bool:
+    """Whether ``obj`` is a ``@retryable`` function, without importing
+    ``snailjob.retry`` (none can exist before it is imported)."""
+    module = sys.modules.get("snailjob.retry")
+    return module is not None and isinstance(obj, module.Retryable)
+
+
+@dataclass
+class RetryRegistry:
+    """Retryable functions by (scene, executor name); a running client
+    attaches itself as ``sink`` so the functions can report through it."""
+
+    _entries: Dict[Tuple[str, str], Retryable[Any, Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sink: Optional[weakref.ReferenceType[Any]] = None
+
+    def register(self, item: Retryable[Any, Any]) -> None:
+        if not is_retryable(item):
+            raise RetryDefinitionError(f"{item!r} is not a @retryable function")
+        key = (item.scene, item.executor_name)
+        with self._lock:
+            known = self._entries.get(key)
+            if known is not None and known is not item:
+                raise RetryDefinitionError(f"two retryables for scene {item.scene!r} share the executor "
+                                           f"name {item.executor_name!r}; give one an executor_name=")
+            self._entries[key] = item
+        item._attach(self)
+
+    def get(self, scene: str, executor_name: str) -> Optional[Retryable[Any, Any]]:
+        with self._lock:
+            return self._entries.get((scene, executor_name))
+
+    def names(self) -> List[Tuple[str, str]]:
+        with self._lock:
+            return sorted(self._entries)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __hash__(self) -> int:  # kept in the retryables' weak sets
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    @property
+    def sink(self) -> Optional[RetrySink]:
+        ref = self._sink
+        return ref() if ref is not None else None
+
+    def attach(self, sink: Any) -> None:
+        self._sink = weakref.ref(sink)
+
+    def detach(self, sink: Any) -> None:
+        if self._sink is not None and self._sink() is sink:
+            self._sink = None
