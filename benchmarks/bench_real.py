@@ -18,7 +18,8 @@ Scenarios:
 2. the same with three nodes of each kind.
 3. scale-out: ``--scale-nodes`` Python node processes in one group:
    (a) a broadcast job (``--broadcasts`` times): a SUCCESS task on every node;
-   (b) a map of ``--scale-items`` items, every item run exactly once (one marker
+   (b) a map of ``--scale-items`` items (``--scale-shape flat``: mapped by the root
+       task itself), every item run exactly once (one marker
        line per run, plus the ``sj_job_task`` status counts).
 
 For each measurement: wall time; CPU seconds and peak RSS (sampled every 0.5 s)
@@ -506,17 +507,19 @@ class Bench:
             self.failures.append(f"{kind} x{len(nodes)} cluster jobs: {result['check']}")
         return result
 
-    def map_run(self, kind: str, group: str, nodes: List[Node], items: int) -> Dict[str, Any]:
+    def map_run(self, kind: str, group: str, nodes: List[Node], items: int, flat: bool = False) -> Dict[str, Any]:
+        """``flat``: the root task maps every item itself (Python only), instead of through CHUNKs."""
         timeout = max(600.0, items / self.args.min_rate)
-        job = self.job(kind, group, "map", TaskType.MAP, args_str=str(items), parallel_num=self.args.parallel,
-                       executor_timeout=int(timeout) + 60)
+        job = self.job(kind, group, "map", TaskType.MAP, args_str=f"flat:{items}" if flat else str(items),
+                       parallel_num=self.args.parallel, executor_timeout=int(timeout) + 60)
         with self.meter(nodes) as meter:
             t0 = time.monotonic()
             batch = self.srv.trigger_job(job)
             status = self.wait_final(batch, timeout, 1.0 if items >= 5000 else 0.25)
             wall = time.monotonic() - t0
         result: Dict[str, Any] = {
-            "what": f"map of {items:,} items", "kind": kind, "nodes": len(nodes), "count": items, "batch": batch,
+            "what": f"{'flat ' if flat else ''}map of {items:,} items",
+            "kind": kind, "nodes": len(nodes), "count": items, "batch": batch,
             "status": BatchStatus.NAMES.get(status, status), "wall_s": round(wall, 2),
             "server_span_s": self.batch_span(batch)}
         result.update(self.check_map(kind, batch, items, nodes))
@@ -705,7 +708,8 @@ def run_scale_scenario(bench: Bench, report: Report) -> None:
     try:
         warm = bench.warm_up("python", group, nodes)
         report.add("3a", {**bench.broadcast(group, nodes), "warm_up": warm})
-        report.add("3b", bench.map_run("python", group, nodes, bench.args.scale_items))
+        report.add("3b", bench.map_run("python", group, nodes, bench.args.scale_items,
+                                       flat=bench.args.scale_shape == "flat"))
     finally:
         for node in nodes:
             node.stop()
@@ -721,6 +725,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--map-items", type=int, help=f"items of the map in scenarios 1 and 2 (default {FULL['map_items']})")
     p.add_argument("--scale-nodes", type=int, help=f"Python nodes of scenario 3 (default {FULL['scale_nodes']})")
     p.add_argument("--scale-items", type=int, help=f"items of the map of scenario 3 (default {FULL['scale_items']})")
+    p.add_argument("--scale-shape", choices=("chunked", "flat"), default="chunked",
+                   help="scenario 3's map: ROOT_MAP -> CHUNKs -> ITEMs as in scenarios 1-2 (default), or flat: "
+                        "the root maps every item itself, so the server creates the sub-tasks one report "
+                        "at a time")
     p.add_argument("--scenarios", default="1,2,3", help="which scenarios, e.g. 1,2 (default all)")
     p.add_argument("--kinds", default="python,java", help="client kinds of scenarios 1-2 (default python,java)")
     p.add_argument("--parallel", type=int, default=16, help="parallelNum of the map jobs (default 16)")

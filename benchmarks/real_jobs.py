@@ -8,6 +8,7 @@ Its two executors mirror the Java peer's, so both sides do the same work:
   ``CHUNK`` maps one ``ITEM`` sub-task per number, and each ``ITEM`` returns its
   number and appends ``<batch> <item> <node>`` to ``<E2E_MARKER_DIR>/bench-items``
   (one line per run, so the benchmark can check that every item ran exactly once).
+  With params ``flat:N`` the root maps every ``ITEM`` itself (no ``CHUNK`` level).
 
 Configured through the environment like ``tests/e2e/e2e_client.py``
 (``SNAIL_*``, ``E2E_MARKER_DIR``, ``E2E_NODE``); ``bench_real.py`` starts it.
@@ -50,7 +51,10 @@ bench_map = sj.MapExecutor("benchMap")
 
 @bench_map.map()
 def root(args: sj.MapArgs) -> sj.ExecuteResult:
-    count = int(args.job_params)
+    params = str(args.job_params)
+    if params.startswith("flat:"):  # every item from the root, one report of 200 after the other
+        return sj.mr_do_map(list(range(int(params[5:]))), "ITEM")
+    count = int(params)
     chunks = [list(range(start, min(start + CHUNK, count))) for start in range(0, count, CHUNK)]
     return sj.mr_do_map(chunks, "CHUNK")
 
