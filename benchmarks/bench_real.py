@@ -414,8 +414,12 @@ class Bench:
 
     def wait_final(self, batch: int, timeout: float, poll: float) -> int:
         deadline = time.monotonic() + timeout
+        status = -1
         while True:
-            status = int(self.srv.batch(batch)["taskBatchStatus"])
+            try:
+                status = int(self.srv.batch(batch)["taskBatchStatus"])
+            except OSError as exc:  # a swamped server's web API times out: keep polling until the deadline
+                say(f"batch {batch}: the web API did not answer ({exc!r}); polling on")
             if status in BatchStatus.FINAL or time.monotonic() > deadline:
                 return status
             time.sleep(poll)
