@@ -303,6 +303,14 @@ class ResultOutbox:
         except Exception:  # never raise into gRPC's callback thread
             logger.exception("internal error after delivering %s", item.describe or item.uri)
 
+    def _until_due(self) -> float:
+        """Seconds until the next delayed result is due, at most 0.5 (caller holds the lock)."""
+        wait = 0.5
+        for heap in (self._waiting, self._repeats):
+            if heap:
+                wait = min(wait, heap[0].not_before - time.monotonic())
+        return max(wait, 0.001)
+
     def _run_due(self) -> None:
         """Start results whose time has come (backoff, delay, repeat), and
         queued ones no call has taken (calls start without waiting)."""
@@ -313,11 +321,7 @@ class ResultOutbox:
                     starts = self._take_ready()
                     if starts:
                         break
-                    wait = 0.5
-                    for heap in (self._waiting, self._repeats):
-                        if heap:
-                            wait = min(wait, heap[0].not_before - time.monotonic())
-                    self._cond.wait(max(wait, 0.001))
+                    self._cond.wait(self._until_due())
                 if not starts:
                     return
             self._start(starts)
@@ -399,11 +403,7 @@ class ResultOutbox:
                     item = self._next_ready()
                     if item is not None:
                         break
-                    wait = 0.5
-                    for heap in (self._waiting, self._repeats):
-                        if heap:
-                            wait = min(wait, heap[0].not_before - time.monotonic())
-                    self._cond.wait(max(wait, 0.001))
+                    self._cond.wait(self._until_due())
                 if item is None:
                     return
                 self._in_flight += 1
