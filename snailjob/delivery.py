@@ -688,22 +688,13 @@ class BatchShipper:
 
 class LogShipper(BatchShipper):
     """Job and retry log entries for ``/batch/server/report/log``.  The
-    sending thread starts with the first entry, so an idle client (or one
-    whose jobs do not log remotely) runs no extra thread."""
+    sending thread starts with the client, not with the first entry: that
+    entry is often logged by a job at the moment it is stopped, and a thread
+    start inside a job can be cut short by the job's interruption."""
 
     uri = enums.URI_REPORT_LOG
     what = "log entries"
     thread_name = "snailjob-logs"
-
-    def start(self) -> None:
-        pass  # see offer()
-
-    def offer(self, entry: Dict[str, Any]) -> bool:
-        if self._thread is None:
-            with self._cond:
-                if self._thread is None and not self._closed:
-                    super().start()
-        return super().offer(entry)
 
     def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
         with self._cond:
