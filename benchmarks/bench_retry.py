@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import snailjob as sj  # noqa: E402
-from snailjob.transport import InboundServer, Reply  # noqa: E402
+from snailjob.inbound import InboundServer  # noqa: E402
+from snailjob.transport import Reply  # noqa: E402
 
 ROUNDS = 7
 

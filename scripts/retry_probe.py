@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from snailjob import __version__  # noqa: E402
-from snailjob.transport import GrpcTransport, InboundServer, Reply  # noqa: E402
+from snailjob.inbound import InboundServer  # noqa: E402
+from snailjob.transport import GrpcTransport, Reply  # noqa: E402
 from snailjob.wire.codec import encode_body  # noqa: E402
 from tests.e2e import harness  # noqa: E402
 

@@ -167,10 +167,57 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+@dataclass(frozen=True)
+class BindChoice:
+    """Where the inbound server listens, and why (for the start-up log)."""
+
+    host: str
+    why: str
+    warning: Optional[str] = None
+
+
+def is_local_address(host: str) -> bool:
+    """True when a socket can be bound to ``host`` here: an address of one
+    of this host's interfaces (binding sends nothing)."""
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return False
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def choose_bind(configured: Optional[str], advertised: AddressChoice) -> BindChoice:
+    """Where the inbound server listens.
+
+    ``SNAIL_BIND_HOST`` wins.  Otherwise the advertised address itself, so
+    that the port is reachable only on the interface the server calls (only
+    on loopback when the server is on this host).  When the advertised
+    address is not one of this host's (NAT, a mapped port, a proxy), every
+    interface of its family, with a note that says why.
+    """
+    if configured:
+        return BindChoice(configured, "SNAIL_BIND_HOST")
+    host = advertised.host
+    if is_local_address(host):
+        return BindChoice(host, "loopback, as advertised" if is_loopback(host) else "as advertised")
+    everywhere = bind_host_for(None, host)
+    return BindChoice(everywhere, "all interfaces",
+                      f"advertised address {host} is not an address of this host (NAT or a mapped port?), "
+                      f"so the inbound port listens on every interface ({everywhere}); set SNAIL_BIND_HOST "
+                      "to the interface the server reaches")
+
+
 def bind_host_for(configured: Optional[str], advertised: str) -> str:
-    """Where the inbound server listens: ``SNAIL_BIND_HOST``, else every
-    interface of the advertised address' family (``::`` also accepts IPv4
-    where the host allows dual-stack sockets)."""
+    """Every interface of the advertised address' family (``::`` also
+    accepts IPv4 where the host allows dual-stack sockets), unless
+    ``SNAIL_BIND_HOST`` says otherwise.  ``choose_bind`` is the default; this
+    is its fallback for an advertised address that is not local."""
     if configured:
         return configured
     return "::" if ":" in advertised else "0.0.0.0"

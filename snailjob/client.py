@@ -8,7 +8,6 @@ executors); ``client_main()`` runs one built from the environment.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -22,18 +21,19 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 from pydantic import ValidationError
 
 from snailjob._version import __version__
-from snailjob.address import bind_host_for, choose_advertised, join_host_port
+from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, is_loopback, join_host_port
 from snailjob.args import JobArgs, build_args
 from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
 from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask, isolation_of
+from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, raise_fd_limit
 from snailjob.log import install_remote_handler
 from snailjob.observe import TaskObserver
 from snailjob.retry_registry import RetryRegistry, is_retryable
-from snailjob.settings import Settings, new_host_id
-from snailjob.transport import FailoverTransport, GrpcTransport, InboundServer, Reply, Transport
+from snailjob.settings import DEFAULT_TOKEN, Settings, new_host_id
+from snailjob.transport import FailoverTransport, GrpcTransport, Reply, Transport
 from snailjob.wire import enums
 from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object, short, summarize
 from snailjob.wire.models import (
@@ -59,6 +59,10 @@ parent's own result to be stored first (see ``mr_do_map``)."""
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
+_INLINE_URIS = frozenset((enums.URI_DISPATCH, enums.URI_STOP, enums.URI_SYNC_VERSION))
+"""Server calls whose handlers only parse, validate and queue: they run on
+the inbound server's event loop; the others (retry calls run user code) on
+its worker threads."""
 _RETRY_URIS = frozenset((enums.URI_RETRY_DISPATCH, enums.URI_RETRY_CALLBACK, enums.URI_RETRY_STOP,
                          enums.URI_RETRY_IDEMPOTENT_ID, enums.URI_RETRY_DESERIALIZE))
 
@@ -100,6 +104,7 @@ class Client:
         self.host_id = self.settings.snail_host_id or new_host_id()
         self.host_port = self.settings.snail_host_port
         self.host_ip = self.settings.snail_host_ip or ""  # chosen at start() when unset
+        self.bind_host = ""  # where the inbound port listens, chosen at start()
         self._lock = threading.Lock()
         self._state = "new"
         self._accepting = False
@@ -112,10 +117,12 @@ class Client:
         self._last_problem: Optional[str] = None
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
+        self._store: Optional[OutboxStore] = None
         self._heartbeat: Optional[threading.Thread] = None
         s = self.settings
         self.dispatcher = Dispatcher(self._on_outcome, interrupt_delay=s.snail_interrupt_delay,
                                      max_running=s.snail_max_running, max_queued=s.snail_max_queued,
+                                     max_queued_bytes=s.snail_max_queued_bytes,
                                      refuse_when_full=s.snail_when_busy == "refuse")
         self._outbox: Optional[ResultOutbox] = None
         self._logs: Optional[LogShipper] = None
@@ -126,6 +133,7 @@ class Client:
         self._pool: Optional[ProcessPool] = None
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.heartbeat_failures = 0
+        self._refusals = RefusalLog(logger)
 
     # --- public lifecycle -------------------------------------------------
 
@@ -176,31 +184,14 @@ class Client:
             if self._state != "new":
                 raise SnailJobError(f"client already {self._state}; create a new Client to start again")
             self._state = "starting"
+        try:
+            bind, choice = self._open()
+        except BaseException:
+            self._abandon_start()
+            raise
         s = self.settings
-        install_remote_handler()
-        package = logging.getLogger("snailjob")
-        if package.level == logging.NOTSET:
-            package.setLevel(s.snail_log_level)
-        choice = choose_advertised(s.snail_host_ip, s.server_targets)
-        self.host_ip = choice.host
-        bind_host = bind_host_for(s.snail_bind_host, choice.host)
-        self._inbound = InboundServer(bind_host, s.snail_host_port, self._handle_inbound,
-                                      workers=s.snail_inbound_workers)
-        self.host_port = self._inbound.port
-        self._headers = self._build_headers()
-        targets = s.server_targets
-        if len(targets) == 1:
-            self._transport = self._transport_factory(targets[0], lambda: self._headers)
-        else:
-            self._transport = FailoverTransport(targets, lambda: self._headers, self._transport_factory)
-        store = OutboxStore(s.snail_outbox_path) if s.snail_outbox_path else None
-        self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout,
-                                    max_pending=s.snail_result_queue_max, store=store)
-        self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
-                                s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
-        self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, batch_size=50,
-                                            interval=s.snail_retry_report_interval,
-                                            max_buffer=s.snail_retry_report_max_buffer, store=store)
+        assert self._outbox is not None and self._logs is not None and self._retry_reports is not None
+        assert self._inbound is not None
         self._outbox.start()
         self._logs.start()
         self._retry_reports.start()
@@ -213,12 +204,64 @@ class Client:
         with self._lock:
             self._state = "running"
         _live_clients.add(self)
-        logger.info("snailjob client %s listening on %s, advertised as %s (%s), server %s, group %s",
-                    self.host_id, join_host_port(bind_host, self.host_port),
+        logger.info("snailjob client %s listening on %s (%s), advertised as %s (%s), server %s, group %s",
+                    self.host_id, join_host_port(bind.host, self.host_port), bind.why,
                     join_host_port(self.host_ip, self.host_port), choice.how, s.server_target, s.snail_group_name)
-        if choice.warning:
-            logger.warning("%s", choice.warning)
+        for warning in (choice.warning, bind.warning, default_token_warning(s.snail_token, bind.host)):
+            if warning:
+                logger.warning("%s", warning)
         return self
+
+    def _open(self) -> Tuple[BindChoice, AddressChoice]:
+        """Everything ``start()`` builds, in an order that fails before the
+        port is bound when it can: the outbox file first (its checks and
+        lock), then the inbound server, then the channel and the queues."""
+        s = self.settings
+        install_remote_handler()
+        package = logging.getLogger("snailjob")
+        if package.level == logging.NOTSET:
+            package.setLevel(s.snail_log_level)
+        store = OutboxStore(s.snail_outbox_path) if s.snail_outbox_path else None
+        self._store = store
+        choice = choose_advertised(s.snail_host_ip, s.server_targets)
+        self.host_ip = choice.host
+        bind = choose_bind(s.snail_bind_host, choice)
+        raise_fd_limit(InboundLimits().max_connections + 256)
+        self._inbound = InboundServer(bind.host, s.snail_host_port, self._handle_inbound,
+                                      workers=s.snail_inbound_workers, token=s.snail_token,
+                                      inline=_INLINE_URIS.__contains__)
+        self.host_port = self._inbound.port
+        self._headers = self._build_headers()
+        targets = s.server_targets
+        if len(targets) == 1:
+            self._transport = self._transport_factory(targets[0], lambda: self._headers)
+        else:
+            self._transport = FailoverTransport(targets, lambda: self._headers, self._transport_factory)
+        self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout,
+                                    max_pending=s.snail_result_queue_max, store=store)
+        self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
+                                s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
+        self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, batch_size=50,
+                                            interval=s.snail_retry_report_interval,
+                                            max_buffer=s.snail_retry_report_max_buffer, store=store)
+        self.bind_host = bind.host
+        return bind, choice
+
+    def _abandon_start(self) -> None:
+        """Undo a ``start()`` that failed: nothing is left listening or open,
+        and the client can be started again."""
+        for closer in (self._inbound.stop if self._inbound is not None else None,
+                       self._transport.close if self._transport is not None else None,
+                       getattr(self._store, "close", None)):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception as exc:
+                    logger.debug("while undoing a failed start: %r", exc)
+        self._inbound = self._transport = self._store = None
+        self._outbox = self._logs = self._retry_reports = None
+        with self._lock:
+            self._state = "new"
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Stop the node: refuse new dispatches, wait up to ``grace`` seconds
@@ -486,16 +529,7 @@ class Client:
     # --- inbound ----------------------------------------------------------
 
     def _handle_inbound(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
-        token = headers.get("SJ-TOKEN")  # as the server spells it; any case is accepted
-        if token is None:
-            token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
-        if token is None:
-            logger.warning("refused %s: no SJ-TOKEN header", uri[:100])
-            return Reply(0, "SJ-TOKEN header missing", False)
-        if not hmac.compare_digest(token.encode("utf-8", "replace"),
-                                   self.settings.snail_token.encode("utf-8", "replace")):
-            logger.warning("refused %s: SJ-TOKEN does not match SNAIL_TOKEN", uri[:100])
-            return Reply(0, "SJ-TOKEN does not match this client's token", False)
+        """One call of the server; ``SJ-TOKEN`` was checked by the inbound server."""
         path = uri.split("?", 1)[0]
         if path == enums.URI_DISPATCH:
             return self._on_dispatch(body)
@@ -505,7 +539,7 @@ class Client:
             return Reply(1, "", None)
         if path in _RETRY_URIS:
             return self._retry_calls().handlers[path](body)
-        logger.debug("unsupported server call %s answered with null", path[:100])
+        logger.debug("unsupported server call %s answered with null", short(path))
         return Reply(1, "", None)
 
     def _on_dispatch(self, body: str) -> Reply:
@@ -543,8 +577,9 @@ class Client:
         return Reply(1, "", True)
 
     def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:
-        where = f" (task {request.taskId}, batch {request.taskBatchId})" if request else ""
-        logger.warning("dispatch refused%s: %s", where, message)
+        """Refuse a dispatch; logged at most once a minute per reason."""
+        where = f" of task {request.taskId}, batch {request.taskBatchId}" if request else ""
+        self._refusals.refused(message[:80], f"dispatch{where}: {message}")
         return Reply(status, message, False)
 
     def _on_stop(self, body: str) -> Reply:
@@ -713,6 +748,16 @@ _FAIL = int(enums.JobTaskStatusEnum.FAIL)
 _YES = int(enums.StatusEnum.YES)
 _NO = int(enums.StatusEnum.NO)
 _SCALARS = (str, int, float, bool, type(None))
+
+
+def default_token_warning(token: str, bind_host: str) -> Optional[str]:
+    """The start-up warning for a node that anyone beyond this host can call
+    with the public default token, or None."""
+    if token != DEFAULT_TOKEN or is_loopback(bind_host):
+        return None
+    return (f"SNAIL_TOKEN is SnailJob's public default token and the inbound port listens on {bind_host}: "
+            "anyone who can reach it can run this node's jobs. Set the group's own token in the console "
+            "and in SNAIL_TOKEN (docs/security.md)")
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

@@ -93,6 +93,7 @@ class Work:
         self.received = time.monotonic()
         self.received_wall = time.time()
         self.in_process = False  # run by a worker process: never on the event loop
+        self.size = 0  # bytes of arguments it holds while it waits (SNAIL_MAX_QUEUED_BYTES)
 
     @property
     def key(self) -> Hashable:
@@ -144,6 +145,7 @@ class Task(Work):
         self.result: Optional[ExecuteResult] = None  # None until the function returned
         self.error: Optional[BaseException] = None
         self._observed: Optional[Tuple[TaskInfo, list, float]] = None
+        self.size = len(request.argsStr or "") + len(request.wfContext or "")
 
     @property
     def key(self) -> Hashable:
@@ -229,9 +231,12 @@ class Dispatcher:
     """
 
     def __init__(self, on_outcome: Outcome, linger: float = 1.0, interrupt_delay: float = 1.0,
-                 max_running: int = 0, max_queued: int = 0, refuse_when_full: bool = False) -> None:
+                 max_running: int = 0, max_queued: int = 0, refuse_when_full: bool = False,
+                 max_queued_bytes: int = 0) -> None:
         """``max_running``: threads running work at once (0: no cap);
         ``max_queued``: tasks waiting at once (0: no limit);
+        ``max_queued_bytes``: bytes of arguments (``Work.size``) of the
+        tasks waiting at once (0: no limit);
         ``refuse_when_full``: refuse, rather than queue, a task of a batch
         that has no thread while ``max_running`` threads are busy."""
         self._on_outcome = on_outcome
@@ -242,6 +247,8 @@ class Dispatcher:
         self._refuse_when_full = refuse_when_full
         self._busy = 0  # threads assigned to a batch
         self._queued = 0  # thread tasks not started yet
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0  # their Work.size
         self._ring: Deque[_Batch] = deque()  # batches waiting for a thread, each at most once
         self.refused = 0  # tasks refused by DispatcherFull
         self._lock = threading.Lock()
@@ -275,7 +282,7 @@ class Dispatcher:
         """Threads running work, thread tasks waiting, batches waiting for a
         thread under the cap, and tasks refused so far."""
         with self._lock:
-            return {"threads_busy": self._busy, "tasks_queued": self._queued,
+            return {"threads_busy": self._busy, "tasks_queued": self._queued, "queued_bytes": self._queued_bytes,
                     "batches_waiting": len(self._ring), "tasks_refused": self.refused}
 
     # --- submit -----------------------------------------------------------
@@ -311,6 +318,7 @@ class Dispatcher:
                 task.set_stop_event(batch.stop_event)
                 batch.queue.append(task)
                 self._queued += 1
+                self._queued_bytes += task.size
                 batch.tasks[id(task)] = task
                 if batch.workers < batch.parallel:
                     if not self._max_running or self._busy < self._max_running:
@@ -330,6 +338,11 @@ class Dispatcher:
         """Why a thread task cannot be queued now, or None (caller holds the lock)."""
         if self._max_queued and self._queued >= self._max_queued:
             return (f"{self._queued} tasks already wait on this client (SNAIL_MAX_QUEUED={self._max_queued}); "
+                    "dispatch it to another node")
+        if (self._max_queued_bytes and self._queued
+                and self._queued_bytes + task.size > self._max_queued_bytes):
+            return (f"the {self._queued} tasks waiting on this client hold {self._queued_bytes} bytes of arguments "
+                    f"and this one {task.size} more (SNAIL_MAX_QUEUED_BYTES={self._max_queued_bytes}); "
                     "dispatch it to another node")
         if self._refuse_when_full and self._max_running and self._busy >= self._max_running:
             batch = self._batches.get(task.key)
@@ -397,6 +410,7 @@ class Dispatcher:
                     task.timer.cancel()
             affected = len(batch.tasks)
             self._queued -= len(batch.queue)
+            self._queued_bytes -= sum(task.size for task in batch.queue)
             batch.queue.clear()
         if running:
             if self._interrupt_delay > 0:
@@ -529,6 +543,7 @@ class Dispatcher:
     def _take(self, batch: _Batch) -> Work:
         task = batch.queue.popleft()
         self._queued -= 1
+        self._queued_bytes -= task.size
         task.state = _RUNNING
         task.thread_id = threading.get_ident()
         return task

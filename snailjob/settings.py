@@ -71,6 +71,7 @@ class Settings(BaseModel):
     snail_interrupt_delay: float = Field(1.0, ge=0)
     snail_max_running: int = Field(512, ge=0)  # 0: no cap
     snail_max_queued: int = Field(100_000, ge=0)  # 0: no limit
+    snail_max_queued_bytes: int = Field(256 * 1024 * 1024, ge=0)  # arguments of waiting tasks; 0: no limit
     snail_when_busy: str = "queue"
     snail_retry_report_interval: float = Field(1.0, gt=0)
     snail_retry_report_max_buffer: int = Field(10000, ge=1)

@@ -1,5 +1,5 @@
-"""gRPC transport: one long-lived channel to the server, and the inbound
-server the SnailJob server calls back into.
+"""gRPC transport: one long-lived channel to the server (the inbound server
+the SnailJob server calls back into is ``snailjob.inbound``).
 
 Both directions use the single method ``/UnaryRequest/unaryRequest``.  Every
 outbound call carries a deadline.  ``Transport`` is the seam tests can swap:
@@ -17,12 +17,11 @@ import importlib
 import itertools
 import logging
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Set
 
 from snailjob.errors import TransportError
-from snailjob.wire.codec import decode_data, dumps
+from snailjob.wire.codec import decode_data
 
 if TYPE_CHECKING:
     import grpc
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 METHOD = "/UnaryRequest/unaryRequest"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server sends up to 10 MiB
-_MAX_REPLY_MESSAGE = 2000
 _req_ids = itertools.count(1)
 
 
@@ -282,66 +280,3 @@ def _transport_error(uri: str, exc: grpc.RpcError) -> TransportError:
     details = exc.details() if hasattr(exc, "details") else str(exc)
     name = code.name if code is not None else "UNKNOWN"
     return TransportError(f"{uri}: {name}: {details}", code=name)
-
-
-InboundHandler = Callable[[str, Dict[str, str], str], Reply]
-
-
-class InboundServer:
-    """The gRPC server the SnailJob server calls (dispatch, stop, ...).
-
-    ``handler(uri, headers, body)`` must return quickly; it is called on one
-    of ``workers`` threads.  An exception in it becomes a ``status=0`` reply,
-    never a gRPC error.
-    """
-
-    def __init__(self, bind_host: str, port: int, handler: InboundHandler, workers: int = 16) -> None:
-        _load_grpc()
-        self._handler = handler
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snailjob-inbound"),
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0)],
-        )
-        method = grpc.unary_unary_rpc_method_handler(
-            self._serve,
-            request_deserializer=pb.GrpcSnailJobRequest.FromString,
-            response_serializer=pb.GrpcResult.SerializeToString,
-        )
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": method}),))
-        address = f"{_bracket(bind_host)}:{port}"
-        try:
-            self.port = self._server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise TransportError(f"cannot listen on {address}: {exc}") from None
-        if self.port == 0:
-            raise TransportError(f"cannot listen on {address} (port in use?)")
-        self._stopped = threading.Event()
-
-    def _serve(self, request: pb.GrpcSnailJobRequest, context: grpc.ServicerContext) -> pb.GrpcResult:
-        uri = request.metadata.uri
-        try:
-            reply = self._handler(uri, dict(request.metadata.headers), request.body)
-            status, message, data = reply.status, reply.message, reply.data
-        except Exception as exc:  # the inbound server must never fail a call
-            logger.exception("inbound handler failed for %s", uri[:200])
-            status, message, data = 0, f"client error: {type(exc).__name__}", None
-        message = message or ""
-        if len(message) > _MAX_REPLY_MESSAGE:  # never echo a huge input back
-            message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
-        text = "true" if data is True else "null" if data is None else dumps(data)
-        return pb.GrpcResult(reqId=request.reqId, status=status, message=message, data=text)
-
-    def start(self) -> None:
-        self._server.start()
-
-    def stop(self, grace: Optional[float] = None) -> None:
-        if not self._stopped.is_set():
-            self._stopped.set()
-            self._server.stop(grace).wait(timeout=(grace or 0) + 5)
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -132,7 +132,17 @@ def test_the_client_advertises_the_chosen_address_and_logs_how(make_client: Any,
     assert transport.headers()["host-ip"] == "127.0.0.1"
     started = [r.getMessage() for r in caplog.records if "advertised as" in r.getMessage()]
     assert started and f"advertised as 127.0.0.1:{client.host_port} (route to 127.0.0.1)" in started[0]
-    assert "listening on 0.0.0.0:" in started[0]
+    # the server is on loopback: so is the inbound port, and nothing else can reach it
+    assert f"listening on 127.0.0.1:{client.host_port} (loopback, as advertised)" in started[0]
+    assert client.bind_host == "127.0.0.1"
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            listening += [row.split()[1] for row in rows
+                          if row.split()[1].endswith(f":{client.host_port:04X}") and row.split()[3] == "0A"]
+    # 127.0.0.1 only (gRPC may listen on an IPv6 socket bound to its IPv4-mapped form)
+    assert len(listening) == 1 and listening[0].split(":")[0] in (
+        "0100007F", "0000000000000000FFFF00000100007F"), listening
 
 
 def test_the_client_warns_at_start_when_the_server_cannot_call_back(make_client: Any, caplog: Any) -> None:

@@ -198,10 +198,11 @@ def test_ten_mebibyte_dispatch_is_received(make_client):
     mr = sj.MapReduceExecutor("bigmr")
     mr.reduce()(big)
     client, transport = make_client([mr])
-    maps = ["x" * 1000] * 10_500  # ~10.5 MB of reduce input, as a large REDUCE can carry
+    # just under the 10 MiB message limit (the Java client's too) of reduce input
+    maps = ["x" * 1000] * 10_400
     body = dispatch_body("bigmr", 5, mrStage=2, taskName="REDUCE_TASK",
                          argsStr=json.dumps({"jobParams": "", "maps": maps}))
     reply = call_inbound(client.host_port, "/job/dispatch/v1", json.dumps([body]))
     assert len(reply.SerializeToString()) < 100 and reply.data == "true"
     report = wait_for(lambda: transport.bodies(REPORT))[0][0]
-    assert report["executeResult"]["result"] == 10_500
+    assert report["executeResult"]["result"] == 10_400

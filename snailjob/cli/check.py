@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any, List, Optional, Tuple
 
-from snailjob.address import bind_host_for, choose_advertised, join_host_port
+from snailjob.address import choose_advertised, join_host_port
 from snailjob.cli import settings_overrides
 from snailjob.client import Client
 from snailjob.errors import ConfigurationError
@@ -154,8 +154,7 @@ def _check_inbound(report: Report, settings: Settings) -> Tuple[Optional[Client]
         except Exception:
             return None, None
         return None, fallback
-    bind = bind_host_for(settings.snail_bind_host, client.host_ip)
-    report.ok("inbound port", f"listening on {join_host_port(bind, client.host_port)}, "
+    report.ok("inbound port", f"listening on {join_host_port(client.bind_host, client.host_port)}, "
                               f"advertised as {join_host_port(client.host_ip, client.host_port)}")
     return client, None
 

@@ -1,0 +1,428 @@
+"""The inbound gRPC server: the port the SnailJob server calls back into
+(dispatch, stop, config sync, the retry calls).
+
+It is the node's one surface exposed to the network, so it is built to hold
+nothing for a caller that has not proved who it is:
+
+* It runs on ``grpc.aio`` in one event-loop thread (``snailjob-inbound``).
+  A call waiting for its request message is a suspended coroutine, not a
+  thread: idle streams cost a few kilobytes each, never a worker.
+* At most ``pending_calls`` calls may wait for their message at once; a new
+  call beyond that evicts the one that has waited longest (a real server
+  sends its message at once, so only a stalled stream is ever the oldest),
+  and a call whose message has not arrived within ``receive_timeout`` is
+  ended.  A stranger can therefore slow the node down by opening streams
+  faster than messages arrive, but cannot silence it.
+* The request is read as raw bytes.  ``SJ-TOKEN`` is checked from the
+  request's ``metadata`` field before the ``body`` field is decoded, so a
+  call without the token costs one scan of its bytes, no copy of its body.
+* gRPC itself bounds the rest: 10 MiB per message (the Java client's limit),
+  ``max_streams`` per connection, ``max_connections``, connection age and
+  idle time, and keepalive-ping enforcement.
+* Refused calls are logged at most once a minute per peer, with a count,
+  and every text taken from the call is quoted.
+
+Handlers are plain functions ``handler(uri, headers, body) -> Reply``.  Those
+of the URIs ``inline`` accepts run on the event-loop thread (they must only
+parse, validate and queue, as the dispatch and stop handlers do); the others
+run on a pool of up to ``workers`` threads (the retry calls run user code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent import futures
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
+
+from snailjob.errors import TransportError
+from snailjob.wire.codec import dumps, short
+
+if TYPE_CHECKING:
+    import grpc
+    import grpc.aio
+
+    from snailjob.transport import Reply
+    from snailjob.wire import snailjob_pb2 as pb
+else:
+    grpc = pb = None  # set by _load_grpc()
+
+logger = logging.getLogger(__name__)
+
+SERVICE, METHOD_NAME = "UnaryRequest", "unaryRequest"
+MiB = 1024 * 1024
+_MAX_REPLY_MESSAGE = 2000
+TOKEN_HEADER = "SJ-TOKEN"
+
+
+@dataclass(frozen=True)
+class InboundLimits:
+    """What one peer, or all of them together, can take from the port."""
+
+    message_bytes: int = 10 * MiB  # as the Java client's inbound server
+    max_streams: int = 100  # concurrent calls per connection (HTTP/2 setting)
+    max_connections: int = 4096  # open connections; the fd limit is raised to fit at start
+    pending_calls: int = 4096  # calls waiting for their request message; beyond: the oldest is ended
+    receive_timeout: float = 10.0  # seconds a call may take to send its request message
+    connection_idle: float = 300.0  # seconds without a call before a connection is closed
+    connection_age: float = 3600.0  # seconds before a connection is asked to reconnect
+    connection_age_grace: float = 30.0  # ... and then given to finish its calls
+    min_ping_interval: float = 10.0  # pings closer than this without data are strikes (2 close it)
+    keepalive: float = 60.0  # seconds between this side's pings on a quiet connection
+    keepalive_timeout: float = 20.0  # a ping unanswered this long closes the connection
+
+    def options(self) -> List[Tuple[str, Any]]:
+        ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+        return [
+            ("grpc.max_receive_message_length", self.message_bytes),
+            ("grpc.max_send_message_length", self.message_bytes),
+            ("grpc.max_concurrent_streams", self.max_streams),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_connection_idle_ms", ms(self.connection_idle)),
+            ("grpc.max_connection_age_ms", ms(self.connection_age)),
+            ("grpc.max_connection_age_grace_ms", ms(self.connection_age_grace)),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", ms(self.min_ping_interval)),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.keepalive_time_ms", ms(self.keepalive)),
+            ("grpc.keepalive_timeout_ms", ms(self.keepalive_timeout)),
+            ("grpc.so_reuseport", 0),
+        ]
+
+
+def _load_grpc() -> None:
+    if pb is None:
+        globals()["grpc"] = importlib.import_module("grpc")
+        importlib.import_module("grpc.aio")
+        globals()["pb"] = importlib.import_module("snailjob.wire.snailjob_pb2")
+
+
+# --- the request envelope, read without decoding the body -------------------
+
+
+class EnvelopeError(ValueError):
+    """The bytes are not a ``GrpcSnailJobRequest``."""
+
+
+@dataclass
+class Envelope:
+    req_id: int
+    uri: str
+    headers: Dict[str, str]
+    body: memoryview  # UTF-8 bytes, decoded only once the token is checked
+
+
+def _read_varint(data: memoryview, pos: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise EnvelopeError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise EnvelopeError("varint longer than 10 bytes")
+
+
+def read_envelope(raw: bytes) -> Envelope:
+    """The fields of a serialized ``GrpcSnailJobRequest`` (reqId 1,
+    metadata 2, body 3), with protobuf's rules: unknown fields skipped, the
+    last scalar wins, repeated ``metadata`` fields merge.  Only the metadata
+    is parsed; the body stays a slice of ``raw``."""
+    data = memoryview(raw)
+    req_id, metadata, body = 0, [], data[0:0]
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, kind = key >> 3, key & 7
+        if number == 0:
+            raise EnvelopeError("field number 0")
+        if kind == 0:
+            value, pos = _read_varint(data, pos)
+            if number == 1:
+                req_id = value - (1 << 64) if value >= 1 << 63 else value
+        elif kind == 2:
+            length, pos = _read_varint(data, pos)
+            end = pos + length
+            if end > len(data):
+                raise EnvelopeError("truncated field")
+            if number == 2:
+                metadata.append(data[pos:end])
+            elif number == 3:
+                body = data[pos:end]
+            elif number == 1:
+                raise EnvelopeError("reqId is not a varint")
+            pos = end
+        elif kind in (1, 5):
+            if number in (1, 2, 3):
+                raise EnvelopeError(f"field {number} has the wrong wire type")
+            pos += 8 if kind == 1 else 4
+            if pos > len(data):
+                raise EnvelopeError("truncated field")
+        else:
+            raise EnvelopeError(f"wire type {kind} is not allowed here")
+    try:
+        meta = pb.Metadata.FromString(b"".join(bytes(m) for m in metadata))
+    except Exception as exc:  # google.protobuf.message.DecodeError, invalid UTF-8
+        raise EnvelopeError(f"metadata: {exc}") from None
+    return Envelope(req_id, meta.uri, dict(meta.headers), body)
+
+
+def token_of(headers: Dict[str, str]) -> Optional[str]:
+    """``SJ-TOKEN`` as the server spells it; any case is accepted."""
+    token = headers.get(TOKEN_HEADER)
+    if token is None:
+        token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
+    return token
+
+
+def token_refusal(headers: Dict[str, str], expected: str) -> Optional[str]:
+    """Why the call's token is refused, or None (constant-time compare)."""
+    token = token_of(headers)
+    if token is None:
+        return "SJ-TOKEN header missing"
+    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode("utf-8", "replace")):
+        return "SJ-TOKEN does not match this client's token"
+    return None
+
+
+# --- refusals, logged once a minute per peer ----------------------------------
+
+
+class RefusalLog:
+    """Logs refusals at WARNING at most once per ``interval`` per key (a
+    peer's address), with the count of those not logged since.  Remembers at
+    most ``keys`` keys (the least recently refused are forgotten)."""
+
+    def __init__(self, log: logging.Logger, interval: float = 60.0, keys: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = log
+        self._interval = interval
+        self._keys = keys
+        self._clock = clock
+        self._seen: OrderedDict[str, List[float]] = OrderedDict()  # key -> [last logged, not logged since]
+        self._lock = threading.Lock()
+
+    def refused(self, key: str, what: str) -> bool:
+        """Note one refusal; log it unless ``key`` was logged within the
+        interval.  ``what`` must already be quoted.  True when logged."""
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self._interval:
+                entry[1] += 1
+                self._seen.move_to_end(key)
+                return False
+            skipped = int(entry[1]) if entry is not None else 0
+            self._seen[key] = [now, 0]
+            self._seen.move_to_end(key)
+            while len(self._seen) > self._keys:
+                self._seen.popitem(last=False)
+        more = f" ({skipped} more from this peer since the last line)" if skipped else ""
+        self._log.warning("refused %s%s; at most one line a minute per peer", what, more)
+        return True
+
+
+def peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.1:5000`` / ``ipv6:[::1]:5000`` -> the address without the port."""
+    host = peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+    return host.split(":", 1)[1] if ":" in host else host
+
+
+# --- the server ----------------------------------------------------------------
+
+InboundHandler = Callable[[str, Dict[str, str], str], "Reply"]
+
+
+class InboundServer:
+    """The gRPC server the SnailJob server calls (dispatch, stop, ...).
+
+    ``handler(uri, headers, body)`` returns a ``Reply``; an exception in it
+    becomes a ``status=0`` reply, never a gRPC error.  With ``token``, calls
+    without that ``SJ-TOKEN`` are answered ``status=0`` before their body is
+    decoded and never reach the handler.  ``inline(path)`` says which URIs'
+    handlers are quick enough to run on the event-loop thread.
+    """
+
+    def __init__(self, bind_host: str, port: int, handler: InboundHandler, workers: int = 16, *,
+                 token: Optional[str] = None, inline: Callable[[str], bool] = lambda path: False,
+                 limits: Optional[InboundLimits] = None) -> None:
+        _load_grpc()
+        self._handler = handler
+        self._token = token
+        self._inline = inline
+        self.limits = limits or InboundLimits()
+        self._workers = workers
+        self._pool: Optional[futures.ThreadPoolExecutor] = None
+        self._refusals = RefusalLog(logger)
+        self._waiting: OrderedDict[int, asyncio.Future[Any]] = OrderedDict()
+        self.evicted = 0  # calls ended because newer ones needed their place
+        self.timed_out = 0  # calls ended because their message did not come in time
+        self.refused = 0  # calls refused for their token
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="snailjob-inbound", daemon=True)
+        self._thread.start()
+        self._stopped = threading.Event()
+        self.address = f"{_bracket(bind_host)}:{port}"
+        try:
+            self._server, self.port = self._on_loop(self._create(self.address))
+        except Exception:
+            self._close_loop()
+            raise
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _on_loop(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _create(self, address: str) -> Tuple[Any, int]:
+        server = grpc.aio.server(options=self.limits.options())
+        method = grpc.stream_unary_rpc_method_handler(
+            self._serve, request_deserializer=None,
+            response_serializer=pb.GrpcResult.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD_NAME: method}),))
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise TransportError(f"cannot listen on {address}: {exc}") from None
+        if port == 0:
+            raise TransportError(f"cannot listen on {address} (port in use?)")
+        return server, port
+
+    # --- one call -----------------------------------------------------------
+
+    async def _receive(self, context: Any) -> bytes:
+        """The request message; the call is aborted when it was evicted, too
+        slow, or closed without a message."""
+        read = asyncio.ensure_future(context.read())
+        key = id(read)
+        self._waiting[key] = read
+        if len(self._waiting) > self.limits.pending_calls:
+            _, oldest = self._waiting.popitem(last=False)
+            self.evicted += 1
+            oldest.cancel()
+        try:
+            await asyncio.wait((read,), timeout=self.limits.receive_timeout)
+        finally:
+            self._waiting.pop(key, None)
+        if read.cancelled():
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "too many calls wait for their request; this one waited longest")
+        if not read.done():
+            read.cancel()
+            self.timed_out += 1
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no request message within {self.limits.receive_timeout:g} s")
+        data = read.result()
+        if data is grpc.aio.EOF:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        return cast(bytes, data)
+
+    async def _serve(self, request_iterator: Any, context: Any) -> Any:
+        data = await self._receive(context)
+        try:
+            envelope = read_envelope(data)
+        except EnvelopeError as exc:
+            self._note_refusal(context, "", f"not a SnailJob request ({exc})")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a SnailJob request: {exc}")
+        uri = envelope.uri
+        if self._token is not None:
+            refusal = token_refusal(envelope.headers, self._token)
+            if refusal is not None:
+                self.refused += 1
+                self._note_refusal(context, uri, refusal)
+                return pb.GrpcResult(reqId=envelope.req_id, status=0, message=refusal, data="false")
+        try:
+            body = str(envelope.body, "utf-8")
+        except UnicodeDecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body is not UTF-8: {exc.reason}")
+        envelope.body = memoryview(b"")
+        if self._inline(uri.split("?", 1)[0]):
+            reply = self._call(uri, envelope.headers, body)
+        else:
+            reply = await self._loop.run_in_executor(self._executor(), self._call, uri, envelope.headers, body)
+        return reply_message(envelope.req_id, *reply)
+
+    def _note_refusal(self, context: Any, uri: str, reason: str) -> None:
+        peer = peer_host(context.peer() or "unknown")
+        where = f" {short(uri)}" if uri else ""
+        self._refusals.refused(peer, f"call{where} from {short(peer)}: {reason}")
+
+    def _call(self, uri: str, headers: Dict[str, str], body: str) -> Tuple[int, str, Any]:
+        try:
+            reply = self._handler(uri, headers, body)
+            return reply.status, reply.message, reply.data
+        except Exception as exc:  # the inbound server must never fail a call
+            logger.exception("inbound handler failed for %s", short(uri))
+            return 0, f"client error: {type(exc).__name__}", None
+
+    def _executor(self) -> futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = futures.ThreadPoolExecutor(max_workers=self._workers,
+                                                    thread_name_prefix="snailjob-inbound-call")
+        return self._pool
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._on_loop(self._server.start())
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        try:
+            self._on_loop(self._server.stop(grace), timeout=(grace or 0) + 5)
+        except Exception as exc:  # a loop that cannot stop in time still gets closed
+            logger.debug("inbound server stop: %r", exc)
+        self._close_loop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def reply_message(req_id: int, status: int, message: str, data: Any) -> Any:
+    """The ``GrpcResult`` of a reply; a long message is cut, never echoed whole."""
+    message = message or ""
+    if len(message) > _MAX_REPLY_MESSAGE:
+        message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
+    text = "true" if data is True else "null" if data is None else dumps(data)
+    return pb.GrpcResult(reqId=req_id, status=status, message=message, data=text)
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raise this process's soft limit of open files towards ``wanted``
+    (never above the hard limit, never lower), so that the connections the
+    inbound port allows do not run the process out of descriptors.  The
+    JVM does the same for the Java client."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            logger.debug("open-file limit raised from %d to %d", soft, target)
+        except (OSError, ValueError) as exc:
+            logger.debug("open-file limit left at %d: %r", soft, exc)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
