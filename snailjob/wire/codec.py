@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, List, Optional
 
 from pydantic import BaseModel, ValidationError
@@ -62,6 +63,29 @@ def dumps(value: Any) -> str:
     except UnicodeEncodeError:
         text = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=True)
     return text
+
+
+# a JSON string (an unterminated one runs to the end of the text) or a bracket
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
+
+
+def too_deep(text: str, limit: int) -> bool:
+    """True when the JSON ``text`` nests arrays/objects more than ``limit``
+    levels deep.  A linear scan that never recurses, so it is safe before
+    ``json.loads`` on untrusted text; brackets inside strings (escapes
+    included) do not count."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # cannot be deeper than the number of openers
+    depth = 0
+    for match in _DEPTH_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
 
 
 def encode_body(*args: Any) -> str:
