@@ -77,7 +77,7 @@ from snailjob.dispatcher import Work
 from snailjob.errors import RetryDefinitionError, RetrySerializationError, SnailJobError, TaskInterrupted
 from snailjob.log import log_exception
 from snailjob.retry_registry import RetryRegistry
-from snailjob.wire.codec import dumps, short, too_deep
+from snailjob.wire.codec import clean, dumps, location, short, too_deep
 from snailjob.wire.enums import RetryTaskStatusEnum
 from snailjob.wire.models import RetryTaskRequest
 
@@ -478,7 +478,8 @@ class Retryable(Generic[P, R]):
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:  # a case the checks above missed: still the arguments' fault
-            raise RetrySerializationError(f"{where}: argsStr does not fit {self._short_name()}(): {exc}") from None
+            raise RetrySerializationError(
+                f"{where}: argsStr does not fit {self._short_name()}(): {short(str(exc), 200)}") from None
         return tuple(args), kwargs
 
     def _short_name(self) -> str:
@@ -503,10 +504,10 @@ class Retryable(Generic[P, R]):
         except ValidationError as exc:
             first = exc.errors()[0]
             # the location may hold keys from the server's text, the message the input: quoted
-            at = ".".join(str(p) for p in first["loc"])
+            at = location(first["loc"])
             raise RetrySerializationError(
-                f"{where}: argument {param.name!r} of {self._short_name()}(): {short(first['msg'], 200)}"
-                + (f" at {short(at, 100)}" if at else "")) from None
+                f"{where}: argument {param.name!r} of {self._short_name()}(): {clean(first['msg'], 200)}"
+                + (f" at {at}" if at else "")) from None
 
     def _parameter_adapters(self) -> Dict[str, TypeAdapter[Any]]:
         """A pydantic adapter per annotated parameter; an annotation pydantic

@@ -669,7 +669,7 @@ HOSTILE_ARGS = [
     ('{"order_id": 1}', "scene 'pay': argsStr must be a JSON array (one value per parameter), got a JSON object"),
     ('"[1, 2]"', "got a JSON string"),
     ("[1, 2", "scene 'pay': argsStr is not JSON ("),
-    ('[1, "lots"]', "scene 'pay': argument 'amount' of pay(): 'Input should be a valid number"),
+    ('[1, "lots"]', "scene 'pay': argument 'amount' of pay(): Input should be a valid number"),
     ("[" + "9" * 5000 + ", 1]", "scene 'pay': argsStr holds a number of 5000 digits (limit 4300)"),
     ("[1, 1." + "5" * 5000 + "]", "scene 'pay': argsStr holds a number of 5002 characters (limit 4300)"),
 ]

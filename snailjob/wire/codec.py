@@ -130,10 +130,25 @@ def short(text: str, limit: int = 100) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
+def clean(text: str, limit: int = 300) -> str:
+    """``text`` as it is when it is printable (no newline, no escape
+    character) and at most ``limit`` characters long; otherwise ``short``.
+    For text from the network that reads best unquoted (a server's message)."""
+    return text if len(text) <= limit and text.isprintable() else short(text, limit)
+
+
+def location(loc: Any) -> str:
+    """A pydantic error location, ``a.b.0``; a part that is not a plain
+    name (a key from the payload) is quoted with ``short``."""
+    return ".".join(str(p) if isinstance(p, int) or (isinstance(p, str) and p.isidentifier())
+                    else short(str(p), 40) for p in loc)
+
+
 def summarize(exc: ValidationError) -> str:
-    """The first problems of a payload that did not validate, ``field: why``."""
+    """The first problems of a payload that did not validate, ``field: why``
+    (network text in either part quoted)."""
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
+        where = location(err["loc"]) or "body"
+        parts.append(f"{where}: {clean(err['msg'], 200)}")
     return "; ".join(parts)
