@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Generic, Iterator, List, NamedTuple, Opt
 from pydantic import TypeAdapter, ValidationError
 
 from snailjob.errors import SnailJobError
+from snailjob.wire.codec import clean, location
 from snailjob.wire.enums import JobTaskTypeEnum, MapReduceStageEnum
 from snailjob.wire.models import DispatchJobRequest
 
@@ -205,8 +206,10 @@ def convert(value: Any, kind: Any, what: str) -> Any:
     except ValidationError as exc:
         problems = []
         for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{where}: {err['msg']}" if where else err["msg"])
+            # keys and input of the server's argsStr may be in either part: quoted
+            where = location(err["loc"])
+            msg = clean(err["msg"], 200)
+            problems.append(f"{where}: {msg}" if where else msg)
         raise ParamsError(f"invalid {what} for {_name(kind)}: " + "; ".join(problems)) from None
 
 

@@ -77,7 +77,7 @@ from snailjob.dispatcher import Work
 from snailjob.errors import RetryDefinitionError, RetrySerializationError, SnailJobError, TaskInterrupted
 from snailjob.log import log_exception
 from snailjob.retry_registry import RetryRegistry
-from snailjob.wire.codec import dumps
+from snailjob.wire.codec import clean, dumps, location, short, too_deep
 from snailjob.wire.enums import RetryTaskStatusEnum
 from snailjob.wire.models import RetryTaskRequest
 
@@ -100,6 +100,11 @@ MAX_SCENE = 64
 MAX_IDEMPOTENT_ID = 64
 MAX_BIZ_NO = 64
 MAX_EXECUTOR_NAME = 512
+MAX_ARGS_DEPTH = 200
+"""Deepest nesting of arrays/objects accepted in a replay's ``argsStr``."""
+MAX_NUMBER_DIGITS = 4300
+"""Longest number accepted in a replay's ``argsStr`` (Python's own limit for
+converting text to ``int``)."""
 
 
 class RetryStrategy(str, Enum):
@@ -409,32 +414,76 @@ class Retryable(Generic[P, R]):
         return dumps(values)
 
     def decode_args(self, args_str: Optional[str]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-        """``argsStr`` back to ``(args, kwargs)``; annotated parameters are
-        converted to their declared type.  Raises ``RetrySerializationError``
-        naming the parameter."""
+        """``argsStr`` (text from the server) back to ``(args, kwargs)``;
+        annotated parameters are converted to their declared type.
+
+        Raises ``RetrySerializationError`` naming the scene and what is wrong
+        with the arguments (not JSON, not an array, nested deeper than
+        ``MAX_ARGS_DEPTH``, a number longer than ``MAX_NUMBER_DIGITS``, the
+        wrong number of values, a value of the wrong type), so a bad replay
+        is refused before the function runs."""
+        where = f"scene {self.scene!r}"
+        text = args_str or "[]"
+        if too_deep(text, MAX_ARGS_DEPTH):
+            raise RetrySerializationError(f"{where}: argsStr is nested too deeply (limit {MAX_ARGS_DEPTH})")
         try:
-            values = json.loads(args_str) if args_str else []
+            values = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
+        except _NumberTooLong as exc:
+            raise RetrySerializationError(f"{where}: argsStr holds {exc}") from None
         except ValueError as exc:
-            raise RetrySerializationError(f"argsStr is not JSON: {exc}") from None
+            raise RetrySerializationError(f"{where}: argsStr is not JSON ({exc})") from None
+        except RecursionError:  # the depth scan should have caught it
+            raise RetrySerializationError(f"{where}: argsStr is nested too deeply") from None
         if not isinstance(values, list):
-            raise RetrySerializationError(f"argsStr must be a JSON array, got {type(values).__name__}")
+            raise RetrySerializationError(
+                f"{where}: argsStr must be a JSON array (one value per parameter), got a JSON "
+                f"{_json_type(values)}")
         params = list(self.signature.parameters.values())
-        if len(values) > len(params):
-            raise RetrySerializationError(f"argsStr has {len(values)} values; {self.executor_name} "
-                                          f"takes {len(params)} parameter(s)")
+        least = max((i + 1 for i, p in enumerate(params) if _required(p)), default=0)
+        if not least <= len(values) <= len(params):
+            takes = f"{least}" if least == len(params) else f"{least} to {len(params)}"
+            raise RetrySerializationError(
+                f"{where}: argsStr holds {_count(len(values), 'argument')}, {self._short_name()}() takes {takes}")
         args: List[Any] = []
         kwargs: Dict[str, Any] = {}
-        for param, value in zip(params, values):
-            value = self._convert(param, value)
-            if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                args.extend(value or ())
-            elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                kwargs.update(value or {})
-            elif param.kind is inspect.Parameter.KEYWORD_ONLY:
-                kwargs[param.name] = value
-            else:
-                args.append(value)
+        named = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                       inspect.Parameter.KEYWORD_ONLY)}
+        try:
+            for param, value in zip(params, values):
+                if param.kind is inspect.Parameter.VAR_POSITIONAL and not isinstance(value, (list, type(None))):
+                    raise RetrySerializationError(
+                        f"{where}: argument {param.name!r} (*{param.name}) must be a JSON array or null, "
+                        f"got a JSON {_json_type(value)}")
+                if param.kind is inspect.Parameter.VAR_KEYWORD:
+                    if not isinstance(value, (dict, type(None))):
+                        raise RetrySerializationError(
+                            f"{where}: argument {param.name!r} (**{param.name}) must be a JSON object or null, "
+                            f"got a JSON {_json_type(value)}")
+                    clash = sorted(named & set(value or ()))
+                    if clash:
+                        raise RetrySerializationError(
+                            f"{where}: argument {param.name!r} (**{param.name}) repeats the parameter "
+                            f"{short(clash[0], 64)}")
+                value = self._convert(param, value, where)
+                if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    args.extend(value or ())
+                elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                    kwargs.update(value or {})
+                elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+                    kwargs[param.name] = value
+                else:
+                    args.append(value)
+        except RecursionError:
+            raise RetrySerializationError(f"{where}: argsStr is nested too deeply") from None
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:  # a case the checks above missed: still the arguments' fault
+            raise RetrySerializationError(
+                f"{where}: argsStr does not fit {self._short_name()}(): {short(str(exc), 200)}") from None
         return tuple(args), kwargs
+
+    def _short_name(self) -> str:
+        return str(getattr(self.func, "__name__", self.executor_name))
 
     @property
     def _adapters(self) -> Dict[str, TypeAdapter[Any]]:
@@ -446,7 +495,7 @@ class Retryable(Generic[P, R]):
                                            f"({exc})") from None
         return self._adapter_cache
 
-    def _convert(self, param: inspect.Parameter, value: Any) -> Any:
+    def _convert(self, param: inspect.Parameter, value: Any, where: str) -> Any:
         adapter = self._adapters.get(param.name)
         if adapter is None:
             return value
@@ -454,10 +503,11 @@ class Retryable(Generic[P, R]):
             return adapter.validate_python(value)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
+            # the location may hold keys from the server's text, the message the input: quoted
+            at = location(first["loc"])
             raise RetrySerializationError(
-                f"argument {param.name!r} of {self.executor_name}: {first['msg']}"
-                + (f" at {where}" if where else "")) from None
+                f"{where}: argument {param.name!r} of {self._short_name()}(): {clean(first['msg'], 200)}"
+                + (f" at {at}" if at else "")) from None
 
     def _parameter_adapters(self) -> Dict[str, TypeAdapter[Any]]:
         """A pydantic adapter per annotated parameter; an annotation pydantic
@@ -571,6 +621,45 @@ def _wait(seconds: float) -> bool:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _NumberTooLong(Exception):
+    """A number in ``argsStr`` longer than ``MAX_NUMBER_DIGITS``."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _NumberTooLong(f"a number of {len(text)} digits (limit {MAX_NUMBER_DIGITS})")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _NumberTooLong(f"a number of {len(text)} characters (limit {MAX_NUMBER_DIGITS})")
+    return float(text)
+
+
+def _required(param: inspect.Parameter) -> bool:
+    """A parameter a replay's ``argsStr`` must give a value for."""
+    return param.default is inspect.Parameter.empty and param.kind not in (
+        inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _qualified_name(func: Callable[..., Any]) -> str:

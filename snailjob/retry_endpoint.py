@@ -133,13 +133,16 @@ class RetryEndpoint:
             return self._refuse(found)
         try:
             args, kwargs = found.decode_args(request.argsStr)
+        except RetrySerializationError as exc:
+            return self._refuse(f"idempotent id: {exc}")
+        try:
             # from the canonical text, so the id is the one a report of this call carries
             return Reply(1, "", found.idempotent_id_for(args, kwargs, found.encode_args(args, kwargs)))
         except SnailJobError as exc:
             return self._refuse(f"idempotent id of scene {short(request.scene, 64)}: {exc}")
         except Exception as exc:  # the user's idempotent_id function failed
             return self._refuse(f"idempotent id function of {found.executor_name} raised "
-                                f"{type(exc).__name__}: {exc}")
+                                f"{type(exc).__name__}: {short(str(exc), 200)}")
 
     def deserialize(self, body: str) -> Reply:
         request = self._parse(RetryArgsDeserializeRequest, body, "deserialize")
@@ -152,7 +155,7 @@ class RetryEndpoint:
             args, kwargs = found.decode_args(request.argsStr)
             return Reply(1, "", json.loads(found.encode_args(args, kwargs)))
         except SnailJobError as exc:
-            return self._refuse(f"arguments of scene {short(request.scene, 64)}: {exc}")
+            return self._refuse(f"deserialize: {exc}")
 
     # --- outcomes ---------------------------------------------------------
 
@@ -214,7 +217,7 @@ class RetryEndpoint:
             return self._refuse(found)
         try:
             args, kwargs = found.decode_args(request.argsStr)
-        except RetrySerializationError as exc:
+        except SnailJobError as exc:  # RetrySerializationError, or an annotation that cannot resolve
             return self._refuse(f"{what} {request.retryTaskId}: {exc}")
         return request, found, args, kwargs
 

@@ -626,3 +626,100 @@ def test_a_failing_id_function_does_not_replace_the_callers_exception(make_clien
         with pytest.raises(ConnectionError, match="the real problem"):
             f(1)
     assert "its idempotent_id or biz_no function failed" in caplog.text and "KeyError" in caplog.text
+
+
+# --- hostile argsStr: refused as the arguments' fault, naming the scene ---------------------------
+
+
+@sj.retryable("pay")
+def pay(order_id: int, amount: float) -> None:
+    PAID.append((order_id, amount))
+
+
+@sj.retryable("loose")
+def loose(a, *rest, **opts):  # type: ignore[no-untyped-def]
+    PAID.append((a, rest, opts))
+
+
+PAID: List[Any] = []
+
+RETRY_URIS = ["/retry/dispatch/v1", "/retry/callback/v1", "/retry/deserialize/args/v1",
+              "/retry/generate/idempotent-id/v1"]
+
+
+def ask_retry(port: int, uri: str, scene: str, executor: str, args_str: str, task_id: int) -> Any:
+    """A server call of ``uri`` carrying ``args_str``, as the server builds it."""
+    if uri in ("/retry/dispatch/v1", "/retry/callback/v1"):
+        body: Dict[str, Any] = {
+            "namespaceId": "n", "groupName": "snail_job_demo_group", "sceneName": scene, "argsStr": args_str,
+            "executorName": executor, "retryCount": 1, "retryStatus": 1, "retryTaskId": task_id,
+            "retryId": task_id, "executorTimeout": 5, "serializerName": "jackson"}
+    else:
+        body = {"group": "g", "scene": scene, "argsStr": args_str, "executorName": executor,
+                "serializerName": "jackson", "namespaceId": "n"}
+    return call_inbound(port, uri, json.dumps([body]))
+
+
+HOSTILE_ARGS = [
+    ("[" * 100_000, "scene 'pay': argsStr is nested too deeply (limit 200)"),
+    ("[1, " + "[" * 300 + "]" * 300 + "]", "scene 'pay': argsStr is nested too deeply (limit 200)"),
+    ('["' + "[" * 100_000 + '"]', "scene 'pay': argsStr holds 1 argument, pay() takes 2"),  # brackets in a string
+    ("[1, 2.5, 3]", "scene 'pay': argsStr holds 3 arguments, pay() takes 2"),
+    ("[]", "scene 'pay': argsStr holds 0 arguments, pay() takes 2"),
+    ('{"order_id": 1}', "scene 'pay': argsStr must be a JSON array (one value per parameter), got a JSON object"),
+    ('"[1, 2]"', "got a JSON string"),
+    ("[1, 2", "scene 'pay': argsStr is not JSON ("),
+    ('[1, "lots"]', "scene 'pay': argument 'amount' of pay(): Input should be a valid number"),
+    ("[" + "9" * 5000 + ", 1]", "scene 'pay': argsStr holds a number of 5000 digits (limit 4300)"),
+    ("[1, 1." + "5" * 5000 + "]", "scene 'pay': argsStr holds a number of 5002 characters (limit 4300)"),
+]
+
+
+@pytest.mark.parametrize("uri", RETRY_URIS)
+def test_hostile_args_are_refused_naming_the_scene(make_client, caplog, uri):
+    client, transport = make_client([pay, loose])
+    PAID.clear()
+    caplog.set_level(logging.DEBUG, logger="snailjob")
+    for i, (args_str, message) in enumerate(HOSTILE_ARGS):
+        reply = ask_retry(client.host_port, uri, "pay", pay.executor_name, args_str, 300 + i)
+        assert reply.status == 0 and message in reply.message, (args_str[:40], reply.message)
+        for blame in ("TypeError", "RecursionError", "client error", "raised", "Traceback"):
+            assert blame not in reply.message, reply.message
+    loose_cases = [
+        ("[1, 5]", "scene 'loose': argument 'rest' (*rest) must be a JSON array or null, got a JSON number"),
+        ("[1, [], []]", "scene 'loose': argument 'opts' (**opts) must be a JSON object or null, got a JSON array"),
+        ('[1, [], {"a": 2}]', "scene 'loose': argument 'opts' (**opts) repeats the parameter 'a'"),
+        ("[1, [], {}, 4]", "scene 'loose': argsStr holds 4 arguments, loose() takes 1 to 3"),
+    ]
+    for i, (args_str, message) in enumerate(loose_cases):
+        reply = ask_retry(client.host_port, uri, "loose", loose.executor_name, args_str, 400 + i)
+        assert reply.status == 0 and message in reply.message, (args_str, reply.message)
+    # no traceback, no error: each refusal is one warning
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+    refusals = [r for r in caplog.records if r.getMessage().startswith("retry call refused")]
+    assert len(refusals) == len(HOSTILE_ARGS) + len(loose_cases)
+    time.sleep(0.2)
+    assert PAID == [] and results(transport) == {} and results(transport, CALLBACK_RESULT) == {}
+    # the node keeps answering: a valid call of the same URI works
+    reply = ask_retry(client.host_port, uri, "pay", pay.executor_name, '[7, 1.5]', 500)
+    assert reply.status == 1, reply.message
+    reply = ask_retry(client.host_port, uri, "loose", loose.executor_name, '[1, [2], {"b": 3}]', 501)
+    assert reply.status == 1, reply.message
+    if uri == "/retry/dispatch/v1":
+        wait_for(lambda: len(PAID) == 2)
+        assert (7, 1.5) in PAID and (1, (2,), {"b": 3}) in PAID
+        assert wait_for(lambda: len(results(transport)) == 2 and results(transport))[500]["taskStatus"] == 3
+    elif uri == "/retry/deserialize/args/v1":
+        assert json.loads(reply.data) == [1, [2], {"b": 3}]
+
+
+def test_depth_scan_ignores_brackets_in_strings():
+    from snailjob.wire.codec import too_deep
+
+    assert too_deep("[" * 201, 200) and not too_deep("[" * 200, 200)
+    assert not too_deep("[]" * 1000, 1) and too_deep("[{}]", 1)
+    assert not too_deep('["' + "[{" * 500 + '"]', 2)  # inside a string
+    assert not too_deep('["a\\"' + "[" * 500 + '"]', 2)  # an escaped quote does not end the string
+    assert too_deep('["a\\\\"' + "[" * 500 + "]", 2)  # an escaped backslash does
+    assert too_deep('[1, "unterminated' + "]" * 3 + "[" * 10, 2) is False  # the rest is string text
+    assert too_deep("[" * 5 + '"x"' + "[" * 5, 9)

@@ -28,6 +28,7 @@ from snailjob.cli import settings_overrides
 from snailjob.client import Client
 from snailjob.errors import ConfigurationError
 from snailjob.settings import Settings
+from snailjob.wire.codec import clean
 
 FIX_SETTINGS = "correct the variable named above (see CONFIGURATION.md), or the matching option"
 FIX_SERVER = ("start the server, or fix SNAIL_SERVER_HOST / SNAIL_SERVER_PORT: the server's gRPC port "
@@ -51,13 +52,17 @@ class Report:
     def _clean(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret else text
 
+    def _detail(self, detail: str) -> str:
+        # a detail can hold the server's refusal message: quoted when not printable
+        return clean(self._clean(detail), 500)
+
     def ok(self, check: str, detail: str) -> None:
         self.results.append(True)
-        print(self._clean(f"ok   {check}: {detail}"))
+        print(f"ok   {self._clean(check)}: {self._detail(detail)}")
 
     def fail(self, check: str, detail: str, fix: str) -> None:
         self.results.append(False)
-        print(self._clean(f"FAIL {check}: {detail}"))
+        print(f"FAIL {self._clean(check)}: {self._detail(detail)}")
         print(self._clean(f"     fix: {fix}"))
 
     def summary(self) -> int:

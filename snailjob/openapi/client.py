@@ -69,6 +69,7 @@ from snailjob.openapi.paths import (  # noqa: F401  (DEFAULT_PORT, DEFAULT_PREFI
 )
 from snailjob.openapi.spec import JobSpec
 from snailjob.settings import Settings
+from snailjob.wire.codec import clean, location
 
 __all__ = ["AsyncOpenApiClient", "OpenApiClient", "SyncJobsError", "SyncResult", "default_base_url"]
 
@@ -226,7 +227,8 @@ class OpenApiClient:
             logger.warning("%s %s: no answer within %.1fs", method, path, self.timeout)
             raise OpenApiTimeout(f"no answer from {self.base_url} within {self.timeout:g}s", path=path) from None
         except (OSError, http.client.HTTPException) as exc:
-            problem = self._redact(f"{type(exc).__name__}: {exc}")
+            # http.client's exceptions can carry the server's bytes (BadStatusLine)
+            problem = f"{type(exc).__name__}: {clean(self._redact(str(exc)), 300)}"
             logger.warning("%s %s: %s", method, path, problem)
             raise OpenApiTransportError(f"cannot reach {self.base_url}: {problem}", path=path) from None
         finally:
@@ -234,7 +236,7 @@ class OpenApiClient:
         elapsed = (time.monotonic() - started) * 1000
         if not 200 <= http_status < 300:
             logger.warning("%s %s -> HTTP %s in %.0f ms", method, path, http_status, elapsed)
-            raise OpenApiHTTPError(f"HTTP {http_status} {reason}: {self._snippet(raw)}", path=path,
+            raise OpenApiHTTPError(f"HTTP {http_status} {clean(reason, 80)}: {clean(self._snippet(raw))}", path=path,
                                    http_status=http_status)
         try:
             envelope = json.loads(raw.decode("utf-8"))
@@ -245,9 +247,10 @@ class OpenApiClient:
         status = envelope.get("status")
         logger.debug("%s %s -> status %s in %.0f ms", method, path, status, elapsed)
         if status != 1:
-            message = self._redact(str(envelope.get("message") or "(no message)"))
+            text = self._redact(str(envelope.get("message") or "(no message)"))
             code = status if isinstance(status, int) and not isinstance(status, bool) else None
-            auth = code == 5001 or message.lower().startswith("token authentication failed")
+            auth = code == 5001 or text.lower().startswith("token authentication failed")
+            message = clean(text, 2000)  # quoted when it holds a newline or an escape character
             raise (OpenApiAuthError if auth else OpenApiServerError)(message, path=path, status=code)
         return envelope.get("data")
 
@@ -274,8 +277,9 @@ class OpenApiClient:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise OpenApiResponseError(f"unexpected {model.__name__}: {exc.errors()[0]['msg']} "
-                                       f"at {exc.errors()[0]['loc']}", path=path) from None
+            first = exc.errors()[0]
+            raise OpenApiResponseError(f"unexpected {model.__name__}: {clean(first['msg'], 200)} "
+                                       f"at {location(first['loc']) or 'data'}", path=path) from None
 
     def _job_body(self, job: JobLike, *, job_id: Optional[int] = None, need_biz_id: bool = False) -> Dict[str, Any]:
         if isinstance(job, JobSpec):

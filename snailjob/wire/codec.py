@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, List, Optional
 
 from pydantic import BaseModel, ValidationError
@@ -64,6 +65,29 @@ def dumps(value: Any) -> str:
     return text
 
 
+# a JSON string (an unterminated one runs to the end of the text) or a bracket
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
+
+
+def too_deep(text: str, limit: int) -> bool:
+    """True when the JSON ``text`` nests arrays/objects more than ``limit``
+    levels deep.  A linear scan that never recurses, so it is safe before
+    ``json.loads`` on untrusted text; brackets inside strings (escapes
+    included) do not count."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # cannot be deeper than the number of openers
+    depth = 0
+    for match in _DEPTH_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
 def encode_body(*args: Any) -> str:
     """The body of an outbound call: a JSON array of the arguments."""
     return dumps(list(args))
@@ -106,10 +130,25 @@ def short(text: str, limit: int = 100) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
+def clean(text: str, limit: int = 300) -> str:
+    """``text`` as it is when it is printable (no newline, no escape
+    character) and at most ``limit`` characters long; otherwise ``short``.
+    For text from the network that reads best unquoted (a server's message)."""
+    return text if len(text) <= limit and text.isprintable() else short(text, limit)
+
+
+def location(loc: Any) -> str:
+    """A pydantic error location, ``a.b.0``; a part that is not a plain
+    name (a key from the payload) is quoted with ``short``."""
+    return ".".join(str(p) if isinstance(p, int) or (isinstance(p, str) and p.isidentifier())
+                    else short(str(p), 40) for p in loc)
+
+
 def summarize(exc: ValidationError) -> str:
-    """The first problems of a payload that did not validate, ``field: why``."""
+    """The first problems of a payload that did not validate, ``field: why``
+    (network text in either part quoted)."""
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
+        where = location(err["loc"]) or "body"
+        parts.append(f"{where}: {clean(err['msg'], 200)}")
     return "; ".join(parts)
