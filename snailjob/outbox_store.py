@@ -12,7 +12,8 @@ they look like what this client writes:
   the current user and not be writable by group or others; the file, side
   files and lock file must not be symlinks.  A world-writable directory is
   refused even with the sticky bit: others could create the side files or the
-  lock file before us.  Only the file's own directory is checked, not its parents.
+  lock file before us.  Only the file's own directory is checked, not its
+  parents; a symlinked directory is judged by its target.
 - An exclusive ``flock`` on ``<path>.lock`` (left in place on close) makes a
   second store on the same file, in this process or another, fail at once:
   two clients would deliver the same results twice.
@@ -216,7 +217,7 @@ class OutboxStore:
             return
         except OSError as exc:
             raise self._error(f"cannot examine {path}: {exc.strerror or exc}", "check its permissions") from None
-        self._check(path, "the file", st)
+        self._check(path, "the side file", st)
         if stat.S_IMODE(st.st_mode) != 0o600:
             os.chmod(path, 0o600)
 

@@ -157,7 +157,7 @@ def test_a_side_file_of_another_user_is_refused(tmp_path):
     wal = tmp_path / "outbox.db-wal"
     wal.touch(mode=0o600)
     os.chown(wal, OTHER_UID, -1)
-    refused(path, f"{wal} belongs to uid {OTHER_UID}")
+    refused(path, f"the side file {wal} belongs to uid {OTHER_UID}")
 
 
 def test_outbox_error_is_a_configuration_error():
