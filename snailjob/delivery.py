@@ -16,7 +16,6 @@ import functools
 import heapq
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from snailjob.errors import TransportError
+from snailjob.outbox_store import OutboxStore
 from snailjob.transport import Reply, Transport
 from snailjob.wire import enums
 from snailjob.wire.codec import encode_body
@@ -86,67 +86,6 @@ class _Pending:
     @property
     def is_repeat(self) -> bool:
         return bool(self.repeats)
-
-
-class OutboxStore:
-    """Undelivered results in a local SQLite file (WAL), so that a result
-    survives the process being killed.  Rows are written before the result is
-    queued and deleted once it is delivered, refused, expired or discarded.
-    Durable against a killed process; against power loss only as far as
-    SQLite's ``synchronous=NORMAL`` in WAL mode goes."""
-
-    def __init__(self, path: str) -> None:
-        import sqlite3  # only when an outbox file is configured (about 1 MB of RSS)
-
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "batch_id INTEGER, uri TEXT NOT NULL, body TEXT NOT NULL, "
-                         "expires REAL NOT NULL, describe TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS retry_reports (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "entry TEXT NOT NULL)")
-
-    def add(self, batch_id: Any, uri: str, body: str, expires: float, describe: str) -> int:
-        with self._lock:
-            cur = self._db.execute("INSERT INTO results (batch_id, uri, body, expires, describe) "
-                                   "VALUES (?, ?, ?, ?, ?)", (batch_id, uri, body, expires, describe))
-            return int(cur.lastrowid or 0)
-
-    def remove(self, row: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM results WHERE id = ?", (row,))
-
-    def load(self) -> List[Tuple[int, Any, str, str, float, str]]:
-        with self._lock:
-            return list(self._db.execute(
-                "SELECT id, batch_id, uri, body, expires, describe FROM results ORDER BY id"))
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-
-    # calls handed to the retry server, not yet accepted (RetryReporter)
-
-    def add_report(self, entry: str) -> int:
-        with self._lock:
-            return int(self._db.execute("INSERT INTO retry_reports (entry) VALUES (?)", (entry,)).lastrowid or 0)
-
-    def remove_reports(self, rows: List[int]) -> None:
-        with self._lock:
-            self._db.executemany("DELETE FROM retry_reports WHERE id = ?", [(r,) for r in rows])
-
-    def load_reports(self) -> List[Tuple[int, str]]:
-        with self._lock:
-            return list(self._db.execute("SELECT id, entry FROM retry_reports ORDER BY id"))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class ResultOutbox:

@@ -16,6 +16,13 @@ class ConfigurationError(SnailJobError):
     """A setting has an invalid value; the message names the variable."""
 
 
+class OutboxError(ConfigurationError):
+    """The outbox file (``SNAIL_OUTBOX_PATH``) cannot be used safely: it or its
+    directory belongs to another user or is writable by others, it is a
+    symlink, another client holds it, or it is not a readable SnailJob outbox.
+    The message names the variable, the path, the problem and what to do."""
+
+
 class ExecutorRegistrationError(SnailJobError):
     """An executor could not be registered (wrong type, duplicate name...)."""
 
