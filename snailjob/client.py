@@ -35,7 +35,7 @@ from snailjob.retry_registry import RetryRegistry, is_retryable
 from snailjob.settings import DEFAULT_TOKEN, Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, Reply, Transport
 from snailjob.wire import enums
-from snailjob.wire.codec import BodyError, decode_body, dumps, encode_body, first_object, short, summarize
+from snailjob.wire.codec import BodyError, clean, decode_body, dumps, encode_body, first_object, short, summarize
 from snailjob.wire.models import (
     DispatchJobRequest,
     DispatchJobResultRequest,
@@ -497,7 +497,7 @@ class Client:
         self.heartbeat_failures += 1
         if self._server_up or self._last_problem != problem:
             logger.warning("SnailJob server %s unavailable: %s (retrying)",
-                           self.settings.server_target, self._redact(problem))
+                           self.settings.server_target, clean(self._redact(problem)))
         self._server_up = False
         self._registered = False
         self._last_problem = problem
@@ -512,13 +512,13 @@ class Client:
             reply = self._transport.call(enums.URI_REGISTER_EXECUTORS, encode_body(payload),
                                          self.settings.snail_rpc_timeout)
         except TransportError as exc:
-            logger.warning("executor registration failed: %s", exc)
+            logger.warning("executor registration failed: %s", clean(str(exc)))
             return False
         if not reply.accepted:
             problem = self._redact(reply.message)
             if problem != self._register_problem:
                 logger.warning("server refused executor registration (retrying every %ds): %s",
-                               _REGISTER_RETRY, problem)
+                               _REGISTER_RETRY, clean(problem))
                 self._register_problem = problem
             self._register_after = time.monotonic() + _REGISTER_RETRY
             return False

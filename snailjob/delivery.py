@@ -26,7 +26,7 @@ from snailjob.errors import TransportError
 from snailjob.outbox_store import OutboxStore
 from snailjob.transport import Reply, Transport
 from snailjob.wire import enums
-from snailjob.wire.codec import encode_body
+from snailjob.wire.codec import clean, encode_body
 
 logger = logging.getLogger(__name__)
 
@@ -378,10 +378,10 @@ class ResultOutbox:
                         self._repeat_later(item)
                 elif item.is_repeat:
                     logger.warning("server refused a repeat of %s (not sent again): %s",
-                                   item.describe or item.uri, reply.message)
+                                   item.describe or item.uri, clean(reply.message))
                 else:
                     self.refused += 1
-                    logger.error("server refused %s: %s", item.describe or item.uri, reply.message)
+                    logger.error("server refused %s: %s", item.describe or item.uri, clean(reply.message))
             else:
                 item.attempts += 1
                 self.retries += 1
@@ -423,7 +423,7 @@ class ResultOutbox:
             batches = sorted({p.key for p in held}, key=str)
             shown = ", ".join(map(str, batches[:10])) + (" ..." if len(batches) > 10 else "")
             logger.warning("holding %d task result(s) until the server takes them (batches %s): %s",
-                           len(held), shown, error)
+                           len(held), shown, clean(str(error)))
         elif not held and self._holding and self._in_flight == 0 and \
                 not any(p.held_since is not None for p in self._queue):
             self._holding = False
@@ -586,7 +586,7 @@ class BatchShipper:
         try:
             reply = self._transport.call(self.uri, encode_body(part), self._rpc_timeout)
         except TransportError as exc:
-            logger.debug("sending %s failed: %s", self.what, exc)
+            logger.debug("sending %s failed: %s", self.what, clean(str(exc)))
             return False
         except Exception:
             logger.exception("sending %s failed", self.what)
@@ -614,7 +614,7 @@ class BatchShipper:
         return reply.ok
 
     def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
-        logger.warning("server refused %d %s: %s", len(part), self.what, reply.message)
+        logger.warning("server refused %d %s: %s", len(part), self.what, clean(reply.message))
 
     def close(self, timeout: float) -> None:
         """Ship what is buffered (up to ``timeout`` seconds), then stop."""
@@ -713,4 +713,4 @@ class RetryReporter(BatchShipper):
         ids = ", ".join(str(e.get("idempotentId")) for e in part[:5])
         logger.error("server refused %d retry report(s) of scene %s (idempotent ids %s%s): %s",
                      len(part), part[0].get("sceneName"), ids, "..." if len(part) > 5 else "",
-                     reply.message or "no reason given")
+                     clean(reply.message) or "no reason given")

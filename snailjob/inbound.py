@@ -271,6 +271,7 @@ class InboundServer:
         self._thread = threading.Thread(target=self._run_loop, name="snailjob-inbound", daemon=True)
         self._thread.start()
         self._stopped = threading.Event()
+        self._started = False
         self.address = f"{_bracket(bind_host)}:{port}"
         try:
             self._server, self.port = self._on_loop(self._create(self.address))
@@ -376,12 +377,15 @@ class InboundServer:
 
     def start(self) -> None:
         self._on_loop(self._server.start())
+        self._started = True
 
     def stop(self, grace: Optional[float] = None) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         try:
+            if not self._started:  # a gRPC server never started keeps its port until started and stopped
+                self._on_loop(self._server.start())
             self._on_loop(self._server.stop(grace), timeout=(grace or 0) + 5)
         except Exception as exc:  # a loop that cannot stop in time still gets closed
             logger.debug("inbound server stop: %r", exc)

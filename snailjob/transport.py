@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Set
 
 from snailjob.errors import TransportError
-from snailjob.wire.codec import decode_data
+from snailjob.wire.codec import clean, decode_data
 
 if TYPE_CHECKING:
     import grpc
@@ -249,7 +249,7 @@ class FailoverTransport:
             chosen = self._members[self._current].target
         if self._current != index:
             logger.warning("server %s failed (%s); switching to %s", self._members[index].target,
-                           error, chosen)
+                           clean(str(error)), chosen)
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
         index = self._current

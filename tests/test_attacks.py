@@ -324,3 +324,84 @@ def test_refusal_log_counts_what_it_did_not_log(caplog: pytest.LogCaptureFixture
     messages = [r.getMessage() for r in caplog.records]
     assert "(2 more from this peer since the last line)" in messages[2]
     assert "more from" not in messages[-1]
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_start_that_fails_leaves_nothing_listening_and_can_be_retried(tmp_path: Path) -> None:
+    """A bad outbox fails before the port is bound; a failure after it (here
+    the channel) releases the port; either way the client starts once the
+    cause is gone."""
+    from .conftest import RecordingTransport, test_settings
+
+    port = _free_port()
+    os.chmod(tmp_path, 0o777)  # a directory others can write: refused
+    client = sj.Client(test_settings(snail_host_port=port, snail_outbox_path=str(tmp_path / "outbox.db")),
+                       transport_factory=RecordingTransport)
+    with pytest.raises(sj.OutboxError, match="SNAIL_OUTBOX_PATH"):
+        client.start()
+    assert _port_is_free(port) and not client.running
+    os.chmod(tmp_path, 0o700)
+    client.start()
+    try:
+        assert client.running and client.host_port == port and not _port_is_free(port)
+    finally:
+        client.stop(grace=0)
+
+    failures = [RuntimeError("channel refused")]
+
+    def flaky(target: str, headers: Any) -> RecordingTransport:
+        if failures:
+            raise failures.pop()
+        return RecordingTransport(target, headers)
+
+    client = sj.Client(test_settings(snail_host_port=port), transport_factory=flaky)
+    with pytest.raises(RuntimeError, match="channel refused"):
+        client.start()
+    assert _port_is_free(port) and not client.running
+    client.start()
+    try:
+        assert client.running and not _port_is_free(port)
+    finally:
+        client.stop(grace=0)
+    assert _port_is_free(port)
+
+
+def test_the_default_token_warning(make_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from snailjob.settings import DEFAULT_TOKEN
+
+    with caplog.at_level(logging.WARNING, logger="snailjob"):
+        make_client(snail_token=DEFAULT_TOKEN)  # on loopback: nobody else can call it
+        make_client(snail_bind_host="0.0.0.0")  # reachable, but with a token of its own
+        assert not [r for r in caplog.records if "public default token" in r.getMessage()]
+        make_client(snail_token=DEFAULT_TOKEN, snail_bind_host="0.0.0.0")
+    warned = [r.getMessage() for r in caplog.records if "public default token" in r.getMessage()]
+    assert len(warned) == 1 and "0.0.0.0" in warned[0] and DEFAULT_TOKEN not in warned[0]
+
+
+def test_a_node_binds_all_interfaces_only_when_the_advertised_address_is_not_its_own(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from snailjob.address import AddressChoice, choose_bind
+
+    assert choose_bind(None, AddressChoice("127.0.0.1", "route")).host == "127.0.0.1"
+    assert choose_bind("::", AddressChoice("127.0.0.1", "route")).host == "::"
+    mapped = choose_bind(None, AddressChoice("203.0.113.7", "SNAIL_HOST_IP"))  # a documentation address
+    assert mapped.host == "0.0.0.0" and mapped.warning and "203.0.113.7 is not an address of this host" in mapped.warning
+    assert choose_bind(None, AddressChoice("2001:db8::7", "SNAIL_HOST_IP")).host == "::"
