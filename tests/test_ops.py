@@ -111,9 +111,11 @@ def test_livez_readyz_and_stats_follow_the_client(emu: ServerEmulator) -> None:
         client.start()
         wait_for(lambda: get_json(health.port, "/readyz")[0] == 200, timeout=10)
         status, ready = get_json(health.port, "/readyz")
-        assert ready["live"] and ready["ready"] and ready["reasons"] == []
-        assert ready["server"] == emu.address and ready["address"] == f"127.0.0.1:{client.host_port}"
-        assert 0 <= ready["last_heartbeat_age"] < 5
+        assert ready == {"ready": True, "reasons": []}  # what a probe needs, nothing more
+        detail = get_json(health.port, "/stats")[1]["health"]  # the details are in /stats
+        assert detail["live"] and detail["ready"]
+        assert detail["server"] == emu.address and detail["address"] == f"127.0.0.1:{client.host_port}"
+        assert 0 <= detail["last_heartbeat_age"] < 5
         emu.trigger("opsOk", args_str="x").wait(10)
         # the batch completes when the server has the result, just before its answer reaches the client
         wait_for(lambda: get_json(health.port, "/stats")[1]["results_delivered"] == 1, timeout=5)
@@ -126,7 +128,7 @@ def test_livez_readyz_and_stats_follow_the_client(emu: ServerEmulator) -> None:
         emu.stop()  # the server goes away: still live, no longer ready
         wait_for(lambda: get_json(health.port, "/readyz")[0] == 503, timeout=10)
         status, ready = get_json(health.port, "/readyz")
-        assert any("not connected to a server" in r for r in ready["reasons"]), ready
+        assert ready["reasons"] == ["not connected to a server"], ready  # without the error's details
         assert get_json(health.port, "/livez")[0] == 200
         assert get_json(health.port, "/stats")[1]["heartbeat_failures"] >= 1
 
