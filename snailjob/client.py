@@ -394,7 +394,7 @@ class Client:
 
     def stats(self) -> Dict[str, int]:
         """Counters for monitoring and tests."""
-        outbox, logs = self._outbox, self._logs
+        outbox, logs, inbound = self._outbox, self._logs, self._inbound
         return {
             "results_delivered": outbox.delivered if outbox else 0,
             "results_dropped": outbox.dropped if outbox else 0,
@@ -416,6 +416,9 @@ class Client:
             **self.dispatcher.load(),
             **_describe_pool(self._pool),
             "batches_active": self.dispatcher.batch_count(),
+            "inbound_refused": inbound.refused if inbound else 0,
+            "inbound_evicted": inbound.evicted if inbound else 0,
+            "inbound_timed_out": inbound.timed_out if inbound else 0,
         }
 
     def held_batches(self) -> List[Any]:

@@ -263,7 +263,8 @@ class InboundServer:
         self._workers = workers
         self._pool: Optional[futures.ThreadPoolExecutor] = None
         self._refusals = RefusalLog(logger)
-        self._waiting: OrderedDict[int, asyncio.Future[Any]] = OrderedDict()
+        self._waiting: OrderedDict[asyncio.Task[Any], None] = OrderedDict()  # calls waiting for their message
+        self._ended: Dict[asyncio.Task[Any], str] = {}  # why a waiting call was cancelled
         self.evicted = 0  # calls ended because newer ones needed their place
         self.timed_out = 0  # calls ended because their message did not come in time
         self.refused = 0  # calls refused for their token
@@ -304,30 +305,45 @@ class InboundServer:
 
     async def _receive(self, context: Any) -> bytes:
         """The request message; the call is aborted when it was evicted, too
-        slow, or closed without a message."""
-        read = asyncio.ensure_future(context.read())
-        key = id(read)
-        self._waiting[key] = read
-        if len(self._waiting) > self.limits.pending_calls:
-            _, oldest = self._waiting.popitem(last=False)
-            self.evicted += 1
+        slow, or closed without a message.  The handler's own task waits for
+        the message (no task or waiter of its own: this is every call's path)
+        and is cancelled to end the wait."""
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = self._waiting
+        waiting[task] = None
+        if len(waiting) > self.limits.pending_calls:
+            oldest, _ = waiting.popitem(last=False)
+            self._ended[oldest] = "evicted"
             oldest.cancel()
+        timer = self._loop.call_later(self.limits.receive_timeout, self._expire, task)
         try:
-            await asyncio.wait((read,), timeout=self.limits.receive_timeout)
-        finally:
-            self._waiting.pop(key, None)
-        if read.cancelled():
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                "too many calls wait for their request; this one waited longest")
-        if not read.done():
-            read.cancel()
+            data = await context.read()
+        except asyncio.CancelledError:
+            why = self._ended.pop(task, None)
+            if why is None:  # cancelled by gRPC: the caller went away
+                raise
+            if why == "evicted":
+                self.evicted += 1
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    "too many calls wait for their request; this one waited longest")
             self.timed_out += 1
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"no request message within {self.limits.receive_timeout:g} s")
-        data = read.result()
+            raise
+        finally:
+            timer.cancel()
+            waiting.pop(task, None)
         if data is grpc.aio.EOF:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
         return cast(bytes, data)
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        """The receive timeout of a call still waiting for its message."""
+        if task in self._waiting:
+            del self._waiting[task]
+            self._ended[task] = "timed out"
+            task.cancel()
 
     async def _serve(self, request_iterator: Any, context: Any) -> Any:
         data = await self._receive(context)

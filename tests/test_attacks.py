@@ -403,5 +403,6 @@ def test_a_node_binds_all_interfaces_only_when_the_advertised_address_is_not_its
     assert choose_bind(None, AddressChoice("127.0.0.1", "route")).host == "127.0.0.1"
     assert choose_bind("::", AddressChoice("127.0.0.1", "route")).host == "::"
     mapped = choose_bind(None, AddressChoice("203.0.113.7", "SNAIL_HOST_IP"))  # a documentation address
-    assert mapped.host == "0.0.0.0" and mapped.warning and "203.0.113.7 is not an address of this host" in mapped.warning
+    assert mapped.host == "0.0.0.0" and mapped.warning
+    assert "203.0.113.7 is not an address of this host" in mapped.warning
     assert choose_bind(None, AddressChoice("2001:db8::7", "SNAIL_HOST_IP")).host == "::"

@@ -146,6 +146,34 @@ def test_beyond_the_queue_limit_a_dispatch_is_refused_and_nothing_accepted_is_lo
     assert refused_id not in reported(transport)
 
 
+def test_beyond_the_queued_bytes_a_dispatch_is_refused_and_nothing_accepted_is_lost(make_client):
+    """Arguments of waiting tasks are bounded in characters (SNAIL_MAX_QUEUED_BYTES); a
+    stopped batch and a started task give theirs back."""
+    release = threading.Event()
+    client, transport = make_client([blocker(release)], snail_max_running=1, snail_max_queued_bytes=1_000_000)
+    big = {"argsStr": '{"jobParams": "' + "x" * 400_000 + '"}'}
+    accepted = [send(client, "hold", 2350, **big)[0]]  # runs: holds no queue budget
+    wait_for(lambda: client.stats()["threads_busy"] == 1 and client.stats()["tasks_queued"] == 0)
+    assert client.stats()["queued_bytes"] == 0
+    accepted += [send(client, "hold", 2351, **big)[0], send(client, "hold", 2352, **big)[0]]
+    assert client.stats()["queued_bytes"] == 2 * len(big["argsStr"])
+    refused_id, reply = send(client, "hold", 2353, **big)
+    assert (reply.status, reply.data) == (1, "false")
+    assert "SNAIL_MAX_QUEUED_BYTES=1000000" in reply.message and "another node" in reply.message
+    small_id, reply = send(client, "hold", 2353)  # a small one still fits
+    assert reply.data == "true"
+    accepted.append(small_id)
+    client.dispatcher.stop_batch(2352)
+    dropped = accepted.pop(2)
+    assert client.stats()["queued_bytes"] == len(big["argsStr"]) + len(dispatch_body("hold")["argsStr"])
+    release.set()
+    wait_for(lambda: len(reported(transport)) == 3, timeout=10)
+    time.sleep(0.2)
+    assert reported(transport) == Counter(accepted)
+    assert refused_id not in reported(transport) and dropped not in reported(transport)
+    assert client.stats()["queued_bytes"] == 0
+
+
 def test_refuse_policy_refuses_a_batch_without_a_thread_but_queues_within_a_running_batch(make_client):
     release = threading.Event()
     client, transport = make_client([blocker(release)], snail_max_running=1, snail_when_busy="refuse")
