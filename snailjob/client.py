@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 from pydantic import ValidationError
 
 from snailjob._version import __version__
-from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, is_loopback, join_host_port
+from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, join_host_port
 from snailjob.args import JobArgs, build_args
 from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
 from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask, isolation_of
-from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, raise_fd_limit
+from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, default_token_warning, raise_fd_limit
 from snailjob.log import install_remote_handler
 from snailjob.observe import TaskObserver
 from snailjob.retry_registry import RetryRegistry, is_retryable
-from snailjob.settings import DEFAULT_TOKEN, Settings, new_host_id
+from snailjob.settings import Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, Reply, Transport
 from snailjob.wire import enums
 from snailjob.wire.codec import BodyError, clean, decode_body, dumps, encode_body, first_object, short, summarize
@@ -133,7 +133,7 @@ class Client:
         self._pool: Optional[ProcessPool] = None
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.heartbeat_failures = 0
-        self._refusals = RefusalLog(logger)
+        self._refusals = RefusalLog(logger, per="reason")
 
     # --- public lifecycle -------------------------------------------------
 
@@ -751,16 +751,6 @@ _FAIL = int(enums.JobTaskStatusEnum.FAIL)
 _YES = int(enums.StatusEnum.YES)
 _NO = int(enums.StatusEnum.NO)
 _SCALARS = (str, int, float, bool, type(None))
-
-
-def default_token_warning(token: str, bind_host: str) -> Optional[str]:
-    """The start-up warning for a node that anyone beyond this host can call
-    with the public default token, or None."""
-    if token != DEFAULT_TOKEN or is_loopback(bind_host):
-        return None
-    return (f"SNAIL_TOKEN is SnailJob's public default token and the inbound port listens on {bind_host}: "
-            "anyone who can reach it can run this node's jobs. Set the group's own token in the console "
-            "and in SNAIL_TOKEN (docs/security.md)")
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

@@ -41,7 +41,9 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
+from snailjob.address import is_loopback
 from snailjob.errors import TransportError
+from snailjob.settings import DEFAULT_TOKEN
 from snailjob.wire.codec import dumps, short
 
 if TYPE_CHECKING:
@@ -199,12 +201,14 @@ def token_refusal(headers: Dict[str, str], expected: str) -> Optional[str]:
 
 class RefusalLog:
     """Logs refusals at WARNING at most once per ``interval`` per key (a
-    peer's address), with the count of those not logged since.  Remembers at
-    most ``keys`` keys (the least recently refused are forgotten)."""
+    peer's address, or a reason: ``per`` names it), with the count of those
+    not logged since.  Remembers at most ``keys`` keys (the least recently
+    refused are forgotten)."""
 
     def __init__(self, log: logging.Logger, interval: float = 60.0, keys: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, per: str = "peer") -> None:
         self._log = log
+        self._per = per
         self._interval = interval
         self._keys = keys
         self._clock = clock
@@ -226,8 +230,8 @@ class RefusalLog:
             self._seen.move_to_end(key)
             while len(self._seen) > self._keys:
                 self._seen.popitem(last=False)
-        more = f" ({skipped} more from this peer since the last line)" if skipped else ""
-        self._log.warning("refused %s%s; at most one line a minute per peer", what, more)
+        more = f" ({skipped} more like it since the last line)" if skipped else ""
+        self._log.warning("refused %s%s; at most one line a minute per %s", what, more, self._per)
         return True
 
 
@@ -423,6 +427,16 @@ def reply_message(req_id: int, status: int, message: str, data: Any) -> Any:
         message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
     text = "true" if data is True else "null" if data is None else dumps(data)
     return pb.GrpcResult(reqId=req_id, status=status, message=message, data=text)
+
+
+def default_token_warning(token: str, bind_host: str) -> Optional[str]:
+    """The start-up warning for a node that anyone beyond this host can call
+    with the public default token, or None."""
+    if token != DEFAULT_TOKEN or is_loopback(bind_host):
+        return None
+    return (f"SNAIL_TOKEN is SnailJob's public default token and the inbound port listens on {bind_host}: "
+            "anyone who can reach it can run this node's jobs. Set the group's own token in the console "
+            "and in SNAIL_TOKEN (docs/security.md)")
 
 
 def raise_fd_limit(wanted: int) -> None:
