@@ -41,6 +41,7 @@ ATTACKER = Path(__file__).parent / "programs" / "attacker.py"
 METHOD = "/UnaryRequest/unaryRequest"
 DISPATCH = "/job/dispatch/v1"
 REPORT = "/report/dispatch/result"
+BATCH_SUCCESS = 3
 
 
 class Attacker:
@@ -138,6 +139,26 @@ def test_idle_streams_and_half_open_health_connections_cannot_silence_a_node(nod
     assert p99(loaded) <= 2 * reference, (p99(unloaded), p99(loaded))
     wait_for(lambda: len(transport.bodies(REPORT)) >= 240, timeout=20, what="every dispatch reported")
     assert all(body[0]["taskStatus"] == 3 for body in transport.bodies(REPORT))
+
+
+def test_under_the_same_attack_the_emulator_drives_a_node_to_success(run_client: Any, snailjob_emulator: Any) -> None:
+    """The same two attacks held while the server emulator triggers 50 jobs:
+    every batch ends SUCCESS with the node's result, and the emulator saw no
+    protocol violation (checked by ``run_client``)."""
+    @sj.job("attacked")
+    def attacked(args: Any) -> str:
+        return "ran"
+
+    client = run_client([attacked])
+    health = HealthServer(client, 0, host="127.0.0.1").start()
+    try:
+        with Attacker("idle-streams", f"127.0.0.1:{client.host_port}", 1000), \
+                Attacker("half-http", f"127.0.0.1:{health.port}", 1000):
+            batches = [snailjob_emulator.trigger("attacked") for _ in range(50)]
+            assert [batch.wait(timeout=20) for batch in batches] == [BATCH_SUCCESS] * 50
+        assert client.stats()["inbound_refused"] == 0
+    finally:
+        health.close()
 
 
 class socket_get:
