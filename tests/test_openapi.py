@@ -407,7 +407,7 @@ def tomcat() -> Iterator[int]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _page(self) -> None:
-            self.send_response(404)
+            self.send_response(404, "")  # Tomcat 10 sends no reason phrase: "HTTP/1.1 404 "
             self.send_header("Content-Type", "text/html;charset=utf-8")
             self.send_header("Content-Length", str(len(TOMCAT_404)))
             self.end_headers()

@@ -136,7 +136,7 @@ def _exchange(address: Tuple[str, int], request: bytes, timeout: float, enough: 
 def _status_line(data: bytes) -> Optional[str]:
     if not data.startswith(b"HTTP/"):
         return None
-    return clean(data.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1"), 60)
+    return clean(data.split(b"\n", 1)[0].strip().decode("latin-1"), 60)
 
 
 def probe_protocol(address: Tuple[str, int], timeout: float) -> Tuple[str, str]:

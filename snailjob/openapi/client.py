@@ -257,7 +257,8 @@ class OpenApiClient:
     def _http_error(self, http_status: int, reason: str, target: str, raw: bytes) -> str:
         """``HTTP 404 Not Found from URL: short body; hint``: never a whole page."""
         url = urllib.parse.urlunsplit(("https" if self._https else "http", f"{self._netloc}", target, "", ""))
-        text = f"HTTP {http_status} {clean(reason, 80)} from {clean(url, 300)}".rstrip()
+        reason = reason.strip() or http.client.responses.get(http_status, "")  # Tomcat sends no reason phrase
+        text = f"HTTP {http_status} {clean(reason, 80)}".rstrip() + f" from {clean(url, 300)}"
         body = self._snippet(raw)
         if body:
             text += f": {clean(body, _SNIPPET + 50)}"
