@@ -2,12 +2,16 @@
 # mypy: allow-untyped-defs
 """Start the real SnailJob server on a private PostgreSQL, for manual runs.
 
-    python scripts/real_server.py --version 2.0.2 up       # start, print ports/token, wait for Ctrl-C
+    python scripts/real_server.py up                       # start 2.0.2, print the SNAIL_* lines, wait for Ctrl-C
+    python scripts/real_server.py env                      # the SNAIL_* lines of the server `up` started
+    python scripts/real_server.py down                     # stop it from another shell (alias: stop)
     python scripts/real_server.py --version 1.10.0 smoke   # start, create+trigger a cluster job, stop
     python scripts/real_server.py --version 2.0.2 probe    # check the harness with a stand-in node (grpcio)
     python scripts/real_server.py --version 2.0.2 fetch    # only lay out the server (fetch-server.sh, cached)
     python scripts/real_server.py --version 2.0.2 expiry   # how long a stopped node stays listed
 
+`COMMAND --help` shows a command's own options. `up` records the running
+server in STATE_DIR/<pid of up>.json (see `down --help`); `down` stops it.
 The server comes from ../shared/snailjob/server (see tests/e2e/provision.py for the
 environment variables, tests/e2e/harness.py for the rest).
 """
@@ -15,6 +19,8 @@ environment variables, tests/e2e/harness.py for the rest).
 import argparse
 import json
 import os
+import shlex
+import shutil
 import signal
 import sys
 import time
@@ -23,6 +29,88 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e import harness  # noqa: E402
+from tests.e2e.provision import PrivatePostgres, cache_dir  # noqa: E402
+
+UP_HELP = """Start the server and PostgreSQL, create the group with its token, print the
+settings as `export` lines for a client node and the OpenAPI commands
+(`snailjob status/trigger`), then wait. Ctrl-C (or SIGTERM, or `down` from another
+shell) stops the server and PostgreSQL and removes the scratch directory."""
+DOWN_HELP = """Stop the servers `up` started, in the background or in another shell: `up`
+is asked to stop (SIGTERM: it stops SnailJob and PostgreSQL and removes its
+scratch directory); if that `up` is gone or does not stop within --wait
+seconds, the server's process group and PostgreSQL are stopped here. Each
+running `up` is recorded in STATE_DIR/<pid>.json (STATE_DIR:
+$SNAILJOB_CACHE/real-server, default ~/.cache/snailjob-e2e/real-server).
+Exit code 0, also when nothing was running (it says so); 1 when something
+could not be stopped."""
+ENV_HELP = """Print the `export` lines of the server `up` started (the newest one when
+several run), e.g. eval "$(python scripts/real_server.py env)" in another shell.
+Exit code 1 when none is running."""
+
+
+def state_dir():
+    return cache_dir() / "real-server"
+
+
+def _cmdline(pid):
+    """The process's command line, None when there is no such process; "" when
+    unknown (no /proc: only whether the pid exists)."""
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").exists():
+        try:
+            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return None  # exited, not yet reaped by its parent
+            return proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ""
+
+
+def _alive(pid, needle):
+    """pid is running and its command line holds needle (not a recycled pid)."""
+    line = _cmdline(pid)
+    return line is not None and (line == "" or needle in line)
+
+
+def _records():
+    """(path, state) of every recorded `up`, oldest first."""
+    found = []
+    for path in sorted(state_dir().glob("*.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            found.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def client_exports(srv):
+    """Every variable a client node and the OpenAPI commands need, as a dict."""
+    env = srv.client_env(host_port=17889)
+    env["SNAIL_OPENAPI_URL"] = srv.base_url  # the web port with the context path /snail-job
+    return env
+
+
+def _export_lines(env):
+    return [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
+
+
+def _write_state(srv, env):
+    state_dir().mkdir(parents=True, exist_ok=True)
+    path = state_dir() / f"{os.getpid()}.json"
+    state = {"up_pid": os.getpid(), "version": srv.version, "server_pid": srv.proc.pid if srv.proc else None,
+             "http": srv.base_url, "grpc_port": srv.grpc_port, "workdir": str(srv.workdir),
+             "pg_bindir": srv.pg.bindir, "pg_port": srv.pg.port, "env": env, "started": time.time()}
+    tmp = path.with_suffix(".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:  # it holds the token
+        json.dump(state, f, indent=2)
+    tmp.replace(path)
+    return path
 
 
 def _interrupt(signum, frame):
@@ -37,18 +125,104 @@ def cmd_up(args):
             "namespace": srv.namespace, "group": srv.group, "token": srv.group_token,
             "login": "admin / admin", "jwt": srv.jwt, "workdir": str(srv.workdir), "timings": srv.timings,
         }
-        print(json.dumps(info, indent=2), flush=True)
-        print("client env:", flush=True)
-        for k, v in srv.client_env(host_port=17889).items():
-            print(f"  export {k}={v}", flush=True)
-        print("Ctrl-C to stop", flush=True)
+        env = client_exports(srv)
+        state = _write_state(srv, env)
         try:
+            print(json.dumps(info, indent=2), flush=True)
+            print("# settings of a client node (cd example && python main.py; snailjob run) and of the OpenAPI "
+                  "commands (snailjob status/trigger): paste into a shell", flush=True)
+            for line in _export_lines(env):
+                print(line, flush=True)
+            print(f"# console: {srv.base_url}/ (admin / admin)", flush=True)
+            print(f"# another shell: eval \"$(python {_me()} env)\"", flush=True)
+            print(f"# stop: Ctrl-C here, or python {_me()} down", flush=True)
             while srv.proc and srv.proc.poll() is None:
                 time.sleep(1)
             print(f"server exited with code {srv.proc.returncode if srv.proc else '?'}", flush=True)
             srv.mark_failed()
         except KeyboardInterrupt:
             print("stopping", flush=True)
+        finally:
+            state.unlink(missing_ok=True)
+
+
+def _me():
+    """This script's path as the user can type it from the current directory."""
+    path = Path(__file__).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _stop_leftovers(state):
+    """Stop what an `up` that is gone left running: the server's process group, PostgreSQL."""
+    problems = []
+    pid = state.get("server_pid")
+    if pid and _alive(pid, "java"):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while _alive(pid, "java") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _alive(pid, "java"):
+                os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError as e:
+            problems.append(f"server pid {pid}: {e}")
+    workdir = Path(state.get("workdir") or "/nonexistent")
+    if (workdir / "pgdata" / "postmaster.pid").exists() and state.get("pg_bindir"):
+        pg = PrivatePostgres(workdir)
+        pg.bindir, pg.port, pg.started = state["pg_bindir"], state.get("pg_port"), True
+        pg.stop()
+        if (workdir / "pgdata" / "postmaster.pid").exists():
+            problems.append(f"PostgreSQL in {workdir / 'pgdata'} is still running")
+    if not problems and workdir.is_dir() and workdir.name.startswith("snailjob-"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    return problems
+
+
+def cmd_down(args):
+    records = _records()
+    if not records:
+        print(f"nothing to stop: no server started by `{_me()} up` is running (no state in {state_dir()})",
+              flush=True)
+        return 0
+    failed = 0
+    for path, state in records:
+        up_pid = state.get("up_pid")
+        what = (f"SnailJob {state.get('version')} (web {state.get('http')}, gRPC 127.0.0.1:{state.get('grpc_port')}) "
+                f"started by `up` (pid {up_pid})")
+        if up_pid and _alive(up_pid, "real_server.py"):
+            print(f"stopping {what}", flush=True)
+            os.kill(up_pid, signal.SIGTERM)
+            deadline = time.monotonic() + args.wait
+            while _alive(up_pid, "real_server.py") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if not _alive(up_pid, "real_server.py"):
+                path.unlink(missing_ok=True)
+                print(f"stopped {what}", flush=True)
+                continue
+            print(f"`up` (pid {up_pid}) did not stop within {args.wait:g}s; stopping the server here", flush=True)
+        problems = _stop_leftovers(state)
+        if problems:
+            failed += 1
+            print(f"could not stop all of {what}: {'; '.join(problems)}", file=sys.stderr, flush=True)
+            continue
+        path.unlink(missing_ok=True)
+        print(f"stopped what was left of {what}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_env(args):
+    running = [(p, s) for p, s in _records() if _alive(s.get("up_pid") or 0, "real_server.py")]
+    if not running:
+        print(f"no server started by `{_me()} up` is running (no live state in {state_dir()})", file=sys.stderr)
+        return 1
+    for line in _export_lines(running[-1][1]["env"]):
+        print(line)
+    return 0
 
 
 def cmd_smoke(args):
@@ -189,19 +363,53 @@ def cmd_fetch(args):
     print(json.dumps({"java": java, "launch": launch, **info, "wall_s": round(time.monotonic() - t0, 1)}, indent=2))
 
 
-def main():
+def _common(parser, suppress):
+    """--version, --group, --token: before the command (as always) or after it."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("--version", default=default(os.environ.get("SNAILJOB_VERSION", "2.0.2")),
+                        help="server version (default: $SNAILJOB_VERSION, else 2.0.2)")
+    parser.add_argument("--group", default=default("py_e2e_group"), help="group to create (default py_e2e_group)")
+    parser.add_argument("--token", default=default(None), help="the group's token (random if omitted)")
+
+
+def build_parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--version", default=os.environ.get("SNAILJOB_VERSION", "2.0.2"))
-    ap.add_argument("--group", default="py_e2e_group")
-    ap.add_argument("--token", default=None, help="group token (random if omitted)")
-    ap.add_argument("command", choices=["up", "smoke", "probe", "fetch", "expiry"])
-    args = ap.parse_args()
+    _common(ap, suppress=False)
+    commands = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
+
+    def add(name, func, summary, description, server=True, aliases=()):
+        sub = commands.add_parser(name, help=summary, description=description, formatter_class=raw,
+                                  aliases=list(aliases))
+        if server:
+            _common(sub, suppress=True)
+        sub.set_defaults(func=func)
+        return sub
+
+    add("up", cmd_up, "start a server, print the SNAIL_* lines, wait for Ctrl-C", UP_HELP)
+    down = add("down", cmd_down, "stop the server(s) `up` started (alias: stop)", DOWN_HELP, server=False,
+               aliases=["stop"])
+    down.add_argument("--wait", type=float, default=90.0, metavar="S",
+                      help="seconds to let `up` stop everything itself (default 90)")
+    add("env", cmd_env, "print the SNAIL_* lines of the server `up` started", ENV_HELP, server=False)
+    add("smoke", cmd_smoke, "start, trigger a cluster job with no client (it must end CANCEL), stop",
+        cmd_smoke.__doc__)
+    add("probe", cmd_probe, "check the harness with a stand-in node (needs grpcio)", cmd_probe.__doc__)
+    add("fetch", cmd_fetch, "only lay out the server (fetch-server.sh, cached)",
+        "Lay out the server's jars for --version (fetch-server.sh, cached) and print where.")
+    add("expiry", cmd_expiry, "how long a stopped node stays listed", cmd_expiry.__doc__)
+    return ap
+
+
+def main():
+    args = build_parser().parse_args()
+    if args.func in (cmd_down, cmd_env):
+        sys.exit(args.func(args))
     # stop cleanly on SIGTERM too; and a shell starts background jobs with SIGINT ignored: take it back
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        {"up": cmd_up, "smoke": cmd_smoke, "probe": cmd_probe, "fetch": cmd_fetch,
-         "expiry": cmd_expiry}[args.command](args)
+        args.func(args)
     except harness.HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

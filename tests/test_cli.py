@@ -3,12 +3,15 @@ on a real port (and a FakeOpenApiServer for trigger / status)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +26,7 @@ from snailjob.openapi.fake import FakeOpenApiServer
 from snailjob.testing import ServerEmulator
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "snailjob")
 SUCCESS = 3
 CLI_JOBS = {"cliEcho", "cliBilling", "cliAsync", "cliShard", "cliBroken", "cliPages", "cliSum"}
@@ -33,6 +37,8 @@ Result = Tuple[int, str, str]  # exit code, stdout, stderr
 
 def base_env(**extra: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SNAIL_")}
+    # the commands import this checkout's snailjob, not whichever one the interpreter has installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     env.update(SNAIL_HOST_PORT="0", SNAIL_BIND_HOST="127.0.0.1", SNAIL_HEARTBEAT_INTERVAL="0.5",
                SNAIL_SHUTDOWN_GRACE="0", SNAIL_LOG_REMOTE_INTERVAL="0.2")
     env.update(extra)
@@ -226,6 +232,46 @@ def test_check_ok_wrong_token_and_no_server(snailjob_emulator):
     assert none_code == 1
     assert "FAIL server 127.0.0.1:" in none_out and "cannot connect" in none_out
     assert "fix: start the server, or fix SNAIL_SERVER_HOST / SNAIL_SERVER_PORT" in none_out
+
+
+class _AnyPage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_check_tells_a_web_port_from_a_grpc_port(snailjob_emulator):
+    from snailjob.cli.check import probe_protocol
+
+    emu = snailjob_emulator
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnyPage)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    web_port = web.server_address[1]
+    try:
+        assert probe_protocol(("127.0.0.1", web_port), 3.0) == ("http", "HTTP/1.0 404 Not Found")
+        assert probe_protocol(("127.0.0.1", emu.port), 3.0) == ("grpc", "")
+        (code, out, err), (ok_code, ok_out, _) = run_all(
+            (command("check", "--timeout", "2"), emu_env(emu, SNAIL_SERVER_PORT=str(web_port))),
+            (command("check", "--timeout", "10"), emu_env(emu)))
+    finally:
+        web.shutdown()
+        web.server_close()
+    lines = out.splitlines()
+    server_line = f"FAIL server 127.0.0.1:{web_port}: not a gRPC port: it answers HTTP/1.x, not HTTP/2 "
+    at = next(i for i, line in enumerate(lines) if line.startswith(server_line))
+    assert re.fullmatch(re.escape(server_line) + r"\('HTTP/1\.0 404 Not Found', \d+ ms\)",
+                        lines[at]), lines[at]
+    fix = lines[at + 1]
+    assert fix == ("     fix: this is an HTTP (web) port; SNAIL_SERVER_PORT (or the port in SNAIL_SERVER_HOST) "
+                   "must be the server's gRPC port, snail-job.server-port (default 17888)")
+    assert "reachable" not in out and code == 1, out
+    assert "FAIL token and group" in out and "fix: the server did not answer the heartbeat: see the server check" in out
+    assert ok_code == 0, ok_out
+    assert any(line.startswith(f"ok   server 127.0.0.1:{emu.port}: gRPC port reachable, answers HTTP/2 (")
+               for line in ok_out.splitlines()), ok_out
+    assert emu.problems == []
 
 
 # --- jobs -------------------------------------------------------------------------------

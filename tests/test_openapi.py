@@ -4,6 +4,7 @@ on a local socket that records every request (method, path, query, headers, body
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterator
@@ -384,6 +386,139 @@ def test_connection_refused_is_a_transport_error() -> None:
     assert not isinstance(info.value, OpenApiTimeout)
     assert "cannot reach" in str(info.value)
     assert_no_token(str(info.value))
+
+
+# ------------------------------------------------------------- error texts (issue 25)
+
+# what Tomcat answers for a path outside the server's context path (the URL without /snail-job)
+TOMCAT_404 = ('<!doctype html><html lang="en"><head><title>HTTP Status 404 \u2013 Not Found</title>'
+              '<style type="text/css">body {font-family:Tahoma,Arial,sans-serif;} h1, h2, h3, b '
+              '{color:white;background-color:#525D76;} h1 {font-size:22px;}</style></head><body>'
+              '<h1>HTTP Status 404 \u2013 Not Found</h1><hr class="line" /><p><b>Type</b> Status Report</p>'
+              '<p><b>Message</b> The requested resource [&#47;api&#47;job&#47;detail&#47;id] is not available</p>'
+              '<p><b>Description</b> The origin server did not find a current representation for the target '
+              'resource or is not willing to disclose that one exists.</p><hr class="line" />'
+              '<h3>Apache Tomcat/10.1.19</h3></body></html>\n').encode()
+
+
+@pytest.fixture
+def tomcat() -> Iterator[int]:
+    """A web server that answers every request with Tomcat's HTML 404 page; yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _page(self) -> None:
+            self.send_response(404, "")  # Tomcat 10 sends no reason phrase: "HTTP/1.1 404 "
+            self.send_header("Content-Type", "text/html;charset=utf-8")
+            self.send_header("Content-Length", str(len(TOMCAT_404)))
+            self.end_headers()
+            self.wfile.write(TOMCAT_404)
+
+        do_GET = do_POST = do_PUT = _page
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again before the call: nothing listens
+
+
+def env_client(**settings: Any) -> OpenApiClient:
+    """A client configured as ``snailjob status`` configures it: from settings."""
+    return OpenApiClient.from_settings(Settings.load(env_file=None, snail_token=TOKEN, **settings), timeout=5)
+
+
+def test_tomcat_404_page_becomes_one_short_line_with_the_context_path_hint(tomcat: int) -> None:
+    with pytest.raises(OpenApiHTTPError) as info:
+        env_client(snail_openapi_url=f"http://127.0.0.1:{tomcat}").job_detail(7)
+    err = info.value
+    assert err.http_status == 404 and err.path == "/api/job/detail/id"
+    head = f"HTTP 404 Not Found from http://127.0.0.1:{tomcat}/api/job/detail/id: "
+    hint = "; is SNAIL_OPENAPI_URL missing the /snail-job context path?"
+    assert err.message.startswith(head) and err.message.endswith(hint), err.message
+    snippet = err.message[len(head):-len(hint)]
+    assert snippet.startswith("HTTP Status 404 \u2013 Not Found Type Status Report Message The requested resource "
+                              "[/api/job/detail/id] is not available Description")
+    assert len(snippet) <= 200 and snippet.endswith("...")
+    for piece in ("<", ">", "\n", "font-family", "&#47;", "Tomcat/10"):
+        assert piece not in err.message, piece
+    assert str(err) == f"/api/job/detail/id: {err.message}"
+
+
+def test_404_hint_names_what_the_url_came_from(tomcat: int) -> None:
+    with pytest.raises(OpenApiHTTPError) as given:
+        OpenApiClient(f"http://127.0.0.1:{tomcat}/", namespace="ns", group="g", token=TOKEN, timeout=5).job_exists(1)
+    assert given.value.message.endswith("; is the base URL missing the /snail-job context path?")
+    with pytest.raises(OpenApiHTTPError) as other:
+        env_client(snail_openapi_url=f"http://127.0.0.1:{tomcat}/sj").job_exists(1)
+    assert other.value.message.endswith(
+        "; is /sj, the context path of SNAIL_OPENAPI_URL, right? (the server's default is /snail-job)")
+    with pytest.raises(OpenApiHTTPError) as right:  # the context path is right: no guess about it
+        env_client(snail_openapi_url=f"http://127.0.0.1:{tomcat}/snail-job").job_exists(1)
+    assert right.value.message.startswith(f"HTTP 404 Not Found from http://127.0.0.1:{tomcat}/snail-job/api/job/"
+                                          "exists: HTTP Status 404")
+    assert "context path" not in right.value.message
+
+
+def test_a_long_plain_body_is_cut_and_the_token_removed(fake: FakeOpenApiServer, client: OpenApiClient) -> None:
+    fake.reply("GET", "/api/job/exists", http_status=502, raw=(f"bad gateway {TOKEN} " + "x" * 5000).encode())
+    with pytest.raises(OpenApiHTTPError) as info:
+        client.job_exists(1)
+    head = f"HTTP 502 Bad Gateway from {fake.base_url}/api/job/exists: "
+    assert info.value.message.startswith(head + "bad gateway *** xxx"), info.value.message
+    assert len(info.value.message) - len(head) <= 200 and info.value.message.endswith("...")
+    assert_no_token(str(info.value))
+
+
+def test_connection_refused_names_snail_openapi_url() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/snail-job"
+    with pytest.raises(OpenApiTransportError) as info:
+        env_client(snail_openapi_url=url).job_detail(1)
+    assert info.value.message == (f"cannot reach {url} (SNAIL_OPENAPI_URL): connection refused; "
+                                  "start the server or set SNAIL_OPENAPI_URL")
+
+
+def test_connection_refused_on_the_default_url_says_the_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    monkeypatch.setattr("snailjob.openapi.paths.DEFAULT_PORT", port)
+    with pytest.raises(OpenApiTransportError) as info:
+        env_client(snail_server_host="127.0.0.1").job_detail(1)
+    assert info.value.message == (f"cannot reach http://127.0.0.1:{port}/snail-job (the default: SNAIL_OPENAPI_URL "
+                                  "is not set): connection refused; start the server or set SNAIL_OPENAPI_URL")
+
+
+def test_snailjob_status_prints_the_error_texts(tomcat: int, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from snailjob.cli import main
+
+    for key in [k for k in os.environ if k.startswith("SNAIL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SNAIL_TOKEN", TOKEN)
+    monkeypatch.chdir(os.path.dirname(os.path.abspath(__file__)))  # no .env here
+    url = f"http://127.0.0.1:{closed_port()}/snail-job"
+    assert main(["status", "3", "--openapi-url", url]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"snailjob status: OpenApiTransportError: /api/job/detail/id: cannot reach {url} "
+                   "(SNAIL_OPENAPI_URL): connection refused; start the server or set SNAIL_OPENAPI_URL\n")
+    monkeypatch.setenv("SNAIL_OPENAPI_URL", f"http://127.0.0.1:{tomcat}")
+    assert main(["trigger", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"snailjob trigger: OpenApiHTTPError: /api/job/trigger: HTTP 404 Not Found from "
+                          f"http://127.0.0.1:{tomcat}/api/job/trigger: HTTP Status 404")
+    assert err.endswith("; is SNAIL_OPENAPI_URL missing the /snail-job context path?\n")
+    assert err.count("\n") == 1 and "<" not in err and len(err) < 400
+    assert_no_token(err)
 
 
 def test_errors_survive_pickling() -> None:

@@ -1,7 +1,9 @@
 """``snailjob check``: can this node run?  One line per check, then a summary.
 
 Checks, in order: the settings are valid (nothing else is checked when they
-are not); every server's gRPC port accepts a TCP connection; the advertised
+are not); every server's gRPC port accepts a TCP connection and answers the
+HTTP/2 connection preface gRPC starts with (a web port's HTTP/1.x answer is
+a failure with its own fix); the advertised
 address (``SNAIL_HOST_IP`` or the one chosen for the route to the server) is
 one the server can call back; the inbound port can be bound; and the server
 accepts a real heartbeat with the token, group and namespace.
@@ -21,7 +23,7 @@ import argparse
 import socket
 import sys
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from snailjob.address import choose_advertised, join_host_port
 from snailjob.cli import settings_overrides
@@ -33,6 +35,8 @@ from snailjob.wire.codec import clean
 FIX_SETTINGS = "correct the variable named above (see CONFIGURATION.md), or the matching option"
 FIX_SERVER = ("start the server, or fix SNAIL_SERVER_HOST / SNAIL_SERVER_PORT: the server's gRPC port "
               "(snail-job.server-port, 17888 by default), not its web port")
+FIX_WEB_PORT = ("this is an HTTP (web) port; SNAIL_SERVER_PORT (or the port in SNAIL_SERVER_HOST) must be the "
+                "server's gRPC port, snail-job.server-port (default 17888)")
 FIX_ADDRESS = "set SNAIL_HOST_IP to an address of this host that the server can reach"
 FIX_PORT = "choose another SNAIL_HOST_PORT or stop the process using it"
 FIX_TOKEN = ("set SNAIL_TOKEN to the group's token (console: group management); if it is right, "
@@ -108,20 +112,80 @@ def _split(target: str) -> Tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# what a gRPC client sends first (RFC 9113 3.4): the preface and an empty SETTINGS frame
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS = 0x4  # HTTP/2 frame type
+
+
+def _exchange(address: Tuple[str, int], request: bytes, timeout: float, enough: Callable[[bytes], bool]) -> bytes:
+    """Connect, send ``request``, read until ``enough(answer)``, the end, or ``timeout``."""
+    data = b""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(request)
+        try:
+            while not enough(data):
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:  # a timeout or a reset: judge what came before it
+            pass
+    return data
+
+
+def _status_line(data: bytes) -> Optional[str]:
+    if not data.startswith(b"HTTP/"):
+        return None
+    return clean(data.split(b"\n", 1)[0].strip().decode("latin-1"), 60)
+
+
+def probe_protocol(address: Tuple[str, int], timeout: float) -> Tuple[str, str]:
+    """What listens on ``address``: ``("grpc", "")`` when it answers the HTTP/2
+    preface with a SETTINGS frame (an HTTP/2 server, as gRPC is);
+    ``("http", status line)`` when it answers HTTP/1.x (a web port; asked with
+    ``GET /`` when the preface got no HTTP/1.x answer); else ``("unknown", what
+    happened)``.  Raises ``OSError`` when it cannot connect."""
+    answer = _exchange(address, H2_PREFACE, timeout,
+                       lambda data: len(data) >= 9 or (data.startswith(b"HTTP/") and b"\n" in data))
+    if len(answer) >= 9 and answer[3] == _SETTINGS and not answer.startswith(b"HTTP/"):
+        return "grpc", ""
+    line = _status_line(answer)
+    if line is None:  # some web servers answer the preface without a status line, or not at all
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        request = f"GET / HTTP/1.1\r\nHost: {host}:{address[1]}\r\nConnection: close\r\n\r\n".encode()
+        line = _status_line(_exchange(address, request, timeout, lambda data: b"\n" in data))
+    if line is not None:
+        return "http", line
+    if not answer:
+        return "unknown", f"no answer to the HTTP/2 preface within {timeout:g}s"
+    return "unknown", f"an answer that is not HTTP/2 ({answer[:16]!r})"
+
+
 def _check_servers(report: Report, settings: Settings, timeout: float) -> bool:
+    """One line per server; True when one of them is a reachable gRPC port (or
+    something that is at least not a web port)."""
     reachable = False
     for target in settings.server_targets:
         host, port = _split(target)
         started = time.monotonic()
         try:
             with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
-                pass
+                connected = time.monotonic()
+            kind, detail = probe_protocol((host, port), min(timeout, 3.0))
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             report.fail(f"server {target}", f"cannot connect: {reason}", FIX_SERVER)
             continue
+        took = f"{(connected - started) * 1000:.0f} ms"
+        if kind == "http":
+            report.fail(f"server {target}", f"not a gRPC port: it answers HTTP/1.x, not HTTP/2 ('{detail}', {took})",
+                        FIX_WEB_PORT)
+            continue
         reachable = True
-        report.ok(f"server {target}", f"gRPC port reachable ({(time.monotonic() - started) * 1000:.0f} ms)")
+        if kind == "grpc":
+            report.ok(f"server {target}", f"gRPC port reachable, answers HTTP/2 ({took})")
+        else:
+            report.ok(f"server {target}", f"port reachable ({took}), but not confirmed as gRPC: {detail}")
     return reachable
 
 

@@ -11,6 +11,7 @@ data. The client keeps no connection open and is safe to share between threads.
 from __future__ import annotations
 
 import asyncio
+import html
 import http.client
 import json
 import logging
@@ -76,7 +77,11 @@ __all__ = ["AsyncOpenApiClient", "OpenApiClient", "SyncJobsError", "SyncResult",
 logger = logging.getLogger("snailjob.openapi")
 
 _M = TypeVar("_M", bound=BaseModel)
-_SNIPPET = 300
+_SNIPPET = 200  # characters of a reply body shown in an error
+_READ_FOR_SNIPPET = 65536  # bytes of a body looked at for that
+_HTML = re.compile(r"(?i)<(?:!doctype|html|head|body|title|h1|p|div)\b")
+_HIDDEN = re.compile(r"(?is)<(head|style|script)\b.*?</\1\s*>")
+_TAG = re.compile(r"(?s)<[^>]*>")
 StatusLike = Union[bool, int, JobStatus]
 JobLike = Union[JobSpec, JobRequest]
 
@@ -137,7 +142,11 @@ class OpenApiClient:
                  settings: Optional[Settings] = None, ssl_context: Optional[ssl.SSLContext] = None) -> None:
         if settings is None and None in (base_url, namespace, group, token, timeout):
             settings = Settings.load()
+        # where the URL came from, for the error messages: given, SNAIL_OPENAPI_URL, or the default
+        self._url_source = "base_url"
         if settings is not None:
+            if base_url is None:
+                self._url_source = "SNAIL_OPENAPI_URL" if settings.snail_openapi_url else "default"
             base_url = base_url if base_url is not None else default_base_url(settings)
             namespace = namespace if namespace is not None else settings.snail_namespace
             group = group if group is not None else settings.snail_group_name
@@ -163,6 +172,7 @@ class OpenApiClient:
         except ValueError:
             raise OpenApiValidationError("base_url", f"has an invalid port: {base_url!r}") from None
         self._prefix = parts.path.rstrip("/")
+        self._netloc = parts.netloc
         self.base_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, self._prefix, "", ""))
         self.namespace = namespace
         self.group = group
@@ -200,8 +210,66 @@ class OpenApiClient:
         return re.sub(r"(?i)(token\s*[:=]\s*)[^\]\s,;\"']+", r"\1***", text)
 
     def _snippet(self, raw: bytes) -> str:
-        text = raw[:_SNIPPET].decode("utf-8", "replace").strip()
-        return self._redact(text) + ("..." if len(raw) > _SNIPPET else "")
+        """At most ``_SNIPPET`` characters of a reply body, token removed; an HTML page
+        (a servlet container's error page) as its text on one line, tags and styles removed."""
+        text = self._redact(raw[:_READ_FOR_SNIPPET].decode("utf-8", "replace"))
+        if _HTML.search(text):
+            text = self._redact(html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text))))
+            text = " ".join(text.split())
+        else:
+            text = text.strip()
+        if len(text) > _SNIPPET or len(raw) > _READ_FOR_SNIPPET:
+            text = text[:_SNIPPET - 3].rstrip() + "..."
+        return text
+
+    def _url_name(self) -> str:
+        """How the messages name the base URL's setting."""
+        return "SNAIL_OPENAPI_URL" if self._url_source != "base_url" else "the base URL"
+
+    def _unreachable(self, exc: BaseException) -> str:
+        """``cannot reach URL (where it came from): reason; what to do``."""
+        if isinstance(exc, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(exc, socket.gaierror):
+            reason = f"unknown host {clean(self._host, 100)} ({clean(exc.strerror or str(exc), 100)})"
+        elif isinstance(exc, ConnectionResetError):
+            reason = "connection reset by the server"
+        elif isinstance(exc, http.client.RemoteDisconnected):
+            reason = "the server closed the connection without answering"
+        elif isinstance(exc, http.client.BadStatusLine):
+            # http.client's exceptions can carry the server's bytes
+            reason = (f"the answer is not HTTP/1.x ({clean(self._redact(str(exc)), 60)}); "
+                      "is this the server's gRPC port instead of its web port?")
+        elif isinstance(exc, ssl.SSLError):
+            reason = f"TLS error: {clean(self._redact(str(exc)), 200)}"
+        elif isinstance(exc, OSError) and exc.strerror:
+            reason = clean(exc.strerror.lower(), 200)
+        else:
+            reason = f"{type(exc).__name__}: {clean(self._redact(str(exc)), 300)}"
+        if self._url_source == "SNAIL_OPENAPI_URL":
+            where, fix = " (SNAIL_OPENAPI_URL)", "start the server or set SNAIL_OPENAPI_URL"
+        elif self._url_source == "default":
+            where, fix = " (the default: SNAIL_OPENAPI_URL is not set)", "start the server or set SNAIL_OPENAPI_URL"
+        else:
+            where, fix = "", "start the server or pass its web port's URL as base_url"
+        return f"cannot reach {self.base_url}{where}: {reason}; {fix}"
+
+    def _http_error(self, http_status: int, reason: str, target: str, raw: bytes) -> str:
+        """``HTTP 404 Not Found from URL: short body; hint``: never a whole page."""
+        url = urllib.parse.urlunsplit(("https" if self._https else "http", f"{self._netloc}", target, "", ""))
+        reason = reason.strip() or http.client.responses.get(http_status, "")  # Tomcat sends no reason phrase
+        text = f"HTTP {http_status} {clean(reason, 80)}".rstrip() + f" from {clean(url, 300)}"
+        body = self._snippet(raw)
+        if body:
+            text += f": {clean(body, _SNIPPET + 50)}"
+        if http_status == 404:
+            name = self._url_name()
+            if not self._prefix:
+                text += f"; is {name} missing the /{DEFAULT_PREFIX} context path?"
+            elif self._prefix != f"/{DEFAULT_PREFIX}":
+                text += (f"; is {self._prefix}, the context path of {name}, right? "
+                         f"(the server's default is /{DEFAULT_PREFIX})")
+        return text
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._https:
@@ -227,16 +295,15 @@ class OpenApiClient:
             logger.warning("%s %s: no answer within %.1fs", method, path, self.timeout)
             raise OpenApiTimeout(f"no answer from {self.base_url} within {self.timeout:g}s", path=path) from None
         except (OSError, http.client.HTTPException) as exc:
-            # http.client's exceptions can carry the server's bytes (BadStatusLine)
-            problem = f"{type(exc).__name__}: {clean(self._redact(str(exc)), 300)}"
+            problem = self._unreachable(exc)
             logger.warning("%s %s: %s", method, path, problem)
-            raise OpenApiTransportError(f"cannot reach {self.base_url}: {problem}", path=path) from None
+            raise OpenApiTransportError(problem, path=path) from None
         finally:
             conn.close()
         elapsed = (time.monotonic() - started) * 1000
         if not 200 <= http_status < 300:
             logger.warning("%s %s -> HTTP %s in %.0f ms", method, path, http_status, elapsed)
-            raise OpenApiHTTPError(f"HTTP {http_status} {clean(reason, 80)}: {clean(self._snippet(raw))}", path=path,
+            raise OpenApiHTTPError(self._http_error(http_status, reason, target.split("?", 1)[0], raw), path=path,
                                    http_status=http_status)
         try:
             envelope = json.loads(raw.decode("utf-8"))

@@ -51,3 +51,28 @@ def test_check_without_a_server(srv, tmp_path):
     code, text = check(srv, tmp_path, SNAIL_SERVER_PORT=str(nothing))
     assert code == 1, text
     assert f"FAIL server 127.0.0.1:{nothing}" in text and "SNAIL_SERVER_HOST" in text, text
+
+
+def test_check_tells_the_web_port_from_the_grpc_port(srv, tmp_path):
+    code, text = check(srv, tmp_path, SNAIL_SERVER_PORT=str(srv.http_port))
+    assert code == 1, text
+    assert f"FAIL server 127.0.0.1:{srv.http_port}: not a gRPC port: it answers HTTP/1.x, not HTTP/2" in text, text
+    assert ("fix: this is an HTTP (web) port; SNAIL_SERVER_PORT (or the port in SNAIL_SERVER_HOST) must be the "
+            "server's gRPC port, snail-job.server-port (default 17888)") in text, text
+    assert "gRPC port reachable" not in text and srv.group_token not in text
+
+
+def test_openapi_status_names_the_url_setting(srv, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAIL_")}
+    env.update(srv.client_env(), PYTHONPATH=str(harness.REPO_ROOT))
+    without_context = f"http://127.0.0.1:{srv.http_port}"
+    out = subprocess.run([sys.executable, "-m", "snailjob", "status", "1"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, env={**env, "SNAIL_OPENAPI_URL": without_context})
+    assert out.returncode == 1, out
+    assert out.stderr.startswith(f"snailjob status: OpenApiHTTPError: /api/job/detail/id: HTTP 404 Not Found from "
+                                 f"{without_context}/api/job/detail/id: "), out.stderr
+    assert out.stderr.endswith("; is SNAIL_OPENAPI_URL missing the /snail-job context path?\n"), out.stderr
+    assert "<" not in out.stderr and out.stderr.count("\n") == 1 and len(out.stderr) < 500
+    ok = subprocess.run([sys.executable, "-m", "snailjob", "status", "1"], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=60, env={**env, "SNAIL_OPENAPI_URL": srv.base_url})
+    assert ok.stderr == f"snailjob status: no job 1 in group {srv.group}\n", ok  # reached: the job does not exist
