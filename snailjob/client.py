@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from snailjob._version import __version__
 from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, join_host_port
+from snailjob.advice import FIX_SERVER, REFUSED, WARN_AGAIN, LastingProblem, fix_for_kind, kind_of
 from snailjob.args import JobArgs, build_args
 from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
@@ -85,6 +86,11 @@ class Client:
     ``stop()`` is idempotent and safe to call from any thread.
     """
 
+    warn_again: Tuple[float, float] = WARN_AGAIN
+    """While the server refuses the heartbeat or the executor registration, or
+    cannot be reached, a warning at the first failure, again after
+    ``warn_again[0]`` seconds, then every ``warn_again[1]`` seconds."""
+
     def __init__(self, settings: Optional[Settings] = None,
                  executors: Union[ExecutorRegistry, Iterable[Union[Executor, Retryable[Any, Any]]]] = (),
                  transport_factory: Optional[TransportFactory] = None,
@@ -113,7 +119,8 @@ class Client:
         self._registered = False
         self._registry_version = 0
         self._register_after = 0.0
-        self._register_problem: Optional[str] = None
+        self._beat_trouble = LastingProblem(logger, "heartbeat", self.warn_again)
+        self._register_trouble = LastingProblem(logger, "executor registration", self.warn_again)
         self._last_problem: Optional[str] = None
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
@@ -475,15 +482,17 @@ class Client:
         try:
             reply = self._transport.call(enums.URI_BEAT, encode_body("PING"), s.snail_rpc_timeout)
         except TransportError as exc:
-            self._server_down(str(exc))
+            self._server_down(kind_of(exc.code), str(exc), str(exc))
             return False
         if not reply.ok:
-            self._server_down(f"server refused the heartbeat: {self._redact(reply.message)}")
+            message = self._redact(reply.message)
+            self._server_down(REFUSED, f"server refused the heartbeat: {message}", message)
             return False
         self._last_beat = time.monotonic()
+        recovered = self._beat_trouble.cleared()
         if not self._server_up:
-            logger.info("connected to SnailJob server %s as %s",
-                        getattr(self._transport, "target", s.server_target), self.host_id)
+            logger.info("connected to SnailJob server %s as %s%s", self.server_in_use, self.host_id,
+                        f" ({recovered})" if recovered else "")
             self._server_up = True
             self._last_problem = None
             self._registered = False
@@ -496,11 +505,14 @@ class Client:
                 self._registered = ok and version == self._registry_version
         return True
 
-    def _server_down(self, problem: str) -> None:
+    def _server_down(self, kind: str, problem: str, detail: str) -> None:
+        """A failed heartbeat of ``kind`` (``advice.REFUSED``...): ``problem``
+        for ``last_problem``, ``detail`` (the server's or gRPC's text) for the
+        warning, which ``LastingProblem`` repeats while the problem lasts."""
         self.heartbeat_failures += 1
-        if self._server_up or self._last_problem != problem:
-            logger.warning("SnailJob server %s unavailable: %s (retrying)",
-                           self.settings.server_target, clean(self._redact(problem)))
+        detail = self._redact(detail)
+        self._beat_trouble.failed(kind, self.server_in_use, clean(detail) or "no reason given",
+                                  fix_for_kind(kind, detail))
         self._server_up = False
         self._registered = False
         self._last_problem = problem
@@ -515,18 +527,18 @@ class Client:
             reply = self._transport.call(enums.URI_REGISTER_EXECUTORS, encode_body(payload),
                                          self.settings.snail_rpc_timeout)
         except TransportError as exc:
-            logger.warning("executor registration failed: %s", clean(str(exc)))
+            self._register_trouble.failed(kind_of(exc.code), self.server_in_use,
+                                          clean(self._redact(str(exc))), FIX_SERVER)
             return False
         if not reply.accepted:
             problem = self._redact(reply.message)
-            if problem != self._register_problem:
-                logger.warning("server refused executor registration (retrying every %ds): %s",
-                               _REGISTER_RETRY, clean(problem))
-                self._register_problem = problem
+            self._register_trouble.failed(REFUSED, self.server_in_use,
+                                          f"{clean(problem) or 'no reason given'} (tried every {_REGISTER_RETRY:g}s)",
+                                          fix_for_kind(REFUSED, problem))
             self._register_after = time.monotonic() + _REGISTER_RETRY
             return False
-        self._register_problem = None
-        logger.info("registered executors: %s", ", ".join(names))
+        recovered = self._register_trouble.cleared()
+        logger.info("registered executors: %s%s", ", ".join(names), f" ({recovered})" if recovered else "")
         return True
 
     # --- inbound ----------------------------------------------------------
