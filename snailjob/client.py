@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 from pydantic import ValidationError
@@ -30,7 +31,7 @@ from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask, isolation_of
 from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, default_token_warning, raise_fd_limit
-from snailjob.log import install_remote_handler
+from snailjob.log import build_entry, install_remote_handler
 from snailjob.observe import TaskObserver
 from snailjob.retry_registry import RetryRegistry, is_retryable
 from snailjob.settings import Settings, new_host_id
@@ -64,6 +65,10 @@ _INLINE_URIS = frozenset((enums.URI_DISPATCH, enums.URI_STOP, enums.URI_SYNC_VER
 """Server calls whose handlers only parse, validate and queue: they run on
 the inbound server's event loop; the others (retry calls run user code) on
 its worker threads."""
+REFUSAL_LOGS_PER_MINUTE = 1000
+"""At most this many refused dispatches a minute get an entry in their task's
+log in the console (one per task and attempt); the rest are only counted."""
+_REFUSALS_REMEMBERED = 10_000  # (task, attempt) pairs already logged, most recent kept
 _RETRY_URIS = frozenset((enums.URI_RETRY_DISPATCH, enums.URI_RETRY_CALLBACK, enums.URI_RETRY_STOP,
                          enums.URI_RETRY_IDEMPOTENT_ID, enums.URI_RETRY_DESERIALIZE))
 
@@ -141,6 +146,10 @@ class Client:
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.heartbeat_failures = 0
         self._refusals = RefusalLog(logger, per="reason")
+        self._refusal_entries: OrderedDict[Tuple[int, int], None] = OrderedDict()
+        self._refusal_window = (0.0, 0)  # (start of the current minute, entries shipped in it)
+        self._refusal_lock = threading.Lock()  # never held during I/O: taken on the inbound loop
+        self.refusal_logs_skipped = 0  # refusals over REFUSAL_LOGS_PER_MINUTE, not shipped
 
     # --- public lifecycle -------------------------------------------------
 
@@ -569,16 +578,15 @@ class Client:
                                    "dispatch it to another node", request)
         if request.executorType != enums.ExecutorTypeEnum.PYTHON:
             return self._refuse(1, f"executorType {request.executorType} is not Python (2); "
-                                   "this is a Python client", request)
+                                   f"this is a Python client (registered: {self._known()})", request)
         spec = self.registry.get(request.executorInfo)
         if spec is None:
-            known = ", ".join(self.registry.names()) or "none"
             return self._refuse(1, f"no executor named {short(request.executorInfo)} on this client "
-                                   f"(registered: {short(known, 300)})", request)
+                                   f"(registered: {self._known()})", request)
         try:
             func = spec.resolve(request.taskType, request.mrStage, request.taskName)
         except UnknownTask as exc:
-            return self._refuse(1, str(exc), request)
+            return self._refuse(1, f"{exc} (registered: {self._known()})", request)
         args, warnings, sentinel = build_args(request)
         ctx = TaskContext(request, args, UNASSIGNED_STOP, self,  # the dispatcher sets the batch's stop event
                           sentinel=sentinel)
@@ -591,11 +599,50 @@ class Client:
             return self._refuse(1, str(exc), request)
         return Reply(1, "", True)
 
+    def _known(self) -> str:
+        return short(", ".join(self.registry.names()) or "none", 300)
+
     def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:
-        """Refuse a dispatch; logged at most once a minute per reason."""
+        """Refuse a dispatch; logged here at most once a minute per reason,
+        and, for a request that could be read, in the task's log in the
+        console (``_log_refusal``)."""
         where = f" of task {request.taskId}, batch {request.taskBatchId}" if request else ""
         self._refusals.refused(message[:80], f"dispatch{where}: {message}")
+        if request is not None:
+            self._log_refusal(request, message)
         return Reply(status, message, False)
+
+    def _log_refusal(self, request: DispatchJobRequest, message: str) -> None:
+        """Put the reason of a refused dispatch in the task's log in the
+        console, at ERROR: the server shows the task as failed with no result
+        and, without this, no log.  Once per task and attempt (a dispatch the
+        server sends again is not logged again), at most
+        ``REFUSAL_LOGS_PER_MINUTE`` a minute; queued without blocking (this
+        runs on the inbound server's event loop), in the log shipper's
+        bounded buffer."""
+        key = (request.taskId, request.retryCount or 0)
+        now = time.monotonic()
+        with self._refusal_lock:
+            if key in self._refusal_entries:
+                return
+            self._refusal_entries[key] = None
+            if len(self._refusal_entries) > _REFUSALS_REMEMBERED:
+                self._refusal_entries.popitem(last=False)
+            start, shipped = self._refusal_window
+            if now - start >= 60.0:
+                start, shipped = now, 0
+            if shipped >= REFUSAL_LOGS_PER_MINUTE:
+                self.refusal_logs_skipped += 1
+                return
+            self._refusal_window = (start, shipped + 1)
+        attempt = f" (attempt {request.retryCount + 1})" if request.retryCount else ""
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, _REFUSE_LINE,
+                                   "node %s (%s) refused this task%s: %s", (
+                                       self.host_id, join_host_port(self.host_ip, self.host_port), attempt,
+                                       message), None, "_on_dispatch")
+        record.threadName = "snailjob-inbound"
+        self.ship_log(build_entry(record, self.log_identity, request.jobId, request.taskBatchId,
+                                  request.taskId))
 
     def _on_stop(self, body: str) -> Reply:
         try:
@@ -763,6 +810,9 @@ _FAIL = int(enums.JobTaskStatusEnum.FAIL)
 _YES = int(enums.StatusEnum.YES)
 _NO = int(enums.StatusEnum.NO)
 _SCALARS = (str, int, float, bool, type(None))
+
+
+_REFUSE_LINE = Client._on_dispatch.__code__.co_firstlineno  # the location of a refusal's log entry
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
