@@ -16,12 +16,14 @@ import signal
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 from pydantic import ValidationError
 
 from snailjob._version import __version__
 from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, join_host_port
+from snailjob.advice import FIX_SERVER, REFUSED, WARN_AGAIN, LastingProblem, fix_for_kind, kind_of
 from snailjob.args import JobArgs, build_args
 from snailjob.context import UNASSIGNED_STOP, TaskContext
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
@@ -29,7 +31,7 @@ from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
 from snailjob.errors import MapError, SnailJobError, TransportError
 from snailjob.executors import Executor, ExecutorRegistry, UnknownTask, isolation_of
 from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, default_token_warning, raise_fd_limit
-from snailjob.log import install_remote_handler
+from snailjob.log import build_entry, install_remote_handler
 from snailjob.observe import TaskObserver
 from snailjob.retry_registry import RetryRegistry, is_retryable
 from snailjob.settings import Settings, new_host_id
@@ -63,6 +65,10 @@ _INLINE_URIS = frozenset((enums.URI_DISPATCH, enums.URI_STOP, enums.URI_SYNC_VER
 """Server calls whose handlers only parse, validate and queue: they run on
 the inbound server's event loop; the others (retry calls run user code) on
 its worker threads."""
+REFUSAL_LOGS_PER_MINUTE = 1000
+"""At most this many refused dispatches a minute get an entry in their task's
+log in the console (one per task and attempt); the rest are only counted."""
+_REFUSALS_REMEMBERED = 10_000  # (task, attempt) pairs already logged, most recent kept
 _RETRY_URIS = frozenset((enums.URI_RETRY_DISPATCH, enums.URI_RETRY_CALLBACK, enums.URI_RETRY_STOP,
                          enums.URI_RETRY_IDEMPOTENT_ID, enums.URI_RETRY_DESERIALIZE))
 
@@ -84,6 +90,11 @@ class Client:
     or, embedded: ``with Client(settings, executors=[...]) as client: ...``.
     ``stop()`` is idempotent and safe to call from any thread.
     """
+
+    warn_again: Tuple[float, float] = WARN_AGAIN
+    """While the server refuses the heartbeat or the executor registration, or
+    cannot be reached, a warning at the first failure, again after
+    ``warn_again[0]`` seconds, then every ``warn_again[1]`` seconds."""
 
     def __init__(self, settings: Optional[Settings] = None,
                  executors: Union[ExecutorRegistry, Iterable[Union[Executor, Retryable[Any, Any]]]] = (),
@@ -113,7 +124,8 @@ class Client:
         self._registered = False
         self._registry_version = 0
         self._register_after = 0.0
-        self._register_problem: Optional[str] = None
+        self._beat_trouble = LastingProblem(logger, "heartbeat", self.warn_again)
+        self._register_trouble = LastingProblem(logger, "executor registration", self.warn_again)
         self._last_problem: Optional[str] = None
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
@@ -134,6 +146,10 @@ class Client:
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.heartbeat_failures = 0
         self._refusals = RefusalLog(logger, per="reason")
+        self._refusal_entries: OrderedDict[Tuple[int, int], None] = OrderedDict()
+        self._refusal_window = (0.0, 0)  # (start of the current minute, entries shipped in it)
+        self._refusal_lock = threading.Lock()  # never held during I/O: taken on the inbound loop
+        self.refusal_logs_skipped = 0  # refusals over REFUSAL_LOGS_PER_MINUTE, not shipped
 
     # --- public lifecycle -------------------------------------------------
 
@@ -475,15 +491,17 @@ class Client:
         try:
             reply = self._transport.call(enums.URI_BEAT, encode_body("PING"), s.snail_rpc_timeout)
         except TransportError as exc:
-            self._server_down(str(exc))
+            self._server_down(kind_of(exc.code), str(exc), str(exc))
             return False
         if not reply.ok:
-            self._server_down(f"server refused the heartbeat: {self._redact(reply.message)}")
+            message = self._redact(reply.message)
+            self._server_down(REFUSED, f"server refused the heartbeat: {message}", message)
             return False
         self._last_beat = time.monotonic()
+        recovered = self._beat_trouble.cleared()
         if not self._server_up:
-            logger.info("connected to SnailJob server %s as %s",
-                        getattr(self._transport, "target", s.server_target), self.host_id)
+            logger.info("connected to SnailJob server %s as %s%s", self.server_in_use, self.host_id,
+                        f" ({recovered})" if recovered else "")
             self._server_up = True
             self._last_problem = None
             self._registered = False
@@ -496,11 +514,14 @@ class Client:
                 self._registered = ok and version == self._registry_version
         return True
 
-    def _server_down(self, problem: str) -> None:
+    def _server_down(self, kind: str, problem: str, detail: str) -> None:
+        """A failed heartbeat of ``kind`` (``advice.REFUSED``...): ``problem``
+        for ``last_problem``, ``detail`` (the server's or gRPC's text) for the
+        warning, which ``LastingProblem`` repeats while the problem lasts."""
         self.heartbeat_failures += 1
-        if self._server_up or self._last_problem != problem:
-            logger.warning("SnailJob server %s unavailable: %s (retrying)",
-                           self.settings.server_target, clean(self._redact(problem)))
+        detail = self._redact(detail)
+        self._beat_trouble.failed(kind, self.server_in_use, clean(detail) or "no reason given",
+                                  fix_for_kind(kind, detail))
         self._server_up = False
         self._registered = False
         self._last_problem = problem
@@ -515,18 +536,18 @@ class Client:
             reply = self._transport.call(enums.URI_REGISTER_EXECUTORS, encode_body(payload),
                                          self.settings.snail_rpc_timeout)
         except TransportError as exc:
-            logger.warning("executor registration failed: %s", clean(str(exc)))
+            self._register_trouble.failed(kind_of(exc.code), self.server_in_use,
+                                          clean(self._redact(str(exc))), FIX_SERVER)
             return False
         if not reply.accepted:
             problem = self._redact(reply.message)
-            if problem != self._register_problem:
-                logger.warning("server refused executor registration (retrying every %ds): %s",
-                               _REGISTER_RETRY, clean(problem))
-                self._register_problem = problem
+            self._register_trouble.failed(REFUSED, self.server_in_use,
+                                          f"{clean(problem) or 'no reason given'} (tried every {_REGISTER_RETRY:g}s)",
+                                          fix_for_kind(REFUSED, problem))
             self._register_after = time.monotonic() + _REGISTER_RETRY
             return False
-        self._register_problem = None
-        logger.info("registered executors: %s", ", ".join(names))
+        recovered = self._register_trouble.cleared()
+        logger.info("registered executors: %s%s", ", ".join(names), f" ({recovered})" if recovered else "")
         return True
 
     # --- inbound ----------------------------------------------------------
@@ -557,16 +578,15 @@ class Client:
                                    "dispatch it to another node", request)
         if request.executorType != enums.ExecutorTypeEnum.PYTHON:
             return self._refuse(1, f"executorType {request.executorType} is not Python (2); "
-                                   "this is a Python client", request)
+                                   f"this is a Python client (registered: {self._known()})", request)
         spec = self.registry.get(request.executorInfo)
         if spec is None:
-            known = ", ".join(self.registry.names()) or "none"
             return self._refuse(1, f"no executor named {short(request.executorInfo)} on this client "
-                                   f"(registered: {short(known, 300)})", request)
+                                   f"(registered: {self._known()})", request)
         try:
             func = spec.resolve(request.taskType, request.mrStage, request.taskName)
         except UnknownTask as exc:
-            return self._refuse(1, str(exc), request)
+            return self._refuse(1, f"{exc} (registered: {self._known()})", request)
         args, warnings, sentinel = build_args(request)
         ctx = TaskContext(request, args, UNASSIGNED_STOP, self,  # the dispatcher sets the batch's stop event
                           sentinel=sentinel)
@@ -579,11 +599,50 @@ class Client:
             return self._refuse(1, str(exc), request)
         return Reply(1, "", True)
 
+    def _known(self) -> str:
+        return short(", ".join(self.registry.names()) or "none", 300)
+
     def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:
-        """Refuse a dispatch; logged at most once a minute per reason."""
+        """Refuse a dispatch; logged here at most once a minute per reason,
+        and, for a request that could be read, in the task's log in the
+        console (``_log_refusal``)."""
         where = f" of task {request.taskId}, batch {request.taskBatchId}" if request else ""
         self._refusals.refused(message[:80], f"dispatch{where}: {message}")
+        if request is not None:
+            self._log_refusal(request, message)
         return Reply(status, message, False)
+
+    def _log_refusal(self, request: DispatchJobRequest, message: str) -> None:
+        """Put the reason of a refused dispatch in the task's log in the
+        console, at ERROR: the server shows the task as failed with no result
+        and, without this, no log.  Once per task and attempt (a dispatch the
+        server sends again is not logged again), at most
+        ``REFUSAL_LOGS_PER_MINUTE`` a minute; queued without blocking (this
+        runs on the inbound server's event loop), in the log shipper's
+        bounded buffer."""
+        key = (request.taskId, request.retryCount or 0)
+        now = time.monotonic()
+        with self._refusal_lock:
+            if key in self._refusal_entries:
+                return
+            self._refusal_entries[key] = None
+            if len(self._refusal_entries) > _REFUSALS_REMEMBERED:
+                self._refusal_entries.popitem(last=False)
+            start, shipped = self._refusal_window
+            if now - start >= 60.0:
+                start, shipped = now, 0
+            if shipped >= REFUSAL_LOGS_PER_MINUTE:
+                self.refusal_logs_skipped += 1
+                return
+            self._refusal_window = (start, shipped + 1)
+        attempt = f" (attempt {request.retryCount + 1})" if request.retryCount else ""
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, _REFUSE_LINE,
+                                   "node %s (%s) refused this task%s: %s", (
+                                       self.host_id, join_host_port(self.host_ip, self.host_port), attempt,
+                                       message), None, "_on_dispatch")
+        record.threadName = "snailjob-inbound"
+        self.ship_log(build_entry(record, self.log_identity, request.jobId, request.taskBatchId,
+                                  request.taskId))
 
     def _on_stop(self, body: str) -> Reply:
         try:
@@ -751,6 +810,9 @@ _FAIL = int(enums.JobTaskStatusEnum.FAIL)
 _YES = int(enums.StatusEnum.YES)
 _NO = int(enums.StatusEnum.NO)
 _SCALARS = (str, int, float, bool, type(None))
+
+
+_REFUSE_LINE = Client._on_dispatch.__code__.co_firstlineno  # the location of a refusal's log entry
 
 
 def _plain(value: Any, depth: int = 0) -> bool:

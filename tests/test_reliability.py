@@ -51,7 +51,7 @@ def test_client_started_before_the_server(caplog):
                 assert emu.trigger("early", 1).wait(10) == 3
         finally:
             client.stop(grace=0)
-    assert caplog.text.count("unavailable") == 1  # one warning for the outage, not one per attempt
+    assert caplog.text.count("unreachable") == 1  # one warning for the outage, not one per attempt
 
 
 def test_results_and_logs_wait_for_the_server_to_return():

@@ -26,24 +26,21 @@ import time
 from typing import Any, Callable, List, Optional, Tuple
 
 from snailjob.address import choose_advertised, join_host_port
+from snailjob.advice import (
+    FIX_ADDRESS,
+    FIX_OTHER,
+    FIX_PORT,
+    FIX_SERVER,
+    FIX_SETTINGS,
+    FIX_UNREACHABLE,
+    FIX_WEB_PORT,
+    fix_for,
+)
 from snailjob.cli import settings_overrides
 from snailjob.client import Client
 from snailjob.errors import ConfigurationError
 from snailjob.settings import Settings
 from snailjob.wire.codec import clean
-
-FIX_SETTINGS = "correct the variable named above (see CONFIGURATION.md), or the matching option"
-FIX_SERVER = ("start the server, or fix SNAIL_SERVER_HOST / SNAIL_SERVER_PORT: the server's gRPC port "
-              "(snail-job.server-port, 17888 by default), not its web port")
-FIX_WEB_PORT = ("this is an HTTP (web) port; SNAIL_SERVER_PORT (or the port in SNAIL_SERVER_HOST) must be the "
-                "server's gRPC port, snail-job.server-port (default 17888)")
-FIX_ADDRESS = "set SNAIL_HOST_IP to an address of this host that the server can reach"
-FIX_PORT = "choose another SNAIL_HOST_PORT or stop the process using it"
-FIX_TOKEN = ("set SNAIL_TOKEN to the group's token (console: group management); if it is right, "
-             "the group is unknown in that namespace: create the group in the console or fix "
-             "SNAIL_GROUP_NAME / SNAIL_NAMESPACE (the server answers both the same way)")
-FIX_UNREACHABLE = "the server did not answer the heartbeat: see the server check above"
-FIX_OTHER = "see the server's log for this refusal"
 
 
 class Report:
@@ -244,13 +241,3 @@ def _check_heartbeat(report: Report, client: Client, settings: Settings, timeout
                     FIX_UNREACHABLE if not reachable else FIX_OTHER)
         return
     report.fail(name, problem, fix_for(problem, reachable))
-
-
-def fix_for(problem: str, reachable: bool = True) -> str:
-    """The fix line for a refused or failed heartbeat, chosen by the message."""
-    lowered = problem.lower()
-    if "token authentication failed" in lowered:
-        return FIX_TOKEN
-    if "unavailable" in lowered or "deadline_exceeded" in lowered or not reachable:
-        return FIX_UNREACHABLE if not reachable else FIX_SERVER
-    return FIX_OTHER
