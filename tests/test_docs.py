@@ -17,12 +17,21 @@ from snailjob.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```")
+COMMENT = re.compile(r"(?:^|\s+)#(?:\s.*)?$")  # a shell or Python comment: translated in the Chinese twins
 PAIRS = [("README.md", "README.zh-CN.md"), ("docs/getting-started.md", "docs/zh/getting-started.md"),
          ("CONFIGURATION.md", "docs/zh/configuration.md")]
 
 
+def without_comments(block: str) -> str:
+    """A code block's code: comments (``# ...`` after whitespace or at the start of a line) and
+    the lines left empty by removing them dropped; commands, code and output stay as written."""
+    lines = [COMMENT.sub("", line).rstrip() for line in block.splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
 def structure(path: Path) -> Tuple[List[int], List[str], Set[str]]:
-    """Heading levels in order, fenced code blocks, SNAIL_* names of a Markdown file."""
+    """Heading levels in order, fenced code blocks (without comments, which are translated),
+    SNAIL_* names of a Markdown file."""
     levels: List[int] = []
     blocks: List[str] = []
     current: List[str] = []
@@ -31,7 +40,7 @@ def structure(path: Path) -> Tuple[List[int], List[str], Set[str]]:
     for line in text.splitlines():
         if FENCE.match(line):
             if inside:
-                blocks.append("\n".join(current))
+                blocks.append(without_comments("\n".join(current)))
                 current = []
             inside = not inside
             continue
@@ -115,3 +124,37 @@ def test_chinese_pages_are_in_step(english: str, chinese: str) -> None:
     assert zh_blocks == en_blocks, f"{chinese}'s code blocks differ from {english}'s"
     assert zh_settings == en_settings, f"settings only in one: {sorted(en_settings ^ zh_settings)}"
     assert "zh" in en.read_text(encoding="utf-8").split("\n\n", 2)[1], f"{english} does not link its translation"
+
+
+def test_the_code_comparison_ignores_only_comments() -> None:
+    assert without_comments("make test       # runs ruff\n# a note\nprint('#1') # x") == "make test\nprint('#1')"
+    assert without_comments("a = 1  # one") != without_comments("a = 2  # one")
+
+
+def test_chinese_readme_comments_are_translated() -> None:
+    """Every comment in the Chinese README's code blocks is in Chinese (or is only code or a URL)."""
+    text = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    english = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S):
+        for line in block.splitlines():
+            match = COMMENT.search(line)
+            comment = match.group(0).strip() if match else ""
+            if re.search(r"[A-Za-z]{3,} [a-z]{3,}", comment) and not re.search(r"[\u4e00-\u9fff]", comment):
+                english.append(comment)
+    assert not english, english
+
+
+@pytest.mark.parametrize("page", ["README.md", "README.zh-CN.md", "docs/getting-started.md",
+                                  "docs/zh/getting-started.md"])
+def test_the_first_install_line_installs_this_client(page: str) -> None:
+    """0.2.0 is not on PyPI: the first `pip install` of a page installs the checkout (or its wheel),
+    and a bare `pip install snail-job-python` (which gives 0.1.3) appears nowhere as a command."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    _, blocks, _ = structure(ROOT / page)
+    installs = [line for block in blocks for line in block.splitlines() if "pip install" in line]
+    assert installs, f"{page} has no install command"
+    first = installs[0].split("pip install", 1)[1].split()
+    assert first[0] in (".", "-e") and (first[0] == "." or first[1] == "."), installs[0]
+    assert not re.search(r"pip install snail-job-python(?![\w\[\"'>=])", text.replace("`pip install "
+                                                                                  "snail-job-python` ", "")), page
+    assert 'pip install "snail-job-python>=0.2"' in text, f"{page} does not give the command for once 0.2.0 is out"
