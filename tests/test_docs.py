@@ -158,3 +158,60 @@ def test_the_first_install_line_installs_this_client(page: str) -> None:
     assert not re.search(r"pip install snail-job-python(?![\w\[\"'>=])", text.replace("`pip install "
                                                                                   "snail-job-python` ", "")), page
     assert 'pip install "snail-job-python>=0.2"' in text, f"{page} does not give the command for once 0.2.0 is out"
+
+
+def _fenced_doctest_lines_ok(text: str) -> List[str]:
+    """The ``>>>`` lines of Markdown ``text`` that are outside a code fence."""
+    outside, inside = [], False
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            inside = not inside
+        elif line.strip().startswith(">>>") and not inside:
+            outside.append(line)
+    return outside
+
+
+def test_fence_doctests_wraps_examples_up_to_the_blank_line() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from griffe_doctest import fence_doctests
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    text = "Intro.\n\n>>> a = 1\n... b = 2\nout\n\nAfter.\n\n```python\n>>> kept\n```\n    >>> nested"
+    assert fence_doctests(text) == ("Intro.\n\n```pycon\n>>> a = 1\n... b = 2\nout\n```\n\nAfter.\n\n"
+                                    "```python\n>>> kept\n```\n    ```pycon\n    >>> nested\n    ```")
+
+
+def test_every_doctest_example_of_the_api_reference_renders_as_code() -> None:
+    """mkdocs.yml runs scripts/griffe_doctest.py on the docstrings, and after it no ``>>>`` line
+    of any public docstring is outside a code fence (Markdown would render it as nested quotes)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import snailjob
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from griffe_doctest import fence_doctests
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert 'extensions: ["scripts/griffe_doctest.py:DoctestFences"]' in config
+    docstrings = {}
+    for info in pkgutil.walk_packages(snailjob.__path__, "snailjob."):
+        if "._" in info.name or ".wire." in info.name or ".contrib." in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in [(info.name, module), *vars(module).items()]:
+            if getattr(obj, "__module__", info.name) != info.name or str(name).startswith("_"):
+                continue
+            members = [obj, *vars(obj).values()] if inspect.isclass(obj) else [obj]
+            for member in members:
+                doc = inspect.getdoc(member) if callable(member) or inspect.ismodule(member) else None
+                if doc and ">>>" in doc:
+                    docstrings[getattr(member, "__qualname__", name)] = doc
+    assert {"MapExecutor", "Client"} <= set(docstrings), sorted(docstrings)
+    unfenced = {name: _fenced_doctest_lines_ok(fence_doctests(doc)) for name, doc in docstrings.items()}
+    assert not any(unfenced.values()), unfenced
+    assert all(_fenced_doctest_lines_ok(doc) for doc in docstrings.values())  # the raw form would quote
