@@ -36,6 +36,10 @@ def test_run_examples_reports_every_outcome():
     ]:
         assert any(line.split()[0] == program and f" {job} " in line and f" {outcome} " in line
                    for line in lines), (program, job, out.stdout)
+    rows = [line for line in lines[1:] if any(f" {word} " in line for word in ("SUCCESS", "FAIL", "STOP"))]
+    assert len(rows) >= 27, out.stdout
+    for line in rows:  # the outcomes other than SUCCESS are the intended ones, and say so
+        assert (" SUCCESS " in line) != (" (intended) " in line), line
     assert "merge 110" in out.stdout and "300 sub-tasks, sum 448500" in out.stdout
     assert "loaded 40 rows from orders.csv" in out.stdout
     assert "retry FINISH after replays: FAIL, SUCCESS" in out.stdout and "callback: finally succeeded" in out.stdout
