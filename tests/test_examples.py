@@ -4,6 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
+# so they never compete with each other for the 2 cores
+pytestmark = pytest.mark.xdist_group("heavy")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
