@@ -184,3 +184,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
                        for title, text in report.sections]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The end-to-end suite, when off, is this one line (tests/e2e/conftest.py collects nothing)."""
+    import os
+
+    if os.environ.get("SNAILJOB_E2E") != "1":
+        from tests.e2e.conftest import OFF
+
+        terminalreporter.write_line(OFF)
