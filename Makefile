@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make examples   install into .venv and run every example against the emulator
-#   make test       install into .venv (with test tools) and run the tests
+#   make test       install into .venv (with test tools), run ruff, mypy and the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,22 +11,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-examples: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[examples]"
+# Installs happen once per change of pyproject.toml (a stamp file per extra), not on every run:
+# setuptools prints its "Editable installation" notice at every editable install.
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
+	touch $@
+
+examples: $(VENV)/.installed-examples
 	$(BIN)/python example/run_examples.py
 
-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+# ruff, mypy, then the tests in 2 processes (pytest-xdist; -n 2 suits the 2-core CI machine)
+test: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check snailjob example tests scripts
 	$(BIN)/python -m mypy snailjob example
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-e2e: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,e2e]"
+e2e: $(VENV)/.installed-test,e2e
 	SNAILJOB_E2E=1 $(BIN)/python -m pytest tests/e2e
 
-docs: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[docs]"
+# NO_MKDOCS_2_WARNING: mkdocs-material prints an end-of-life banner at import otherwise (no setting in
+# mkdocs.yml turns it off)
+docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:

@@ -71,7 +71,12 @@ class Runner:
         self.rows: List[Tuple[str, str, str, str, bool]] = []
 
     def check(self, program: str, job: str, status: int, expected: int, detail: str) -> None:
-        self.rows.append((program, job, STATUS.get(status, str(status)), detail, status == expected))
+        """One row; an expected outcome other than SUCCESS (a job meant to fail or to be
+        stopped) is marked "(intended)" when it happens."""
+        outcome = STATUS.get(status, str(status))
+        if status == expected and expected != 3:
+            outcome += " (intended)"
+        self.rows.append((program, job, outcome, detail, status == expected))
 
     def print(self) -> bool:
         width = [max(len(str(r[i])) for r in self.rows) for i in range(3)]

@@ -7,6 +7,7 @@ delegates to ``Client``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union, cast
 
@@ -15,11 +16,13 @@ from snailjob.context import current_task, current_task_or_none
 from snailjob.executors import Executor, ExecutorRegistry
 from snailjob.log import configure_local_logging
 from snailjob.retry_registry import RetryRegistry, is_retryable
-from snailjob.settings import Settings
+from snailjob.settings import Settings, env_file_message
 from snailjob.wire.models import DispatchJobRequest
 
 if TYPE_CHECKING:
     from snailjob.retry import Retryable
+
+logger = logging.getLogger(__name__)
 
 
 class ExecutorManager:
@@ -115,6 +118,7 @@ def client_main(settings: Optional[Settings] = None) -> None:
     settings = settings or get_snailjob_settings()
     configure_local_logging(settings.snail_log_level, settings.snail_log_format,
                             settings.snail_log_local_filename, settings.snail_log_local_backup_count)
+    logger.info("%s", env_file_message(settings))
     client = Client(settings, executors=ExecutorManager.registry, retries=ExecutorManager.retries)
     operations = None
     if settings.snail_health_port is not None:  # /livez /readyz /stats /metrics

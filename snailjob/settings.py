@@ -9,6 +9,13 @@ The sources are those pydantic-settings' ``BaseSettings`` gave (keyword
 arguments, then the environment, case-insensitively, then the ``.env``
 file, then the defaults), read here so that a client does not load
 pydantic-settings and its source providers.
+
+Which ``.env``: ``Settings.load()`` uses the nearest file named ``.env`` in
+the working directory or one of its parents (``find_env_file``), as
+python-dotenv's ``find_dotenv`` does, but it stops at the user's home
+directory when the working directory is inside it (a ``.env`` above home is
+not the project's).  ``Settings.env_file_used`` tells which file was read;
+``env_file_message`` says it in words for the client's start-up log.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from snailjob._version import __version__
 from snailjob.errors import ConfigurationError
@@ -27,6 +34,7 @@ from snailjob.errors import ConfigurationError
 DEFAULT_NAMESPACE = "764d604ec6fc45f68cd92514c40e9e1a"
 DEFAULT_TOKEN = "SJ_Wyz3dmsdbDOkDujOTSSoBjGQP1BMsVnj"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENV_FILE_NAME = ".env"
 
 
 class Settings(BaseModel):
@@ -173,22 +181,41 @@ class Settings(BaseModel):
             raise ValueError("must be a host name or an IP address (no port)")
         return value
 
+    # which .env was read (absolute path), and where the search for it started
+    _env_file_used: Optional[str] = PrivateAttr(default=None)
+    _env_file_wanted: Optional[str] = PrivateAttr(default=None)
+    _env_file_searched_from: Optional[str] = PrivateAttr(default=None)
+
     def __init__(self, _env_file: Union[str, os.PathLike[str], None] = None,
                  _env_file_encoding: Optional[str] = None, **values: Any) -> None:
         """``values`` (field names), then ``SNAIL_*`` environment variables
         (any case), then ``_env_file`` if it exists, then the defaults."""
         super().__init__(**{**_read_sources(type(self), _env_file, _env_file_encoding), **values})
+        if _env_file is not None:
+            path = Path(_env_file).expanduser()
+            self._env_file_wanted = str(path)
+            if path.is_file():
+                self._env_file_used = str(path.resolve())
 
     @classmethod
-    def load(cls, env_file: Union[str, None] = ".env", **overrides: Any) -> Settings:
+    def load(cls, env_file: Union[str, os.PathLike[str], None] = ENV_FILE_NAME, **overrides: Any) -> Settings:
         """Build settings from the environment, ``env_file`` and ``overrides``.
 
-        Overrides take precedence and use the field names
+        ``env_file``: a bare file name (the default, ``".env"``) is looked for
+        in the working directory and then in each parent (``find_env_file``);
+        a path with a directory part (``"./.env"``, ``"/etc/app/.env"``) is
+        read as given; ``None`` reads no file.  Environment variables win over
+        the file.  Overrides take precedence and use the field names
         (``snail_server_port=17888``).  Raises ``ConfigurationError`` whose
         message names each offending ``SNAIL_*`` variable.
         """
+        searched_from: Optional[str] = None
+        if env_file is not None and os.path.basename(os.fspath(env_file)) == os.fspath(env_file):
+            searched_from = os.getcwd()
+            found = find_env_file(os.fspath(env_file), searched_from)
+            env_file = found if found is not None else None
         try:
-            return cls(_env_file=env_file, **overrides)
+            settings = cls(_env_file=env_file, **overrides)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
@@ -196,6 +223,20 @@ class Settings(BaseModel):
                 problems.append(f"{name}={err.get('input')!r}: {err['msg']}"
                                 if name != "SNAIL_TOKEN" else f"{name}: {err['msg']}")
             raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+        settings._env_file_searched_from = searched_from
+        return settings
+
+    @property
+    def env_file_used(self) -> Optional[str]:
+        """The absolute path of the ``.env`` file these settings read, or
+        ``None`` when none was read (see ``env_file_message``)."""
+        return self._env_file_used
+
+    @property
+    def env_file_searched_from(self) -> Optional[str]:
+        """The directory the search for ``.env`` started from (``load()``
+        with a bare file name), else ``None``."""
+        return self._env_file_searched_from
 
     @property
     def label_dict(self) -> Dict[str, str]:
@@ -237,6 +278,42 @@ class Settings(BaseModel):
     @property
     def snail_version(self) -> str:
         return __version__
+
+
+def find_env_file(name: str = ENV_FILE_NAME, start: Union[str, os.PathLike[str], None] = None) -> Optional[str]:
+    """The nearest file called ``name`` in ``start`` (default: the working
+    directory) or one of its parents, as an absolute path, or ``None``.
+
+    The search stops at the filesystem root, or, when ``start`` is inside
+    the user's home directory, at the home directory (included): a ``.env``
+    above home belongs to no project of the user.
+    """
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    try:
+        home: Optional[Path] = Path.home().resolve()
+    except (KeyError, RuntimeError):  # no home directory (a service account without one)
+        home = None
+    for directory in (here, *here.parents):
+        candidate = directory / name
+        if candidate.is_file():
+            return str(candidate)
+        if home is not None and directory == home:
+            break
+    return None
+
+
+def env_file_message(settings: Settings) -> str:
+    """Where ``settings`` came from, for the client's start-up log:
+    ``settings from /abs/path/.env`` or ``no .env found (looked upward from /cwd)``."""
+    if settings.env_file_used is not None:
+        return f"settings from {settings.env_file_used} (environment variables win over it)"
+    if settings.env_file_searched_from is not None:
+        return (f"no {ENV_FILE_NAME} found (looked upward from {settings.env_file_searched_from}): "
+                "settings from the environment and the defaults")
+    if settings._env_file_wanted is not None:
+        return (f"no .env read: {settings._env_file_wanted} is not a file; "
+                "settings from the environment and the defaults")
+    return "no .env read (none asked for): settings from the environment, the defaults and the program"
 
 
 def _split_server(entry: str) -> Tuple[str, Optional[int]]:

@@ -173,3 +173,24 @@ def run_client(snailjob_emulator: Any) -> Iterator[Callable[..., Client]]:
     for client in clients:
         client.stop(grace=0)
     assert snailjob_emulator.problems == []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output and logs with lone surrogates (tests of undecodable names log them)
+    are kept with the surrogates escaped: pytest-xdist sends reports between processes as
+    UTF-8, which cannot carry them, and a worker would crash on the report."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The end-to-end suite, when off, is this one line (tests/e2e/conftest.py collects nothing)."""
+    import os
+
+    if os.environ.get("SNAILJOB_E2E") != "1":
+        from tests.e2e.conftest import OFF
+
+        terminalreporter.write_line(OFF)

@@ -37,6 +37,10 @@ from snailjob.wire import snailjob_pb2 as pb
 
 from .conftest import TOKEN, dispatch_body, wait_for
 
+# heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
+# so they never compete with each other for the 2 cores
+pytestmark = pytest.mark.xdist_group("heavy")
+
 ATTACKER = Path(__file__).parent / "programs" / "attacker.py"
 METHOD = "/UnaryRequest/unaryRequest"
 DISPATCH = "/job/dispatch/v1"

@@ -11,12 +11,12 @@ import asyncio
 import os
 import subprocess
 import sys
-from contextlib import asynccontextmanager
+import threading
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Dict, Iterator, List
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from flask import Flask, current_app, g
 
 import snailjob as sj
@@ -29,6 +29,41 @@ from .conftest import client_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE = os.path.join(ROOT, "example", "django_site")
+
+
+@contextmanager
+def asgi_lifespan(app: Any, timeout: float = 30) -> Iterator[None]:
+    """Run ``app``'s ASGI lifespan as a server (uvicorn) does, on an event loop in its own
+    thread: ``lifespan.startup`` on entry, ``lifespan.shutdown`` on exit.  (Starlette's
+    TestClient would do it too, through httpx, which Starlette now deprecates for it.)"""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="asgi-server", daemon=True)
+    thread.start()
+
+    async def queues() -> List[asyncio.Queue[Dict[str, Any]]]:
+        return [asyncio.Queue(), asyncio.Queue()]  # made on the loop (Python 3.9 binds them at creation)
+
+    inbox, outbox = asyncio.run_coroutine_threadsafe(queues(), loop).result(timeout)
+
+    async def exchange(message: str) -> Dict[str, Any]:
+        await inbox.put({"type": message})
+        return await outbox.get()
+
+    def call(message: str) -> None:
+        reply = asyncio.run_coroutine_threadsafe(exchange(message), loop).result(timeout)
+        assert reply["type"] == f"{message}.complete", reply
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    served = asyncio.run_coroutine_threadsafe(app(scope, inbox.get, outbox.put), loop)
+    try:
+        call("lifespan.startup")
+        yield
+        call("lifespan.shutdown")
+        served.result(timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()
 
 
 @pytest.fixture
@@ -71,7 +106,7 @@ def test_the_lifespan_starts_the_client_runs_jobs_on_the_app_loop_and_drains(emu
 
     app = FastAPI(lifespan=lifespan(make, then=resources))
     assert made == []  # the client is made at startup, not at import
-    with TestClient(app):
+    with asgi_lifespan(app):
         client = app.state.snailjob
         assert client is made[0] and client.running
         emu.wait_for_clients(1)

@@ -17,12 +17,21 @@ from snailjob.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```")
+COMMENT = re.compile(r"(?:^|\s+)#(?:\s.*)?$")  # a shell or Python comment: translated in the Chinese twins
 PAIRS = [("README.md", "README.zh-CN.md"), ("docs/getting-started.md", "docs/zh/getting-started.md"),
          ("CONFIGURATION.md", "docs/zh/configuration.md")]
 
 
+def without_comments(block: str) -> str:
+    """A code block's code: comments (``# ...`` after whitespace or at the start of a line) and
+    the lines left empty by removing them dropped; commands, code and output stay as written."""
+    lines = [COMMENT.sub("", line).rstrip() for line in block.splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
 def structure(path: Path) -> Tuple[List[int], List[str], Set[str]]:
-    """Heading levels in order, fenced code blocks, SNAIL_* names of a Markdown file."""
+    """Heading levels in order, fenced code blocks (without comments, which are translated),
+    SNAIL_* names of a Markdown file."""
     levels: List[int] = []
     blocks: List[str] = []
     current: List[str] = []
@@ -31,7 +40,7 @@ def structure(path: Path) -> Tuple[List[int], List[str], Set[str]]:
     for line in text.splitlines():
         if FENCE.match(line):
             if inside:
-                blocks.append("\n".join(current))
+                blocks.append(without_comments("\n".join(current)))
                 current = []
             inside = not inside
             continue
@@ -115,3 +124,94 @@ def test_chinese_pages_are_in_step(english: str, chinese: str) -> None:
     assert zh_blocks == en_blocks, f"{chinese}'s code blocks differ from {english}'s"
     assert zh_settings == en_settings, f"settings only in one: {sorted(en_settings ^ zh_settings)}"
     assert "zh" in en.read_text(encoding="utf-8").split("\n\n", 2)[1], f"{english} does not link its translation"
+
+
+def test_the_code_comparison_ignores_only_comments() -> None:
+    assert without_comments("make test       # runs ruff\n# a note\nprint('#1') # x") == "make test\nprint('#1')"
+    assert without_comments("a = 1  # one") != without_comments("a = 2  # one")
+
+
+def test_chinese_readme_comments_are_translated() -> None:
+    """Every comment in the Chinese README's code blocks is in Chinese (or is only code or a URL)."""
+    text = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    english = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S):
+        for line in block.splitlines():
+            match = COMMENT.search(line)
+            comment = match.group(0).strip() if match else ""
+            if re.search(r"[A-Za-z]{3,} [a-z]{3,}", comment) and not re.search(r"[\u4e00-\u9fff]", comment):
+                english.append(comment)
+    assert not english, english
+
+
+@pytest.mark.parametrize("page", ["README.md", "README.zh-CN.md", "docs/getting-started.md",
+                                  "docs/zh/getting-started.md"])
+def test_the_first_install_line_installs_this_client(page: str) -> None:
+    """0.2.0 is not on PyPI: the first `pip install` of a page installs the checkout (or its wheel),
+    and a bare `pip install snail-job-python` (which gives 0.1.3) appears nowhere as a command."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    _, blocks, _ = structure(ROOT / page)
+    installs = [line for block in blocks for line in block.splitlines() if "pip install" in line]
+    assert installs, f"{page} has no install command"
+    first = installs[0].split("pip install", 1)[1].split()
+    assert first[0] in (".", "-e") and (first[0] == "." or first[1] == "."), installs[0]
+    assert not re.search(r"pip install snail-job-python(?![\w\[\"'>=])", text.replace("`pip install "
+                                                                                  "snail-job-python` ", "")), page
+    assert 'pip install "snail-job-python>=0.2"' in text, f"{page} does not give the command for once 0.2.0 is out"
+
+
+def _fenced_doctest_lines_ok(text: str) -> List[str]:
+    """The ``>>>`` lines of Markdown ``text`` that are outside a code fence."""
+    outside, inside = [], False
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            inside = not inside
+        elif line.strip().startswith(">>>") and not inside:
+            outside.append(line)
+    return outside
+
+
+def test_fence_doctests_wraps_examples_up_to_the_blank_line() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from griffe_doctest import fence_doctests
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    text = "Intro.\n\n>>> a = 1\n... b = 2\nout\n\nAfter.\n\n```python\n>>> kept\n```\n    >>> nested"
+    assert fence_doctests(text) == ("Intro.\n\n```pycon\n>>> a = 1\n... b = 2\nout\n```\n\nAfter.\n\n"
+                                    "```python\n>>> kept\n```\n    ```pycon\n    >>> nested\n    ```")
+
+
+def test_every_doctest_example_of_the_api_reference_renders_as_code() -> None:
+    """mkdocs.yml runs scripts/griffe_doctest.py on the docstrings, and after it no ``>>>`` line
+    of any public docstring is outside a code fence (Markdown would render it as nested quotes)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import snailjob
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from griffe_doctest import fence_doctests
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert 'extensions: ["scripts/griffe_doctest.py:DoctestFences"]' in config
+    docstrings = {}
+    for info in pkgutil.walk_packages(snailjob.__path__, "snailjob."):
+        if "._" in info.name or ".wire." in info.name or ".contrib." in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in [(info.name, module), *vars(module).items()]:
+            if getattr(obj, "__module__", info.name) != info.name or str(name).startswith("_"):
+                continue
+            members = [obj, *vars(obj).values()] if inspect.isclass(obj) else [obj]
+            for member in members:
+                doc = inspect.getdoc(member) if callable(member) or inspect.ismodule(member) else None
+                if doc and ">>>" in doc:
+                    docstrings[getattr(member, "__qualname__", name)] = doc
+    assert {"MapExecutor", "Client"} <= set(docstrings), sorted(docstrings)
+    unfenced = {name: _fenced_doctest_lines_ok(fence_doctests(doc)) for name, doc in docstrings.items()}
+    assert not any(unfenced.values()), unfenced
+    assert all(_fenced_doctest_lines_ok(doc) for doc in docstrings.values())  # the raw form would quote

@@ -4,6 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
+# so they never compete with each other for the 2 cores
+pytestmark = pytest.mark.xdist_group("heavy")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -36,6 +42,10 @@ def test_run_examples_reports_every_outcome():
     ]:
         assert any(line.split()[0] == program and f" {job} " in line and f" {outcome} " in line
                    for line in lines), (program, job, out.stdout)
+    rows = [line for line in lines[1:] if any(f" {word} " in line for word in ("SUCCESS", "FAIL", "STOP"))]
+    assert len(rows) >= 27, out.stdout
+    for line in rows:  # the outcomes other than SUCCESS are the intended ones, and say so
+        assert (" SUCCESS " in line) != (" (intended) " in line), line
     assert "merge 110" in out.stdout and "300 sub-tasks, sum 448500" in out.stdout
     assert "loaded 40 rows from orders.csv" in out.stdout
     assert "retry FINISH after replays: FAIL, SUCCESS" in out.stdout and "callback: finally succeeded" in out.stdout
@@ -46,10 +56,13 @@ def test_run_examples_reports_every_outcome():
 
 
 def _readme_cli_lines():
-    """The command lines of the README's `snailjob` block, without their comments."""
+    """The `snailjob` command lines of the README's `snailjob` block, without their comments, after
+    its activation and `cd example` lines (the test runs them from example/ with this interpreter)."""
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     block = text.split("### The `snailjob` command", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
-    return [line.split("#", 1)[0].split() for line in block.strip().splitlines()]
+    lines = [line.split("#", 1)[0].split() for line in block.strip().splitlines()]
+    assert lines[:2] == [[".", ".venv/bin/activate"], ["cd", "example"]], lines[:2]
+    return lines[2:]
 
 
 def test_the_readme_cli_examples_run():

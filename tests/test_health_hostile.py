@@ -23,6 +23,10 @@ from snailjob.testing import ServerEmulator
 
 from .conftest import client_for, wait_for
 
+# heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
+# so they never compete with each other for the 2 cores
+pytestmark = pytest.mark.xdist_group("heavy")
+
 HALF_REQUEST = b"GET /livez HT"  # half a request line, then nothing
 
 

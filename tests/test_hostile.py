@@ -46,6 +46,10 @@ from snailjob.wire import snailjob_pb2 as pb
 
 from .conftest import dispatch, dispatch_body, wait_for
 
+# heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
+# so they never compete with each other for the 2 cores
+pytestmark = pytest.mark.xdist_group("heavy")
+
 # A distinctive token, so that any trace of it in logs or replies is found.
 TOKEN = "SJ_h0st1le-T0KEN_5f9d2c7e"
 DISPATCH = "/job/dispatch/v1"

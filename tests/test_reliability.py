@@ -22,6 +22,10 @@ from snailjob.wire import snailjob_pb2 as pb
 
 from .conftest import client_for, wait_for
 
+# heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
+# so they never compete with each other for the 2 cores
+pytestmark = pytest.mark.xdist_group("heavy")
+
 PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
 
 

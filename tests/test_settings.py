@@ -1,6 +1,10 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from snailjob import ConfigurationError, Settings
+from snailjob.settings import env_file_message, find_env_file
 
 
 def test_defaults_match_013():
@@ -98,3 +102,104 @@ def test_complex_values_are_read_as_json(monkeypatch):
     wider = Wider.load(env_file=None)
     assert wider.snail_extra_hosts == ["a", "b"] and wider.snail_extra_map == {"x": 1}
     assert not _is_complex(Optional[int]) and not _is_complex(str) and _is_complex(Optional[List[int]])
+
+
+# --- which .env: the nearest one upward from the working directory -------------------------------
+
+
+def _tree(tmp_path, monkeypatch):
+    """home/project/sub, HOME set to home, the environment without SNAIL_* variables."""
+    for key in [k for k in os.environ if k.upper().startswith("SNAIL_")]:
+        monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    sub = home / "project" / "sub"
+    sub.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    return home, home / "project", sub
+
+
+def test_dotenv_in_a_parent_directory_is_found_from_a_subdirectory(tmp_path, monkeypatch):
+    home, project, sub = _tree(tmp_path, monkeypatch)
+    (project / ".env").write_text("SNAIL_GROUP_NAME=from_project\n")
+    monkeypatch.chdir(sub)
+    s = Settings.load()
+    assert s.snail_group_name == "from_project"
+    assert s.env_file_used == str((project / ".env").resolve())
+    assert env_file_message(s).startswith(f"settings from {(project / '.env').resolve()}")
+
+
+def test_the_nearest_dotenv_wins(tmp_path, monkeypatch):
+    home, project, sub = _tree(tmp_path, monkeypatch)
+    (project / ".env").write_text("SNAIL_GROUP_NAME=from_project\nSNAIL_HOST_PORT=18001\n")
+    (sub / ".env").write_text("SNAIL_GROUP_NAME=from_sub\n")
+    monkeypatch.chdir(sub)
+    s = Settings.load()
+    assert (s.snail_group_name, s.snail_host_port) == ("from_sub", 17889)  # one file is read, not merged
+    assert s.env_file_used == str((sub / ".env").resolve())
+
+
+def test_no_dotenv_found_is_reported_and_the_search_stops_at_home(tmp_path, monkeypatch):
+    home, project, sub = _tree(tmp_path, monkeypatch)
+    (tmp_path / ".env").write_text("SNAIL_GROUP_NAME=above_home\n")  # above home: not a project's
+    monkeypatch.chdir(sub)
+    s = Settings.load()
+    assert s.snail_group_name == "snail_job_demo_group" and s.env_file_used is None
+    assert find_env_file(start=sub) is None
+    assert env_file_message(s).startswith(f"no .env found (looked upward from {os.getcwd()})")
+    (home / ".env").write_text("SNAIL_GROUP_NAME=in_home\n")  # home itself is searched
+    assert Settings.load().snail_group_name == "in_home"
+
+
+def test_explicit_env_file_wins_over_the_search_and_the_environment_over_both(tmp_path, monkeypatch):
+    home, project, sub = _tree(tmp_path, monkeypatch)
+    (sub / ".env").write_text("SNAIL_GROUP_NAME=nearest\n")
+    chosen = project / "chosen.env"
+    chosen.write_text("SNAIL_GROUP_NAME=chosen\nSNAIL_LABELS=zone:b\n")
+    monkeypatch.chdir(sub)
+    assert Settings.load(env_file=str(chosen)).snail_group_name == "chosen"
+    assert Settings.load(env_file=str(chosen)).env_file_used == str(chosen.resolve())
+    missing = Settings.load(env_file=str(project / "missing.env"))
+    assert missing.snail_group_name == "snail_job_demo_group" and missing.env_file_used is None
+    assert "missing.env is not a file" in env_file_message(missing)
+    nothing = Settings.load(env_file=None)
+    assert nothing.snail_group_name == "snail_job_demo_group" and nothing.env_file_used is None
+    monkeypatch.chdir(project)
+    assert Settings.load(env_file="./.env").env_file_used is None  # a path is not searched for
+    monkeypatch.setenv("SNAIL_GROUP_NAME", "from_environment")
+    monkeypatch.chdir(sub)
+    s = Settings.load()
+    assert s.snail_group_name == "from_environment" and s.env_file_used == str((sub / ".env").resolve())
+
+
+def test_the_readme_flow_root_dotenv_is_honoured_by_example_main(tmp_path):
+    """README: `cp .env.example .env` at the root, then `cd example && python main.py`: the node
+    registers with the group of the root's .env and logs which file it read."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from snailjob.testing import ServerEmulator
+
+    root = Path(__file__).resolve().parents[1]
+    checkout = tmp_path / "checkout"
+    shutil.copytree(root / "example", checkout / "example", ignore=shutil.ignore_patterns("__pycache__", "*.db"))
+    with ServerEmulator(group="group_from_root_dotenv") as emulator:
+        lines = [line for line in (root / ".env.example").read_text().splitlines()
+                 if not line.startswith(("SNAIL_SERVER_HOST=", "SNAIL_SERVER_PORT=", "SNAIL_GROUP_NAME=",
+                                         "SNAIL_NAMESPACE=", "SNAIL_TOKEN=", "SNAIL_HOST_PORT="))]
+        lines += [f"{k}={v}" for k, v in emulator.client_env().items()]
+        lines += ["SNAIL_HOST_PORT=0", "SNAIL_BIND_HOST=127.0.0.1", "SNAIL_HEARTBEAT_INTERVAL=0.5",
+                  "SNAIL_SHUTDOWN_GRACE=2"]
+        (checkout / ".env").write_text("\n".join(lines) + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SNAIL_")}
+        env["PYTHONPATH"] = str(root)
+        node = subprocess.Popen([sys.executable, "main.py"], cwd=checkout / "example", env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            emulator.wait_until(lambda: "demoClusterJob" in emulator.registered_executors, timeout=30)
+        finally:
+            node.send_signal(signal.SIGTERM)
+            output = node.communicate(timeout=30)[0]
+    assert node.returncode == 0, output
+    assert f"settings from {(checkout / '.env').resolve()}" in output, output

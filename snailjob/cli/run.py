@@ -35,7 +35,7 @@ from snailjob.cli.discover import DiscoveryError, UserImportError, discover, spl
 from snailjob.errors import ConfigurationError, SnailJobError, TransportError
 from snailjob.log import configure_local_logging
 from snailjob.ops.health import start_operations
-from snailjob.settings import Settings
+from snailjob.settings import Settings, env_file_message
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def _run(targets: Sequence[str], settings: Settings, has_overrides: bool, finish
         settings = found.client.settings
     configure_local_logging(settings.snail_log_level, settings.snail_log_format,
                             settings.snail_log_local_filename, settings.snail_log_local_backup_count)
+    logger.info("%s", env_file_message(settings))
     client = found.build_client(settings)
     if client.running:
         _error("the Client object was already started at import; let `snailjob run` start it")

@@ -40,7 +40,7 @@ class ClientProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         cmd = [sys.executable, str(self.program)]
-        # cwd = a scratch dir: client_main() reads .env from the working directory
+        # cwd = a scratch dir: client_main() reads the nearest .env upward from the working directory
         self.proc = subprocess.Popen(self.host.command(cmd) if self.host else cmd, env=self.env,
                                      cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
