@@ -217,6 +217,8 @@ def test_check_ok_wrong_token_and_no_server(snailjob_emulator):
         "ok   settings", "ok   server 127.0.0.1", "ok   advertised address", "ok   inbound port",
         "ok   token and group"]
     assert lines[-1] == "5 check(s): all ok"
+    assert lines[-2].startswith("note: the console lists this check's node py-") and "about a minute" in lines[-2]
+    assert "note:" not in bad_out and "note:" not in none_out  # never registered: nothing lingers
     assert emu.token not in ok_out
     assert emu.problems == []
 
