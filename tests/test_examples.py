@@ -57,12 +57,14 @@ def test_run_examples_reports_every_outcome():
 
 def _readme_cli_lines():
     """The `snailjob` command lines of the README's `snailjob` block, without their comments, after
-    its activation and `cd example` lines (the test runs them from example/ with this interpreter)."""
+    its activation and `cd example` lines and before its closing `cd ..` (the test runs them from
+    example/ with this interpreter)."""
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     block = text.split("### The `snailjob` command", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
     lines = [line.split("#", 1)[0].split() for line in block.strip().splitlines()]
     assert lines[:2] == [[".", ".venv/bin/activate"], ["cd", "example"]], lines[:2]
-    return lines[2:]
+    assert lines[-1] == ["cd", ".."], lines[-1]
+    return lines[2:-1]
 
 
 def test_the_readme_cli_examples_run():
