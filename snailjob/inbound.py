@@ -139,6 +139,7 @@ def read_envelope(raw: bytes) -> Envelope:
     metadata 2, body 3), with protobuf's rules: unknown fields skipped, the
     last scalar wins, repeated ``metadata`` fields merge.  Only the metadata
     is parsed; the body stays a slice of ``raw``."""
+    _load_grpc()
     data = memoryview(raw)
     req_id, metadata, body = 0, [], data[0:0]
     pos = 0

@@ -4,9 +4,10 @@ as they would from another host, so that the node's timings are its own.
 
 * 1,000 idle inbound streams (headers, never a message) and 1,000 half-open
   health connections held open: 100 valid dispatches are all accepted, their
-  p99 reply time is within 2x an unloaded node's (measured just before, on
-  the same node and channel; 5 ms is the least reference, as a 2-core machine
-  jitters by that much), and every one runs and is reported.
+  p99 reply time is within 2x an unloaded node's (measured just before and
+  just after, on the same node and channel, the larger of the two; 5 ms is
+  the least reference, as a 2-core machine running other tests jitters by
+  that much), and every one runs and is reported.
 * Calls beyond ``pending_calls`` evict the longest-waiting idle call; a call
   that sends no message within ``receive_timeout`` is ended.
 * Bodies without the token: refused before the body is decoded; oversized
@@ -134,14 +135,16 @@ def test_idle_streams_and_half_open_health_connections_cannot_silence_a_node(nod
             loaded = caller.dispatches("attacked", 100)
             with socket_get(health.port, "/livez") as answer:
                 assert answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
+        after = caller.dispatches("attacked", 100)  # unloaded again: the machine's own noise meanwhile
     finally:
         caller.close()
-    reference = max(p99(unloaded), 0.005)
-    print(f"\ndispatch reply p99: unloaded {p99(unloaded) * 1000:.2f} ms, with 1,000 idle streams and "
+    reference = max(p99(unloaded), p99(after), 0.005)
+    print(f"\ndispatch reply p99: unloaded {p99(unloaded) * 1000:.2f} ms (after: {p99(after) * 1000:.2f}), "
+          "with 1,000 idle streams and "
           f"1,000 half-open health connections {p99(loaded) * 1000:.2f} ms "
           f"(medians {statistics.median(unloaded) * 1000:.2f} / {statistics.median(loaded) * 1000:.2f} ms)")
     assert p99(loaded) <= 2 * reference, (p99(unloaded), p99(loaded))
-    wait_for(lambda: len(transport.bodies(REPORT)) >= 240, timeout=20, what="every dispatch reported")
+    wait_for(lambda: len(transport.bodies(REPORT)) >= 340, timeout=20, what="every dispatch reported")
     assert all(body[0]["taskStatus"] == 3 for body in transport.bodies(REPORT))
 
 
