@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
-from snailjob.address import choose_advertised, join_host_port
+from snailjob.address import choose_advertised, choose_bind, join_host_port
 from snailjob.advice import (
     FIX_ADDRESS,
     FIX_OTHER,
@@ -96,7 +96,7 @@ def check_command(ns: argparse.Namespace) -> int:
     if client is not None:
         try:
             _check_heartbeat(report, client, settings, ns.timeout, reachable,
-                             " (from a free inbound port)" if client is fallback else "")
+                             f" (from the check's node on port {client.host_port})")
         finally:
             client.stop(grace=0)
         if client.heartbeat_age() is not None:
@@ -208,24 +208,44 @@ def _check_settings(settings: Settings, **update: Any) -> Settings:
 
 
 def _check_inbound(report: Report, settings: Settings) -> Tuple[Optional[Client], Optional[Client]]:
-    """(the started client, or None; a client on a free port to check the token anyway, or None)."""
-    client = Client(_check_settings(settings))
+    """Whether ``SNAIL_HOST_PORT`` can be bound where the node would listen;
+    then the check's own node, started on a free port: (it, None) when the
+    port is free, (None, it) when not, (None, None) when it cannot start.
+
+    The check's node never uses ``SNAIL_HOST_PORT`` itself: the server keeps
+    listing a node for about a minute after its last heartbeat, and a node
+    started right after the check on the same address would be hidden
+    behind the check's entry (``state:check``, no job routed to it) until
+    that entry expired."""
+    port = settings.snail_host_port
+    choice = choose_advertised(settings.snail_host_ip, settings.server_targets)
+    bind = choose_bind(settings.snail_bind_host, choice)
+    problem = _bind_problem(bind.host, port) if port else None
+    if problem:
+        report.fail("inbound port", f"{join_host_port(bind.host, port)}: {problem}", FIX_PORT)
+    else:
+        report.ok("inbound port", f"{join_host_port(bind.host, port)} can be bound ({bind.why}), "
+                                  f"advertised as {join_host_port(choice.host, port)}")
+    client = Client(_check_settings(settings, snail_host_port=0))
     try:
         client.start()
-    except Exception as exc:  # TransportError "cannot listen", or anything start() refuses
-        port = settings.snail_host_port
-        report.fail("inbound port", f"{port}: {exc}", FIX_PORT)
-        if port == 0:
-            return None, None
-        fallback = Client(_check_settings(settings, snail_host_port=0))
-        try:
-            fallback.start()
-        except Exception:
-            return None, None
-        return None, fallback
-    report.ok("inbound port", f"listening on {join_host_port(client.bind_host, client.host_port)}, "
-                              f"advertised as {join_host_port(client.host_ip, client.host_port)}")
-    return client, None
+    except Exception as exc:  # anything start() refuses
+        if not problem:
+            report.fail("inbound port", f"the check's node could not start: {exc}", FIX_PORT)
+        return None, None
+    return (None, client) if problem else (client, None)
+
+
+def _bind_problem(host: str, port: int) -> Optional[str]:
+    """Why a TCP socket cannot listen on ``host:port``, or None (nothing is sent)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host.strip("[]"), port))
+            probe.listen(1)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _check_heartbeat(report: Report, client: Client, settings: Settings, timeout: float, reachable: bool,

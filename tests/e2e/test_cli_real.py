@@ -73,6 +73,7 @@ def test_openapi_status_names_the_url_setting(srv, tmp_path):
                                  f"{without_context}/api/job/detail/id: "), out.stderr
     assert out.stderr.endswith("; is SNAIL_OPENAPI_URL missing the /snail-job context path?\n"), out.stderr
     assert "<" not in out.stderr and out.stderr.count("\n") == 1 and len(out.stderr) < 500
-    ok = subprocess.run([sys.executable, "-m", "snailjob", "status", "1"], cwd=tmp_path, capture_output=True,
+    missing = "987654321"  # no such job, whatever the tests before this one created
+    ok = subprocess.run([sys.executable, "-m", "snailjob", "status", missing], cwd=tmp_path, capture_output=True,
                         text=True, timeout=60, env={**env, "SNAIL_OPENAPI_URL": srv.base_url})
-    assert ok.stderr == f"snailjob status: no job 1 in group {srv.group}\n", ok  # reached: the job does not exist
+    assert ok.stderr == f"snailjob status: no job {missing} in group {srv.group}\n", ok  # reached: no such job

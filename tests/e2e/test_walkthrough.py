@@ -110,6 +110,12 @@ class Walk:
         proc = self.background(command)
         address = f"127.0.0.1:{self.env['SNAIL_HOST_PORT']}"
         try:
+            # `snailjob check` just before left a node at the same address in the list (label
+            # state:check, no executors, no job routed to it): wait for this node's executors
+            deadline = time.monotonic() + 60
+            while "demoClusterJob" not in self.srv.executor_names(self.group):
+                assert time.monotonic() < deadline and proc.poll() is None, "the node never registered"
+                time.sleep(0.5)
             self.srv.wait_node_online(address, group=self.group, timeout=60)
             job_id = self.srv.create_job(f"walk-{uid()}", "demoClusterJob", TaskType.CLUSTER, group=self.group,
                                          args_str="walked")
