@@ -133,7 +133,9 @@ def test_duplicate_reports_are_one_retry_and_console_calls_use_the_client(run_cl
     client.flush(5)
     emu.wait_until(lambda: len(emu.retry_reports) == 2, timeout=5)
     assert len(emu.retries_for("mail")) == 1  # de-duplicated by the server
-    # what the console does when an operator adds a retry by hand
+    # what the console does when an operator adds a retry by hand, once the server lists the node
+    # (its reports can arrive before its first heartbeat does)
+    emu.wait_until(lambda: any(n.host_id == client.host_id and n.alive for n in emu.nodes), timeout=10)
     assert emu.generate_idempotent_id("mail", mail.executor_name, '["b@x", "yo"]') == "b@x|yo"
     assert emu.deserialize_args("mail", mail.executor_name, '["b@x","yo"]') == ["b@x", "yo"]
     added = emu.add_retry("mail", mail.executor_name, '["b@x","yo"]')
