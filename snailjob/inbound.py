@@ -41,7 +41,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
-from snailjob.address import is_loopback
+from snailjob.address import is_loopback, join_host_port
 from snailjob.errors import TransportError
 from snailjob.settings import DEFAULT_TOKEN
 from snailjob.wire.codec import dumps, short
@@ -278,7 +278,7 @@ class InboundServer:
         self._thread.start()
         self._stopped = threading.Event()
         self._started = False
-        self.address = f"{_bracket(bind_host)}:{port}"
+        self.address = join_host_port(bind_host, port)
         try:
             self._server, self.port = self._on_loop(self._create(self.address))
         except Exception:
@@ -457,7 +457,3 @@ def raise_fd_limit(wanted: int) -> None:
             logger.debug("open-file limit raised from %d to %d", soft, target)
         except (OSError, ValueError) as exc:
             logger.debug("open-file limit left at %d: %r", soft, exc)
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -286,7 +286,11 @@ def find_env_file(name: str = ENV_FILE_NAME, start: Union[str, os.PathLike[str],
 
     The search stops at the filesystem root, or, when ``start`` is inside
     the user's home directory, at the home directory (included): a ``.env``
-    above home belongs to no project of the user.
+    above home belongs to no project of the user.  A file in a *parent*
+    directory that another local user could have planted is skipped (owned
+    by neither this user nor root, writable by group or others, or in a
+    directory others can write, such as ``/tmp``): it would point the node
+    at a server of that user's choosing.
     """
     here = Path(start if start is not None else os.getcwd()).resolve()
     try:
@@ -295,11 +299,24 @@ def find_env_file(name: str = ENV_FILE_NAME, start: Union[str, os.PathLike[str],
         home = None
     for directory in (here, *here.parents):
         candidate = directory / name
-        if candidate.is_file():
+        if candidate.is_file() and (directory == here or _nobody_else_wrote(candidate)):
             return str(candidate)
         if home is not None and directory == home:
             break
     return None
+
+
+def _nobody_else_wrote(path: Path) -> bool:
+    """True when only this user or root can have written ``path`` (POSIX)."""
+    if not hasattr(os, "geteuid"):
+        return True
+    owners = (os.geteuid(), 0)
+    try:
+        file, folder = path.stat(), path.parent.stat()
+    except OSError:
+        return False
+    return (file.st_uid in owners and folder.st_uid in owners
+            and not file.st_mode & 0o022 and not folder.st_mode & 0o002)
 
 
 def env_file_message(settings: Settings) -> str:

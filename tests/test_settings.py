@@ -128,6 +128,24 @@ def test_dotenv_in_a_parent_directory_is_found_from_a_subdirectory(tmp_path, mon
     assert env_file_message(s).startswith(f"settings from {(project / '.env').resolve()}")
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_dotenv_another_user_could_have_planted_above_is_skipped(tmp_path, monkeypatch):
+    home, project, sub = _tree(tmp_path, monkeypatch)
+    planted = project / ".env"
+    planted.write_text("SNAIL_SERVER_HOST=evil.example\n")
+    monkeypatch.chdir(sub)
+    for plant in (lambda: os.chown(planted, 65534, 65534),  # another user's file
+                  lambda: os.chmod(planted, 0o666),  # a file others can write
+                  lambda: os.chmod(project, 0o1777)):  # a directory others can write, as /tmp
+        plant()
+        assert Settings.load().env_file_used is None, "a planted .env was read"
+        os.chown(planted, 0, 0), os.chmod(planted, 0o600), os.chmod(project, 0o755)
+        assert Settings.load().env_file_used == str(planted.resolve())
+    os.chmod(planted, 0o666)
+    monkeypatch.chdir(project)  # in the working directory itself, the user's own choice: read
+    assert Settings.load().env_file_used == str(planted.resolve())
+
+
 def test_the_nearest_dotenv_wins(tmp_path, monkeypatch):
     home, project, sub = _tree(tmp_path, monkeypatch)
     (project / ".env").write_text("SNAIL_GROUP_NAME=from_project\nSNAIL_HOST_PORT=18001\n")
