@@ -8,69 +8,40 @@ executors); ``client_main()`` runs one built from the environment.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
-
-from pydantic import ValidationError
 
 from snailjob._version import __version__
 from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, join_host_port
-from snailjob.advice import FIX_SERVER, REFUSED, WARN_AGAIN, LastingProblem, fix_for_kind, kind_of
-from snailjob.args import JobArgs, build_args
-from snailjob.context import UNASSIGNED_STOP, TaskContext
-from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter, backoff, call_with_retry
-from snailjob.dispatcher import Dispatcher, DispatcherFull, Task, Work
-from snailjob.errors import MapError, SnailJobError, TransportError
-from snailjob.executors import Executor, ExecutorRegistry, UnknownTask, isolation_of
-from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, default_token_warning, raise_fd_limit
-from snailjob.log import build_entry, install_remote_handler
+from snailjob.advice import WARN_AGAIN
+from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter
+from snailjob.dispatcher import Dispatcher
+from snailjob.errors import SnailJobError
+from snailjob.executors import Executor, ExecutorRegistry
+from snailjob.heartbeat import Heartbeat
+from snailjob.inbound import InboundLimits, InboundServer, default_token_warning, raise_fd_limit
+from snailjob.log import install_remote_handler
 from snailjob.observe import TaskObserver
+from snailjob.reporting import Reports, delivery_stats
 from snailjob.retry_registry import RetryRegistry, is_retryable
+from snailjob.routing import INLINE_URIS, Router
 from snailjob.settings import Settings, new_host_id
 from snailjob.transport import FailoverTransport, GrpcTransport, Reply, Transport
 from snailjob.wire import enums
-from snailjob.wire.codec import BodyError, clean, decode_body, dumps, encode_body, first_object, short, summarize
-from snailjob.wire.models import (
-    DispatchJobRequest,
-    DispatchJobResultRequest,
-    JobExecutorRequest,
-    MapTaskRequest,
-    StopJobRequest,
-    WireExecuteResult,
-)
 
 if TYPE_CHECKING:  # loaded on first use: worker processes, the retry feature
     from snailjob.processes import ProcessPool
-    from snailjob.retry import Retryable, RetryWork
+    from snailjob.retry import Retryable
     from snailjob.retry_endpoint import RetryEndpoint
-    from snailjob.wire.models import RetryTaskRequest
 
 logger = logging.getLogger(__name__)
 
-SENTINEL_FAILURE_DELAY = 2.0
-"""Seconds a map task's sentinel sub-task holds back a failure: time for the
-parent's own result to be stored first (see ``mr_do_map``)."""
-
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-_REGISTER_RETRY = 30  # seconds between registration attempts after a refusal
-_INLINE_URIS = frozenset((enums.URI_DISPATCH, enums.URI_STOP, enums.URI_SYNC_VERSION))
-"""Server calls whose handlers only parse, validate and queue: they run on
-the inbound server's event loop; the others (retry calls run user code) on
-its worker threads."""
-REFUSAL_LOGS_PER_MINUTE = 1000
-"""At most this many refused dispatches a minute get an entry in their task's
-log in the console (one per task and attempt); the rest are only counted."""
-_REFUSALS_REMEMBERED = 10_000  # (task, attempt) pairs already logged, most recent kept
-_RETRY_URIS = frozenset((enums.URI_RETRY_DISPATCH, enums.URI_RETRY_CALLBACK, enums.URI_RETRY_STOP,
-                         enums.URI_RETRY_IDEMPOTENT_ID, enums.URI_RETRY_DESERIALIZE))
 
 
 def live_clients() -> List[Client]:
@@ -119,37 +90,22 @@ class Client:
         self._lock = threading.Lock()
         self._state = "new"
         self._accepting = False
-        self._stopping = threading.Event()
-        self._server_up = False
-        self._registered = False
-        self._registry_version = 0
-        self._register_after = 0.0
-        self._beat_trouble = LastingProblem(logger, "heartbeat", self.warn_again)
-        self._register_trouble = LastingProblem(logger, "executor registration", self.warn_again)
-        self._last_problem: Optional[str] = None
-        self._transport: Optional[Transport] = None
-        self._inbound: Optional[InboundServer] = None
-        self._store: Optional[OutboxStore] = None
-        self._heartbeat: Optional[threading.Thread] = None
         s = self.settings
-        self.dispatcher = Dispatcher(self._on_outcome, interrupt_delay=s.snail_interrupt_delay,
+        self.dispatcher = Dispatcher(interrupt_delay=s.snail_interrupt_delay,
                                      max_running=s.snail_max_running, max_queued=s.snail_max_queued,
                                      max_queued_bytes=s.snail_max_queued_bytes,
                                      refuse_when_full=s.snail_when_busy == "refuse")
-        self._outbox: Optional[ResultOutbox] = None
-        self._logs: Optional[LogShipper] = None
-        self._retry_reports: Optional[RetryReporter] = None
+        self._heartbeat = Heartbeat(s, self.registry, self.host_id, self.warn_again)
+        # built by start(): the port, the channel, the outbound queues and their users
+        self._transport: Optional[Transport] = None
+        self._inbound: Optional[InboundServer] = None
+        self._store: Optional[OutboxStore] = None
+        self._reports: Optional[Reports] = None
+        self._router: Optional[Router] = None
         self._retry_endpoint: Optional[RetryEndpoint] = None  # created by the first retry call
         self._headers: Dict[str, str] = {}
         self._observers: Tuple[TaskObserver, ...] = ()
         self._pool: Optional[ProcessPool] = None
-        self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
-        self.heartbeat_failures = 0
-        self._refusals = RefusalLog(logger, per="reason")
-        self._refusal_entries: OrderedDict[Tuple[int, int], None] = OrderedDict()
-        self._refusal_window = (0.0, 0)  # (start of the current minute, entries shipped in it)
-        self._refusal_lock = threading.Lock()  # never held during I/O: taken on the inbound loop
-        self.refusal_logs_skipped = 0  # refusals over REFUSAL_LOGS_PER_MINUTE, not shipped
 
     # --- public lifecycle -------------------------------------------------
 
@@ -160,10 +116,7 @@ class Client:
             self.retries.register(cast("Retryable[Any, Any]", executor))
             return
         self.registry.register(executor)
-        with self._lock:
-            self._registry_version += 1
-            self._registered = False  # re-register on the next beat
-            self._register_after = 0.0
+        self._heartbeat.registry_changed()
 
     def _process_pool(self) -> ProcessPool:
         """The worker processes of ``isolation="process"`` jobs, started on first use."""
@@ -206,17 +159,15 @@ class Client:
             self._abandon_start()
             raise
         s = self.settings
-        assert self._outbox is not None and self._logs is not None and self._retry_reports is not None
-        assert self._inbound is not None
-        self._outbox.start()
-        self._logs.start()
-        self._retry_reports.start()
-        self.retries.attach(self)
-        self._inbound.start()
+        reports, inbound, transport = self._reports, self._inbound, self._transport
+        assert reports is not None and inbound is not None and transport is not None
+        reports.outbox.start()
+        reports.logs.start()
+        reports.retry_reports.start()
+        self.retries.attach(reports)
+        inbound.start()
         self._accepting = True
-        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="snailjob-heartbeat",
-                                           daemon=True)
-        self._heartbeat.start()
+        self._heartbeat.start(transport)
         with self._lock:
             self._state = "running"
         _live_clients.add(self)
@@ -243,9 +194,9 @@ class Client:
         self.host_ip = choice.host
         bind = choose_bind(s.snail_bind_host, choice)
         raise_fd_limit(InboundLimits().max_connections + 256)
-        self._inbound = InboundServer(bind.host, s.snail_host_port, self._handle_inbound,
+        self._inbound = InboundServer(bind.host, s.snail_host_port, self._route,
                                       workers=s.snail_inbound_workers, token=s.snail_token,
-                                      inline=_INLINE_URIS.__contains__)
+                                      inline=INLINE_URIS.__contains__)
         self.host_port = self._inbound.port
         self._headers = self._build_headers()
         targets = s.server_targets
@@ -253,13 +204,19 @@ class Client:
             self._transport = self._transport_factory(targets[0], lambda: self._headers)
         else:
             self._transport = FailoverTransport(targets, lambda: self._headers, self._transport_factory)
-        self._outbox = ResultOutbox(self._transport, s.snail_rpc_timeout,
-                                    max_pending=s.snail_result_queue_max, store=store)
-        self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
-                                s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
-        self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, batch_size=50,
-                                            interval=s.snail_retry_report_interval,
-                                            max_buffer=s.snail_retry_report_max_buffer, store=store)
+        transport = self._transport
+        self._reports = Reports(
+            s, transport,
+            ResultOutbox(transport, s.snail_rpc_timeout, max_pending=s.snail_result_queue_max, store=store),
+            LogShipper(transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
+                       s.snail_log_remote_interval, s.snail_log_remote_max_buffer),
+            RetryReporter(transport, s.snail_rpc_timeout, batch_size=50, interval=s.snail_retry_report_interval,
+                          max_buffer=s.snail_retry_report_max_buffer, store=store),
+            self.host_id, self.host_ip, self.host_port)
+        self._router = Router(s, self.registry, self.dispatcher, self._reports, host_id=self.host_id,
+                              address=join_host_port(self.host_ip, self.host_port),
+                              accepting=lambda: self._accepting, observers=lambda: self._observers,
+                              process_pool=self._process_pool, retry_calls=self._retry_calls)
         self.bind_host = bind.host
         return bind, choice
 
@@ -275,7 +232,7 @@ class Client:
                 except Exception as exc:
                     logger.debug("while undoing a failed start: %r", exc)
         self._inbound = self._transport = self._store = None
-        self._outbox = self._logs = self._retry_reports = None
+        self._reports = self._router = None
         with self._lock:
             self._state = "new"
 
@@ -296,18 +253,16 @@ class Client:
                 logger.warning("tasks still running after %.1fs; interrupting them", grace)
                 self.dispatcher.stop_all("shutdown")
                 self.dispatcher.wait_idle(2.0)
-            self._stopping.set()
-            self.retries.detach(self)
-            if self._retry_reports is not None:
-                self._retry_reports.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
-            if self._outbox is not None:
-                self._outbox.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
-            if self._logs is not None:
-                self._logs.close(timeout=max(2.0, self.settings.snail_rpc_timeout))
+            self._heartbeat.stop()
+            reports, closing = self._reports, max(2.0, self.settings.snail_rpc_timeout)
+            if reports is not None:
+                self.retries.detach(reports)
+                reports.retry_reports.close(timeout=closing)
+                reports.outbox.close(timeout=closing)
+                reports.logs.close(timeout=closing)
             if self._inbound is not None:
                 self._inbound.stop(grace=0.5)
-            if self._heartbeat is not None:
-                self._heartbeat.join(timeout=self.settings.snail_rpc_timeout + 1)
+            self._heartbeat.join(timeout=self.settings.snail_rpc_timeout + 1)
         finally:
             self.dispatcher.close()
             if self._pool is not None:
@@ -361,25 +316,35 @@ class Client:
     @property
     def server_up(self) -> bool:
         """True while the last heartbeat reached the server."""
-        return self._server_up
+        return self._heartbeat.server_up
 
     @property
     def registered(self) -> bool:
-        return self._registered
+        return self._heartbeat.registered
 
     @property
     def last_problem(self) -> Optional[str]:
         """Why the last heartbeat failed (token redacted), or None after a good one."""
-        return self._redact(self._last_problem) if self._last_problem else None
+        return self._heartbeat.last_problem
 
     @property
     def server_in_use(self) -> str:
         """``host:port`` of the server the client talks to now."""
-        return str(getattr(self._transport, "target", self.settings.server_target))
+        return self._heartbeat.server_in_use
+
+    @property
+    def heartbeat_failures(self) -> int:
+        """Heartbeats that failed or were refused."""
+        return self._heartbeat.failures
+
+    @property
+    def accepting(self) -> bool:
+        """True while the client takes new work from the server."""
+        return self._accepting
 
     def heartbeat_age(self) -> Optional[float]:
         """Seconds since the server last accepted a heartbeat; None if it never did."""
-        return None if self._last_beat is None else time.monotonic() - self._last_beat
+        return self._heartbeat.age()
 
     def health(self) -> Dict[str, Any]:
         """Liveness and readiness, with the reasons when not (for probes).
@@ -390,16 +355,16 @@ class Client:
         """
         age = self.heartbeat_age()
         fresh = max(30.0, 3 * self.settings.snail_heartbeat_interval)
-        beating = self._heartbeat is not None and self._heartbeat.is_alive()
+        beating = self._heartbeat.alive
         live = self._state == "running" and beating
         reasons = []
         if self._state != "running":
             reasons.append(f"client is {self._state}")
         elif not beating:
             reasons.append("heartbeat thread is not running")
-        if not self._server_up:
+        if not self.server_up:
             reasons.append(f"not connected to a server: {self.last_problem or 'no heartbeat answered yet'}")
-        elif not self._registered:
+        elif not self.registered:
             reasons.append("executors not registered yet")
         if age is not None and age > fresh:
             reasons.append(f"last heartbeat accepted {age:.0f}s ago (more than {fresh:.0f}s)")
@@ -410,24 +375,10 @@ class Client:
 
     def stats(self) -> Dict[str, int]:
         """Counters for monitoring and tests."""
-        outbox, logs, inbound = self._outbox, self._logs, self._inbound
+        inbound = self._inbound
         return {
-            "results_delivered": outbox.delivered if outbox else 0,
-            "results_dropped": outbox.dropped if outbox else 0,
-            "results_refused": outbox.refused if outbox else 0,
-            "results_repeated": outbox.repeated if outbox else 0,
-            "results_pending": outbox.pending() if outbox else 0,
-            "results_held": outbox.held()[0] if outbox else 0,
-            "results_late": outbox.late if outbox else 0,
-            "delivery_retries": outbox.retries if outbox else 0,
+            **delivery_stats(self._reports),
             "heartbeat_failures": self.heartbeat_failures,
-            "logs_shipped": logs.shipped if logs else 0,
-            "logs_dropped": logs.dropped if logs else 0,
-            "logs_buffered": logs.buffered() if logs else 0,
-            "retry_reports_sent": self._retry_reports.shipped if self._retry_reports else 0,
-            "retry_reports_refused": self._retry_reports.refused if self._retry_reports else 0,
-            "retry_reports_dropped": self._retry_reports.dropped if self._retry_reports else 0,
-            "retry_reports_pending": self._retry_reports.buffered() if self._retry_reports else 0,
             "tasks_active": self.dispatcher.running_count(),
             **self.dispatcher.load(),
             **_describe_pool(self._pool),
@@ -439,17 +390,20 @@ class Client:
 
     def held_batches(self) -> List[Any]:
         """Batch ids of results waiting for the server after a failed attempt (at most 20)."""
-        return self._outbox.held()[1] if self._outbox else []
+        return self._reports.outbox.held()[1] if self._reports else []
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Send queued retry reports now and wait until they and queued
         results are delivered; False on timeout."""
+        reports = self._reports
+        if reports is None:
+            return True
         deadline = time.monotonic() + timeout
-        if self._retry_reports is not None and not self._retry_reports.flush(timeout):
+        if not reports.retry_reports.flush(timeout):
             return False
-        return self._outbox.flush(max(0.0, deadline - time.monotonic())) if self._outbox else True
+        return reports.outbox.flush(max(0.0, deadline - time.monotonic()))
 
-    # --- headers, heartbeat, registration ----------------------------------
+    # --- parts -------------------------------------------------------------
 
     def _build_headers(self) -> Dict[str, str]:
         s = self.settings
@@ -465,232 +419,10 @@ class Client:
             "label": s.label_json,
         }
 
-    def _redact(self, text: str) -> str:
-        text = text.replace(self.settings.snail_token, "***")
-        return re.sub(r"(token:)[^\]\s,]*", r"\1***", text)
-
-    def _heartbeat_loop(self) -> None:
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                ok = self._beat_once()
-            except Exception:  # the heartbeat must survive anything
-                logger.exception("heartbeat failed unexpectedly")
-                ok = False
-            if ok:
-                attempt = 0
-                pause = self.settings.snail_heartbeat_interval
-            else:
-                attempt += 1
-                pause = min(self.settings.snail_heartbeat_interval, backoff(attempt, first=0.5))
-            self._stopping.wait(pause)
-
-    def _beat_once(self) -> bool:
-        assert self._transport is not None
-        s = self.settings
-        try:
-            reply = self._transport.call(enums.URI_BEAT, encode_body("PING"), s.snail_rpc_timeout)
-        except TransportError as exc:
-            self._server_down(kind_of(exc.code), str(exc), str(exc))
-            return False
-        if not reply.ok:
-            message = self._redact(reply.message)
-            self._server_down(REFUSED, f"server refused the heartbeat: {message}", message)
-            return False
-        self._last_beat = time.monotonic()
-        recovered = self._beat_trouble.cleared()
-        if not self._server_up:
-            logger.info("connected to SnailJob server %s as %s%s", self.server_in_use, self.host_id,
-                        f" ({recovered})" if recovered else "")
-            self._server_up = True
-            self._last_problem = None
-            self._registered = False
-            self._register_after = 0.0
-        if not self._registered and time.monotonic() >= self._register_after:
-            with self._lock:
-                version = self._registry_version
-            ok = self._register_executors()
-            with self._lock:
-                self._registered = ok and version == self._registry_version
-        return True
-
-    def _server_down(self, kind: str, problem: str, detail: str) -> None:
-        """A failed heartbeat of ``kind`` (``advice.REFUSED``...): ``problem``
-        for ``last_problem``, ``detail`` (the server's or gRPC's text) for the
-        warning, which ``LastingProblem`` repeats while the problem lasts."""
-        self.heartbeat_failures += 1
-        detail = self._redact(detail)
-        self._beat_trouble.failed(kind, self.server_in_use, clean(detail) or "no reason given",
-                                  fix_for_kind(kind, detail))
-        self._server_up = False
-        self._registered = False
-        self._last_problem = problem
-
-    def _register_executors(self) -> bool:
-        assert self._transport is not None
-        names = self.registry.names()
-        if not names:
-            return True
-        payload = [JobExecutorRequest(executorInfo=n).to_wire() for n in names]
-        try:
-            reply = self._transport.call(enums.URI_REGISTER_EXECUTORS, encode_body(payload),
-                                         self.settings.snail_rpc_timeout)
-        except TransportError as exc:
-            self._register_trouble.failed(kind_of(exc.code), self.server_in_use,
-                                          clean(self._redact(str(exc))), FIX_SERVER)
-            return False
-        if not reply.accepted:
-            problem = self._redact(reply.message)
-            self._register_trouble.failed(REFUSED, self.server_in_use,
-                                          f"{clean(problem) or 'no reason given'} (tried every {_REGISTER_RETRY:g}s)",
-                                          fix_for_kind(REFUSED, problem))
-            self._register_after = time.monotonic() + _REGISTER_RETRY
-            return False
-        recovered = self._register_trouble.cleared()
-        logger.info("registered executors: %s%s", ", ".join(names), f" ({recovered})" if recovered else "")
-        return True
-
-    # --- inbound ----------------------------------------------------------
-
-    def _handle_inbound(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
-        """One call of the server; ``SJ-TOKEN`` was checked by the inbound server."""
-        path = uri.split("?", 1)[0]
-        if path == enums.URI_DISPATCH:
-            return self._on_dispatch(body)
-        if path == enums.URI_STOP:
-            return self._on_stop(body)
-        if path == enums.URI_SYNC_VERSION:
-            return Reply(1, "", None)
-        if path in _RETRY_URIS:
-            return self._retry_calls().handlers[path](body)
-        logger.debug("unsupported server call %s answered with null", short(path))
-        return Reply(1, "", None)
-
-    def _on_dispatch(self, body: str) -> Reply:
-        try:
-            request = _one_dispatch(body)
-        except BodyError as exc:
-            return self._refuse(0, f"invalid dispatch request: {exc}")
-        except ValidationError as exc:
-            return self._refuse(0, f"invalid dispatch request: {summarize(exc)}")
-        if not self._accepting:
-            return self._refuse(1, f"client {self.host_id} is shutting down; "
-                                   "dispatch it to another node", request)
-        if request.executorType != enums.ExecutorTypeEnum.PYTHON:
-            return self._refuse(1, f"executorType {request.executorType} is not Python (2); "
-                                   f"this is a Python client (registered: {self._known()})", request)
-        spec = self.registry.get(request.executorInfo)
-        if spec is None:
-            return self._refuse(1, f"no executor named {short(request.executorInfo)} on this client "
-                                   f"(registered: {self._known()})", request)
-        try:
-            func = spec.resolve(request.taskType, request.mrStage, request.taskName)
-        except UnknownTask as exc:
-            return self._refuse(1, f"{exc} (registered: {self._known()})", request)
-        args, warnings, sentinel = build_args(request)
-        ctx = TaskContext(request, args, UNASSIGNED_STOP, self,  # the dispatcher sets the batch's stop event
-                          sentinel=sentinel)
-        if warnings:
-            ctx.extra["warnings"] = warnings
-        pool = self._process_pool() if isolation_of(func, self.settings.snail_isolation) == "process" else None
-        try:
-            self.dispatcher.submit(Task(request, func, args, ctx, self._observers, pool))
-        except DispatcherFull as exc:
-            return self._refuse(1, str(exc), request)
-        return Reply(1, "", True)
-
-    def _known(self) -> str:
-        return short(", ".join(self.registry.names()) or "none", 300)
-
-    def _refuse(self, status: int, message: str, request: Optional[DispatchJobRequest] = None) -> Reply:
-        """Refuse a dispatch; logged here at most once a minute per reason,
-        and, for a request that could be read, in the task's log in the
-        console (``_log_refusal``)."""
-        where = f" of task {request.taskId}, batch {request.taskBatchId}" if request else ""
-        self._refusals.refused(message[:80], f"dispatch{where}: {message}")
-        if request is not None:
-            self._log_refusal(request, message)
-        return Reply(status, message, False)
-
-    def _log_refusal(self, request: DispatchJobRequest, message: str) -> None:
-        """Put the reason of a refused dispatch in the task's log in the
-        console, at ERROR: the server shows the task as failed with no result
-        and, without this, no log.  Once per task and attempt (a dispatch the
-        server sends again is not logged again), at most
-        ``REFUSAL_LOGS_PER_MINUTE`` a minute; queued without blocking (this
-        runs on the inbound server's event loop), in the log shipper's
-        bounded buffer."""
-        key = (request.taskId, request.retryCount or 0)
-        now = time.monotonic()
-        with self._refusal_lock:
-            if key in self._refusal_entries:
-                return
-            self._refusal_entries[key] = None
-            if len(self._refusal_entries) > _REFUSALS_REMEMBERED:
-                self._refusal_entries.popitem(last=False)
-            start, shipped = self._refusal_window
-            if now - start >= 60.0:
-                start, shipped = now, 0
-            if shipped >= REFUSAL_LOGS_PER_MINUTE:
-                self.refusal_logs_skipped += 1
-                return
-            self._refusal_window = (start, shipped + 1)
-        attempt = f" (attempt {request.retryCount + 1})" if request.retryCount else ""
-        record = logger.makeRecord(logger.name, logging.ERROR, __file__, _REFUSE_LINE,
-                                   "node %s (%s) refused this task%s: %s", (
-                                       self.host_id, join_host_port(self.host_ip, self.host_port), attempt,
-                                       message), None, "_on_dispatch")
-        record.threadName = "snailjob-inbound"
-        self.ship_log(build_entry(record, self.log_identity, request.jobId, request.taskBatchId,
-                                  request.taskId))
-
-    def _on_stop(self, body: str) -> Reply:
-        try:
-            request = StopJobRequest.model_validate(first_object(decode_body(body), "stop"))
-        except BodyError as exc:
-            return Reply(0, f"invalid stop request: {exc}", False)
-        except ValidationError as exc:
-            return Reply(0, f"invalid stop request: {summarize(exc)}", False)
-        self.dispatcher.stop_batch(request.taskBatchId)
-        self.discard_reports(request.taskBatchId)
-        return Reply(1, "", True)
-
-    # --- retries: the server's side of a @retryable call --------------------
-
-    def report_retry(self, request: RetryTaskRequest) -> None:
-        """Queue a call for ``/batch/report`` (what ``Retryable.report`` uses)."""
-        reporter = self._retry_reports
-        entry = request.to_wire()
-        entry["groupName"] = self.settings.snail_group_name
-        if reporter is None or not reporter.offer(entry):
-            raise SnailJobError(f"client {self.host_id} is not running")
-
-    @property
-    def accepting(self) -> bool:
-        """True while the client takes new work from the server."""
-        return self._accepting
-
-    def discard_reports(self, key: Any) -> None:
-        """Drop undelivered reports of a stopped batch or retry."""
-        if self._outbox is not None:
-            self._outbox.discard_batch(key)
-
-    def put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str,
-                   repeat: bool = False, delay: float = 0.0) -> None:
-        """Queue a report; it expires when the server has given up on the work
-        (its timeout plus ``SNAIL_REPORT_MARGIN``).  ``repeat``: sent again
-        after delivery until then; ``delay``: sent no sooner (a map task's
-        sentinel, see ``mr_do_map``)."""
-        assert self._outbox is not None
-        s = self.settings
-        if timeout and timeout > 0:
-            expires = work.received_wall + timeout + s.snail_report_margin
-        else:
-            expires = time.time() + s.snail_report_retry_seconds
-        self._outbox.put(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
-                         describe=describe, repeat=repeat, delay=delay)
-
-    # --- outcomes, map reports, logs (TaskServices) ------------------------
+    def _route(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
+        """The inbound server's handler (built before the router, which needs the port it binds)."""
+        assert self._router is not None
+        return self._router.handle(uri, headers, body)
 
     def _retry_calls(self) -> RetryEndpoint:
         """The endpoint of the retry server's calls, created (and the retry
@@ -702,146 +434,10 @@ class Client:
             if self._retry_endpoint is None:
                 from snailjob.retry_endpoint import RetryEndpoint
 
-                self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self)
+                assert self._reports is not None
+                self._retry_endpoint = RetryEndpoint(self.retries, self.dispatcher, self.settings, self._reports,
+                                                     accepting=lambda: self._accepting)
             return self._retry_endpoint
-
-    def _on_outcome(self, work: Work, outcome: Any) -> None:
-        if not isinstance(work, Task):  # a replay or callback, submitted by the retry endpoint
-            self._retry_calls().on_outcome(cast("RetryWork", work), outcome)
-            return
-        task = work
-        req = task.request
-        success = outcome.is_success
-        # after the timeout the server has recorded the task as stopped
-        sentinel = _is_checking_sentinel(task)
-        self.put_report(task, enums.URI_REPORT_RESULT, self._result_body(task, outcome), req.executorTimeout,
-                        f"result of task {req.taskId} (batch {req.taskBatchId})",
-                        repeat=sentinel and success, delay=SENTINEL_FAILURE_DELAY if sentinel and not success else 0.0)
-
-    def _result_body(self, task: Task, outcome: Any) -> str:
-        """The body of a task's ``/report/dispatch/result``: the JSON of a
-        ``DispatchJobResultRequest``, built directly when the result is plain
-        JSON data (the common case), else through the model."""
-        req = task.request
-        success = outcome.is_success
-        result = outcome.result if success else _shown(outcome.result)
-        group = req.groupName or self.settings.snail_group_name
-        if group is not None and _plain(result):
-            entry: Dict[str, Any] = {"jobId": req.jobId, "taskBatchId": req.taskBatchId}
-            if req.workflowTaskBatchId is not None:
-                entry["workflowTaskBatchId"] = req.workflowTaskBatchId
-            if req.workflowNodeId is not None:
-                entry["workflowNodeId"] = req.workflowNodeId
-            entry["taskId"] = req.taskId
-            entry["taskType"] = req.taskType
-            entry["groupName"] = group
-            entry["taskStatus"] = _SUCCESS if success else _FAIL
-            execute: Dict[str, Any] = {"status": _YES if success else _NO}
-            if result is not None:
-                execute["result"] = result
-            execute["message"] = str(outcome.message or "")
-            entry["executeResult"] = execute
-            if req.retryScene is not None:
-                entry["retryScene"] = req.retryScene
-            entry["retry"] = req.retry
-            entry["retryStatus"] = req.retryStatus
-            changed = _changed_context(task.args)
-            if changed is not None:
-                entry["wfContext"] = changed
-            return dumps([entry])
-        return self._result_body_from_model(task, outcome)
-
-    def _result_body_from_model(self, task: Task, outcome: Any) -> str:
-        """``_result_body`` through ``DispatchJobResultRequest`` (any result)."""
-        req = task.request
-        success = outcome.is_success
-        report = DispatchJobResultRequest(
-            jobId=req.jobId, taskBatchId=req.taskBatchId, taskId=req.taskId,
-            workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,
-            taskType=req.taskType, groupName=req.groupName or self.settings.snail_group_name,
-            taskStatus=int(enums.JobTaskStatusEnum.SUCCESS if success else enums.JobTaskStatusEnum.FAIL),
-            executeResult=WireExecuteResult(status=int(enums.StatusEnum.YES if success else enums.StatusEnum.NO),
-                                            result=outcome.result if success else _shown(outcome.result),
-                                            message=outcome.message or ""),
-            retryScene=req.retryScene, retry=req.retry, retryStatus=req.retryStatus,
-            wfContext=_changed_context(task.args),
-        )
-        return encode_body(report.to_wire())
-
-    @property
-    def map_batch_size(self) -> int:
-        return self.settings.snail_map_batch_size
-
-    @property
-    def log_identity(self) -> Dict[str, str]:
-        s = self.settings
-        return {"namespace": s.snail_namespace, "group": s.snail_group_name,
-                "host": self.host_ip, "port": str(self.host_port)}
-
-    def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
-        req = task.request
-        payload = MapTaskRequest(
-            jobId=req.jobId, taskBatchId=req.taskBatchId, parentId=req.taskId,
-            workflowTaskBatchId=req.workflowTaskBatchId, workflowNodeId=req.workflowNodeId,
-            wfContext=_changed_context(task.args), taskName=next_task_name, subTask=items)
-        assert self._transport is not None
-        try:
-            # The server answers a map report only after creating every sub-task,
-            # which can take seconds: it gets a long deadline and no retry after one.
-            reply = call_with_retry(self._transport, enums.URI_REPORT_MAP, encode_body(payload.to_wire()),
-                                    self.settings.snail_map_report_timeout,
-                                    self.settings.snail_report_retry_seconds, stop=task.stop_event)
-        except TransportError as exc:
-            unsure = "" if exc.code == "UNAVAILABLE" else " (the server may have created some of them)"
-            raise MapError(f"could not report {len(items)} sub-task(s) of {next_task_name!r}{unsure}: "
-                           f"{exc}") from None
-        if not reply.accepted:
-            raise MapError(f"server refused {len(items)} sub-task(s) of {next_task_name!r}: "
-                           f"{reply.message or 'no reason given'}")
-        logger.debug("reported %d sub-task(s) %r of task %s", len(items), next_task_name, req.taskId)
-
-    def ship_log(self, entry: Dict[str, Any]) -> None:
-        if self._logs is not None:
-            self._logs.offer(entry)
-
-
-_SUCCESS = int(enums.JobTaskStatusEnum.SUCCESS)
-_FAIL = int(enums.JobTaskStatusEnum.FAIL)
-_YES = int(enums.StatusEnum.YES)
-_NO = int(enums.StatusEnum.NO)
-_SCALARS = (str, int, float, bool, type(None))
-
-
-_REFUSE_LINE = Client._on_dispatch.__code__.co_firstlineno  # the location of a refusal's log entry
-
-
-def _plain(value: Any, depth: int = 0) -> bool:
-    """True when ``value`` is JSON data made of dicts with string keys,
-    lists and scalars of exactly those types (not subclasses such as enums),
-    which the model would pass through unchanged."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if depth > 20:
-        return False
-    if kind is dict:
-        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
-    if kind is list:
-        return all(_plain(v, depth + 1) for v in value)
-    return False
-
-
-def _one_dispatch(body: str) -> DispatchJobRequest:
-    """The ``DispatchJobRequest`` of a dispatch body (a JSON array whose
-    first element is the request).  The usual body, an array of exactly one
-    object, is validated straight from its text; anything else (and any
-    problem) goes the long way, which gives the exact error."""
-    if body[:1] == "[" and body[-1:] == "]":
-        try:
-            return DispatchJobRequest.model_validate_json(body[1:-1])
-        except ValidationError:
-            pass
-    return DispatchJobRequest.model_validate(first_object(decode_body(body), "dispatch"))
 
 
 def _describe_pool(pool: Optional[ProcessPool]) -> Dict[str, int]:
@@ -851,37 +447,3 @@ def _describe_pool(pool: Optional[ProcessPool]) -> Dict[str, int]:
     from snailjob.processes import describe_pool
 
     return describe_pool(pool)
-
-
-def _shown(result: Any) -> Any:
-    """A failure's result as the console's result view can show it: that
-    view renders only JSON, and the server stores a string as it is, so
-    text that is not JSON goes as a JSON string.  (A success's result is sent
-    unchanged: reduce and merge stages receive it as the server stores it.)"""
-    if isinstance(result, str):
-        try:
-            json.loads(result)
-        except ValueError:
-            return dumps(result)
-    return result
-
-
-def _is_checking_sentinel(task: Task) -> bool:
-    """Whether a task is a map task's sentinel whose result makes the server
-    check its batch: one without sub-tasks of its own (a result of a task
-    with children is not checked) and not the first run of a manual retry
-    (the server answers that by retrying).  Its success is repeated until
-    the batch ends; its failure is delayed instead, since the server would
-    count each copy of a failure as a failed attempt and retry the task."""
-    ctx = task.context
-    manual_first_run = task.request.retryScene == enums.JobRetrySceneEnum.MANUAL and not task.request.retryStatus
-    return ctx.sentinel and ctx.map_items_sent == 0 and not manual_first_run
-
-
-def _changed_context(args: JobArgs) -> Optional[str]:
-    """The workflow-context keys a task changed, as the JSON text the server
-    stores, or ``None`` when it changed none."""
-    context = args.change_wf_context
-    changed = context.to_dict() if context is not None and len(context) else {}
-    return dumps(changed) if changed else None
-

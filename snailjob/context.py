@@ -19,13 +19,13 @@ from snailjob.args import JobArgs
 from snailjob.errors import NotInJobError
 from snailjob.wire.models import DispatchJobRequest
 
-UNASSIGNED_STOP = threading.Event()
-"""Placeholder stop event of a ``TaskContext`` until the dispatcher gives it
-its batch's (never set)."""
-
 
 class TaskServices(Protocol):
     """What job-side helpers need from the client that runs the task."""
+
+    @property
+    def host_id(self) -> str:
+        """The id of the node running the task."""
 
     @property
     def map_batch_size(self) -> int: ...
@@ -33,9 +33,10 @@ class TaskServices(Protocol):
     @property
     def log_identity(self) -> Dict[str, str]: ...
 
-    def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None: ...
+    def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
+        """Report sub-tasks and wait for the server's answer (``MapError`` if refused)."""
 
-    def ship_log(self, entry: Dict[str, Any]) -> None: ...
+    def queue_log(self, entry: Dict[str, Any]) -> None: ...
 
 
 @dataclass

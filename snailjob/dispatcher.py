@@ -34,30 +34,25 @@ interruption of that thread ends the worker, by SIGKILL if need be.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import ctypes
-import heapq
-import inspect
 import itertools
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
+from typing import Deque, Dict, Hashable, List, Optional, Tuple
 
-from snailjob.args import JobArgs, ParamsError, prepare_args
-from snailjob.context import TaskContext, enter, leave
 from snailjob.errors import TaskInterrupted
-from snailjob.log import exception_type, format_location, log_exception
-from snailjob.observe import FAILURE, STOPPED, SUCCESS, TaskInfo, TaskObserver, notify_finished, notify_started
-from snailjob.wire.enums import StatusEnum
-from snailjob.wire.models import DispatchJobRequest, ExecuteResult
+from snailjob.threads import LoopThread, TimerWheel
+from snailjob.work import DONE as _DONE
+from snailjob.work import QUEUED as _QUEUED
+from snailjob.work import RUNNING as _RUNNING
+from snailjob.work import STOPPED as _STOPPED
+from snailjob.work import Done, W, Work, is_async_callable
 
 logger = logging.getLogger(__name__)
-_remote = logging.getLogger("snailjob.remote")
 
-_QUEUED, _RUNNING, _DONE, _STOPPED = "queued", "running", "done", "stopped"
 _STOP_MEMORY = 4096  # stopped batches remembered for event_is_set()
 _STOPPED_EVENT = threading.Event()  # what a stopped batch that has left reports
 _STOPPED_EVENT.set()
@@ -72,130 +67,6 @@ def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
     """Set (or, with ``None``, clear) a pending async exception of a thread."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None)
-
-
-class Work:
-    """Something the dispatcher runs: a job task or a server-driven retry.
-
-    Subclasses say which batch it belongs to (``key``: work of one key shares
-    at most ``parallel`` workers, a stop event and ``stop_batch``), its
-    timeout, how to run it and how to enter its context."""
-
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.func = func
-        self.state = _QUEUED
-        self.thread_id: Optional[int] = None
-        self.interrupted = False
-        self.finished = False
-        self.is_async = False
-        self.async_task: Optional[asyncio.Task[None]] = None
-        self.timer: Optional[_TimerHandle] = None
-        self.received = time.monotonic()
-        self.received_wall = time.time()
-        self.in_process = False  # run by a worker process: never on the event loop
-        self.size = 0  # bytes of arguments it holds while it waits (SNAIL_MAX_QUEUED_BYTES)
-
-    @property
-    def key(self) -> Hashable:
-        raise NotImplementedError
-
-    @property
-    def parallel(self) -> int:
-        return 1
-
-    @property
-    def timeout(self) -> Optional[int]:
-        return None
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def set_stop_event(self, event: threading.Event) -> None:
-        raise NotImplementedError
-
-    def enter(self) -> Any:
-        """Make the work's context current; the token ``leave`` takes."""
-        raise NotImplementedError
-
-    def leave(self, token: Any) -> None:
-        raise NotImplementedError
-
-    def run(self) -> Any:
-        """Run the function; the outcome handed to ``on_outcome``.
-        ``TaskInterrupted`` must propagate."""
-        raise NotImplementedError
-
-    async def run_async(self) -> Any:
-        """``run`` for coroutine functions; cancellation must propagate."""
-        raise NotImplementedError
-
-
-class Task(Work):
-    """A dispatched job task."""
-
-    def __init__(self, request: DispatchJobRequest, func: Callable[..., Any], args: JobArgs,
-                 context: TaskContext, observers: Tuple[TaskObserver, ...] = (), pool: Any = None) -> None:
-        super().__init__(func)
-        self.request = request
-        self.args = args
-        self.context = context
-        self.observers = observers
-        self.pool = pool  # a processes.ProcessPool: the function runs in one of its workers
-        self.in_process = pool is not None
-        self.result: Optional[ExecuteResult] = None  # None until the function returned
-        self.error: Optional[BaseException] = None
-        self._observed: Optional[Tuple[TaskInfo, list, float]] = None
-        self.size = len(request.argsStr or "") + len(request.wfContext or "")
-
-    @property
-    def key(self) -> Hashable:
-        return self.request.taskBatchId
-
-    @property
-    def parallel(self) -> int:
-        return max(1, min(self.request.parallelNum or 1, 256))
-
-    @property
-    def timeout(self) -> Optional[int]:
-        return self.request.executorTimeout
-
-    def describe(self) -> str:
-        return f"task {self.request.taskId} of batch {self.request.taskBatchId}"
-
-    def set_stop_event(self, event: threading.Event) -> None:
-        self.context.stop_event = event
-
-    def enter(self) -> contextvars.Token:
-        token = enter(self.context)
-        _log_warnings(self)  # inside the task: shipped as its job log
-        if self.observers:
-            info = TaskInfo.of(self.request, self.is_async)
-            self._observed = (info, notify_started(self.observers, info), time.monotonic())
-        return token
-
-    def leave(self, token: contextvars.Token) -> None:
-        if self._observed is not None:
-            info, states, started = self._observed
-            result = self.result
-            outcome = STOPPED if result is None else SUCCESS if result.status == StatusEnum.YES else FAILURE
-            notify_finished(self.observers, states, info, outcome, time.monotonic() - started, self.error)
-        leave(token)
-
-    def run(self) -> ExecuteResult:
-        if self.pool is not None:
-            result, self.error = self.pool.run(self, self.context.services)
-            self.result = result
-            return result
-        errors: List[BaseException] = []
-        self.result = run_function(self.func, self.args, errors)
-        self.error = errors[0] if errors else None
-        return self.result
-
-    async def run_async(self) -> ExecuteResult:
-        errors: List[BaseException] = []
-        self.result = await run_coroutine(self.func, self.args, errors)
-        self.error = errors[0] if errors else None
-        return self.result
 
 
 @dataclass
@@ -219,18 +90,14 @@ class _Slot:
         self.wake = threading.Event()
 
 
-Outcome = Callable[[Work, Any], None]
-
-
 class Dispatcher:
     """Queues work per batch and runs it on the batch's worker threads.
 
-    ``on_outcome(work, outcome)`` (the value of ``work.run()``) is called (on the worker thread, never while a
-    lock is held) for every task that ends without being stopped; it must not
-    block on the network.
+    Every work that ends without being stopped has its outcome (the value
+    of ``work.run()``) handed to the ``done`` its submitter gave.
     """
 
-    def __init__(self, on_outcome: Outcome, linger: float = 1.0, interrupt_delay: float = 1.0,
+    def __init__(self, linger: float = 1.0, interrupt_delay: float = 1.0,
                  max_running: int = 0, max_queued: int = 0, refuse_when_full: bool = False,
                  max_queued_bytes: int = 0) -> None:
         """``max_running``: threads running work at once (0: no cap);
@@ -239,7 +106,6 @@ class Dispatcher:
         tasks waiting at once (0: no limit);
         ``refuse_when_full``: refuse, rather than queue, a task of a batch
         that has no thread while ``max_running`` threads are busy."""
-        self._on_outcome = on_outcome
         self._linger = linger
         self._interrupt_delay = interrupt_delay
         self._max_running = max_running
@@ -254,9 +120,9 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._batches: Dict[Hashable, _Batch] = {}
         self._stopped: OrderedDict[Hashable, None] = OrderedDict()  # ids of recently stopped batches
-        self._timers = _TimerWheel()
+        self._timers = TimerWheel()
         self._names = itertools.count(1)
-        self._loop = _LoopThread()
+        self._loop = LoopThread()
         self._idle: List[_Slot] = []  # parked worker threads
 
     # --- queries ----------------------------------------------------------
@@ -296,18 +162,20 @@ class Dispatcher:
             self._stopped.pop(key, None)
         return batch
 
-    def submit(self, task: Work) -> None:
+    def submit(self, task: W, done: Done[W]) -> None:
         """Queue a task; it starts as soon as its batch has a free worker
         (a thread for plain functions, a slot on the event loop for
         coroutine functions; each kind at most ``parallelNum`` at once) and,
-        for a thread, the cap allows.  Raises ``DispatcherFull`` (and keeps
-        nothing of the task) when it cannot be queued."""
+        for a thread, the cap allows.  ``done(task, outcome)`` is called on
+        the thread that ran it, unless it was stopped.  Raises
+        ``DispatcherFull`` (and keeps nothing of the task) when it cannot be
+        queued."""
+        task.done = done
         task.is_async = is_async_callable(task.func) and not task.in_process
         self._arm_timeout(task)  # before the task can finish, so that finishing cancels it
         if task.is_async:
             with self._lock:
                 batch = self._batch_for(task)
-                task.set_stop_event(batch.stop_event)
                 batch.tasks[id(task)] = task
             self._loop.call(self._start_async, task, batch)
             return
@@ -315,7 +183,6 @@ class Dispatcher:
             refusal = self._refusal(task)
             if refusal is None:
                 batch = self._batch_for(task)
-                task.set_stop_event(batch.stop_event)
                 batch.queue.append(task)
                 self._queued += 1
                 self._queued_bytes += task.size
@@ -401,6 +268,7 @@ class Dispatcher:
             self._remember_stopped(batch_id)
             running = []
             for task in list(batch.tasks.values()):
+                task.stop_event.set()
                 if task.state == _RUNNING:
                     running.append(task)
                 elif task.is_async:
@@ -464,7 +332,7 @@ class Dispatcher:
             time.sleep(0.02)
 
     def use_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run coroutine executors on ``loop`` from now on (see ``_LoopThread.adopt``)."""
+        """Run coroutine executors on ``loop`` from now on (see ``LoopThread.adopt``)."""
         self._loop.adopt(loop)
 
     def close(self) -> None:
@@ -496,7 +364,7 @@ class Dispatcher:
                     if task.state != _RUNNING:
                         return
                     task.state = _DONE
-                self._on_outcome(task, outcome)
+                _hand_back(task, outcome)
         except asyncio.CancelledError:
             pass  # stopped or timed out: no report
         except Exception:
@@ -604,12 +472,13 @@ class Dispatcher:
             if task.state != _RUNNING:
                 return  # stopped while finishing: no report
             task.state = _DONE
-        self._on_outcome(task, outcome)
+        _hand_back(task, outcome)
 
 
-def _log_warnings(task: Task) -> None:
-    for warning in task.context.extra.get("warnings", ()):
-        _remote.warning("%s", warning)
+def _hand_back(task: Work, outcome: object) -> None:
+    """Give a finished work's outcome to its submitter's handler."""
+    assert task.done is not None
+    task.done(task, outcome)
 
 
 def _cancel(task: Work) -> None:
@@ -617,180 +486,4 @@ def _cancel(task: Work) -> None:
         task.async_task.cancel()
 
 
-def is_async_callable(func: Callable[..., Any]) -> bool:
-    """True for ``async def`` functions (and objects with an async ``__call__``)."""
-    if inspect.iscoroutinefunction(func):
-        return True
-    method = None if inspect.isroutine(func) else vars(type(func)).get("__call__")
-    return method is not None and inspect.iscoroutinefunction(method)
-
-
-def _failure(exc: BaseException) -> ExecuteResult:
-    """The outcome of an executor that raised.  The message (what alarms
-    show) is ``Type: message``; the result is an object, which the console's
-    result view shows (it renders only JSON): the exception's type, its
-    message and where in the user's code it came from."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    result = {"exception": exception_type(exc), "message": str(exc)}
-    if isinstance(exc, ParamsError):
-        text = str(exc)
-        _remote.error("%s", text)
-    else:
-        where = log_exception(_remote, "executor raised %s", text, exc=exc)
-        if where is not None:
-            result["location"] = format_location(*where)
-    return ExecuteResult.failure(result=result, message=text)
-
-
-def _success(value: Any) -> ExecuteResult:
-    return value if isinstance(value, ExecuteResult) else ExecuteResult.success(value)
-
-
-def run_function(func: Callable[..., Any], args: JobArgs,
-                 errors: Optional[List[BaseException]] = None) -> ExecuteResult:
-    """Call an executor and turn what it did into an ``ExecuteResult``:
-    an ``ExecuteResult`` as given, ``None`` or any other value as success
-    (the value is the result), an exception as failure with its text (and
-    appended to ``errors``).  Declared parameter types are applied first
-    (``ParamsError`` = failure)."""
-    try:
-        value = func(prepare_args(func, args))
-    except TaskInterrupted:
-        raise
-    except BaseException as exc:  # SystemExit in a job must not end the worker
-        if errors is not None:
-            errors.append(exc)
-        return _failure(exc)
-    return _success(value)
-
-
-async def run_coroutine(func: Callable[..., Any], args: JobArgs,
-                        errors: Optional[List[BaseException]] = None) -> ExecuteResult:
-    """``run_function`` for coroutine functions; cancellation propagates."""
-    try:
-        value = await func(prepare_args(func, args))
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
-        if errors is not None:
-            errors.append(exc)
-        return _failure(exc)
-    return _success(value)
-
-
-class _LoopThread:
-    """The event loop that runs coroutine executors: one thread, started on
-    first use.  Coroutines share it, so a coroutine that blocks (a sync
-    ``time.sleep``, a CPU-bound loop) delays every other coroutine."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-        self._external = False
-
-    def adopt(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run coroutines on ``loop`` (running in another thread, e.g. a web
-        app's) instead of a loop of our own; it is never stopped here."""
-        with self._lock:
-            if self._loop is not None and not self._external:
-                raise RuntimeError("coroutine executors already run on the client's own event loop")
-            self._loop, self._external = loop, True
-
-    def call(self, fn: Callable[..., None], *args: Any) -> None:
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, name="snailjob-asyncio",
-                                                daemon=True)
-                self._thread.start()
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def close(self) -> None:
-        with self._lock:
-            loop, thread, self._loop = self._loop, self._thread, None
-            external, self._external = self._external, False
-        if loop is None or thread is None or external:
-            return
-
-        async def _shutdown() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            loop.stop()
-
-        loop.call_soon_threadsafe(lambda: loop.create_task(_shutdown()))
-        thread.join(timeout=5)
-        if not thread.is_alive():
-            loop.close()
-
-
-def _nothing() -> None:
-    pass
-
-
-@dataclass(order=True)
-class _TimerHandle:
-    when: float
-    seq: int
-    callback: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.callback = _nothing  # release the task it refers to now, not at its deadline
-
-
-class _TimerWheel:
-    """One thread running callbacks at monotonic deadlines (started lazily)."""
-
-    def __init__(self) -> None:
-        self._heap: List[_TimerHandle] = []
-        self._cond = threading.Condition()
-        self._seq = itertools.count()
-        self._thread: Optional[threading.Thread] = None
-        self._closed = False
-
-    def schedule(self, when: float, callback: Callable[[], None]) -> _TimerHandle:
-        handle = _TimerHandle(when, next(self._seq), callback)
-        with self._cond:
-            if len(self._heap) > 1024 and handle.seq % 1024 == 0:
-                # drop cancelled handles so long timeouts do not pile up
-                self._heap = [h for h in self._heap if not h.cancelled]
-                heapq.heapify(self._heap)
-            heapq.heappush(self._heap, handle)
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name="snailjob-timeouts", daemon=True)
-                self._thread.start()
-            if self._heap[0] is handle:  # only an earlier deadline needs the thread awake
-                self._cond.notify()
-        return handle
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    while self._heap and self._heap[0].cancelled:
-                        heapq.heappop(self._heap)
-                    now = time.monotonic()
-                    if self._heap and self._heap[0].when <= now:
-                        handle = heapq.heappop(self._heap)
-                        break
-                    # bounded wait: a far deadline must not overflow the lock's timeout
-                    self._cond.wait(min(self._heap[0].when - now, 3600.0) if self._heap else None)
-            try:
-                handle.callback()
-            except Exception:
-                logger.exception("timeout callback failed")
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._heap.clear()
-            self._cond.notify_all()
-
-
-__all__: Tuple[str, ...] = ("Dispatcher", "DispatcherFull", "Task", "Work", "run_function")
+__all__: Tuple[str, ...] = ("Dispatcher", "DispatcherFull")

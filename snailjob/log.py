@@ -243,13 +243,13 @@ class RemoteLogHandler(logging.Handler):
             if ctx is not None:
                 setattr(record, _SHIPPED, True)
                 services = ctx.services
-                services.ship_log(build_entry(record, services.log_identity, ctx.job_id,
+                services.queue_log(build_entry(record, services.log_identity, ctx.job_id,
                                               ctx.task_batch_id, ctx.task_id))
                 return
             retry = current_retry_or_none()
             if retry is not None:
                 setattr(record, _SHIPPED, True)
-                retry.services.ship_log(build_retry_entry(record, retry.services.log_identity,
+                retry.services.queue_log(build_retry_entry(record, retry.services.log_identity,
                                                           retry.retry_id, retry.retry_task_id))
         except Exception:
             pass  # logging must never raise into the job

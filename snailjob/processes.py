@@ -186,7 +186,8 @@ class _Worker:
 
     def execute(self, task: Any, services: Any, pool: ProcessPool) -> Tuple[ExecuteResult, Optional[BaseException]]:
         request: DispatchJobRequest = task.request
-        info = {"map_batch_size": services.map_batch_size, "log_identity": dict(services.log_identity),
+        info = {"host_id": services.host_id, "map_batch_size": services.map_batch_size,
+                "log_identity": dict(services.log_identity),
                 "map_items_sent": task.context.map_items_sent}
         try:
             payload = pickle.dumps(("run", task.func, request.model_dump(), info))
@@ -220,7 +221,7 @@ class _Worker:
                 continue
             kind = message[0]
             if kind == "log":
-                services.ship_log(message[1])
+                services.queue_log(message[1])
             elif kind == "map":
                 self._send(("map_reply", _report_map(services, task.context, message[1], message[2])))
             elif kind == "result":
@@ -314,6 +315,10 @@ class _WorkerServices:
         self._info = info
 
     @property
+    def host_id(self) -> str:
+        return str(self._info["host_id"])
+
+    @property
     def map_batch_size(self) -> int:
         return int(self._info["map_batch_size"])
 
@@ -321,7 +326,7 @@ class _WorkerServices:
     def log_identity(self) -> Dict[str, str]:
         return dict(self._info["log_identity"])
 
-    def ship_log(self, entry: Dict[str, Any]) -> None:
+    def queue_log(self, entry: Dict[str, Any]) -> None:
         self._link.send(("log", entry))
 
     def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
@@ -390,7 +395,7 @@ def worker_main(conn: Any, memory_limit_mb: Optional[int], log_level: str) -> No
 
 
 def _run_one(link: _Link, func: Callable[..., Any], raw: Dict[str, Any], info: Dict[str, Any]) -> None:
-    from snailjob.dispatcher import is_async_callable, run_coroutine, run_function
+    from snailjob.work import is_async_callable, run_coroutine, run_function
 
     request = DispatchJobRequest.model_validate(raw)
     args, _warnings, sentinel = build_args(request)  # the client logged the warnings

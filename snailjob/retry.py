@@ -73,13 +73,13 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from snailjob.context import RetryContext, current_task_or_none, enter_retry, leave_retry
-from snailjob.dispatcher import Work
 from snailjob.errors import RetryDefinitionError, RetrySerializationError, SnailJobError, TaskInterrupted
 from snailjob.log import log_exception
 from snailjob.retry_registry import RetryRegistry
 from snailjob.wire.codec import clean, dumps, location, short, too_deep
 from snailjob.wire.enums import RetryTaskStatusEnum
 from snailjob.wire.models import RetryTaskRequest
+from snailjob.work import Work
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -152,7 +152,7 @@ class RetryCall:
 class RetrySink(Protocol):
     """Where reports go: a running client (set by the client at start)."""
 
-    def report_retry(self, request: RetryTaskRequest) -> None: ...
+    def queue_retry_report(self, request: RetryTaskRequest) -> None: ...
 
 
 _in_retry: contextvars.ContextVar[bool] = contextvars.ContextVar("snailjob_in_retry", default=False)
@@ -353,7 +353,7 @@ class Retryable(Generic[P, R]):
             raise SnailJobError(
                 f"no running SnailJob client has retryable {self.executor_name} (scene {self.scene}); "
                 "register it (Client(executors=[...]) or ExecutorManager.register) and start the client")
-        sink.report_retry(request)
+        sink.queue_retry_report(request)
         logger.info("handed %s (scene %s, idempotent id %s) to the server",
                     self.executor_name, self.scene, request.idempotentId)
         return request.idempotentId
@@ -726,8 +726,9 @@ class RetryWork(Work):
         c = self.context
         return f"{c.kind} {c.retry_task_id} of scene {c.scene} ({c.executor_name})"
 
-    def set_stop_event(self, event: threading.Event) -> None:
-        self.context.stop_event = event
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.context.stop_event
 
     def enter(self) -> Tuple[contextvars.Token, contextvars.Token]:
         return enter_retry(self.context), _in_retry.set(True)

@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, Optional, Protocol, Tuple, Union
 
 from pydantic import ValidationError
 
-from snailjob.context import UNASSIGNED_STOP, RetryContext, TaskServices
-from snailjob.dispatcher import Dispatcher, DispatcherFull, Work
+from snailjob.context import RetryContext, TaskServices
+from snailjob.dispatcher import Dispatcher, DispatcherFull
 from snailjob.errors import RetrySerializationError, SnailJobError
 from snailjob.retry import SERIALIZER_NAME, Retryable, RetryCall, RetryOutcome, RetryRegistry, RetryWork, StopRetry
 from snailjob.settings import Settings
@@ -39,30 +39,29 @@ from snailjob.wire.models import (
     RetryCallbackRequest,
     StopRetryRequest,
 )
+from snailjob.work import Work
 
 logger = logging.getLogger(__name__)
 
 _STOPPED_MEMORY = 4096  # retries a StopRetry ended, remembered to answer their later replays
 
 
-class EndpointHost(TaskServices, Protocol):
-    """What the endpoint needs from its client."""
+class EndpointReports(TaskServices, Protocol):
+    """What the endpoint needs of its node's reports (``reporting.Reports``)."""
 
-    @property
-    def accepting(self) -> bool: ...
+    def queue_result(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str) -> None: ...
 
-    def put_report(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str) -> None: ...
-
-    def discard_reports(self, key: Any) -> None: ...
+    def discard_results(self, key: Any) -> None: ...
 
 
 class RetryEndpoint:
     def __init__(self, registry: RetryRegistry, dispatcher: Dispatcher, settings: Settings,
-                 host: EndpointHost) -> None:
+                 reports: EndpointReports, accepting: Callable[[], bool]) -> None:
         self.registry = registry
         self._dispatcher = dispatcher
         self._settings = settings
-        self._host = host
+        self._reports = reports
+        self._accepting = accepting
         self._lock = threading.Lock()
         self._stopped: OrderedDict[int, str] = OrderedDict()  # retryId -> the StopRetry text
         self.handlers: Dict[str, Callable[[str], Reply]] = {
@@ -82,7 +81,7 @@ class RetryEndpoint:
             return accepted
         request, retryable, args, kwargs = accepted
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
-                           request.retryCount or 0, "retry", UNASSIGNED_STOP, self._host)
+                           request.retryCount or 0, "retry", threading.Event(), self._reports)
         func: Callable[[], Any] = functools.partial(retryable.func, *args, **kwargs)
         with self._lock:
             stopped = self._stopped.get(request.retryId) if request.retryId is not None else None
@@ -103,13 +102,14 @@ class RetryEndpoint:
         callback = (retryable.on_success if status == enums.RetryStatusEnum.FINISH
                     else retryable.on_max_count if status == enums.RetryStatusEnum.MAX_COUNT else None)
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
-                           0, "callback", UNASSIGNED_STOP, self._host, retry_status=status)
+                           0, "callback", threading.Event(), self._reports,
+                           retry_status=status)
         func = functools.partial(callback, call) if callback is not None else _no_callback
         return self._submit(RetryWork(func, ctx, request.executorTimeout, request))
 
     def _submit(self, work: RetryWork) -> Reply:
         try:
-            self._dispatcher.submit(work)
+            self._dispatcher.submit(work, self.on_outcome)
         except DispatcherFull as exc:
             logger.warning("%s refused: %s", work.describe(), exc)
             return Reply(1, str(exc), False)
@@ -121,7 +121,7 @@ class RetryEndpoint:
             return request
         key = f"retry-{request.retryTaskId}"
         self._dispatcher.stop_batch(key, reason="stopped by the server")
-        self._host.discard_reports(key)
+        self._reports.discard_results(key)
         return Reply(1, "", True)
 
     def idempotent_id(self, body: str) -> Reply:
@@ -177,7 +177,7 @@ class RetryEndpoint:
         else:
             payload = DispatchCallbackResultRequest(taskStatus=outcome.status, **common)
             uri = enums.URI_RETRY_CALLBACK_RESULT
-        self._host.put_report(work, uri, encode_body(payload.to_wire()), work.timeout, f"{work.describe()} result")
+        self._reports.queue_result(work, uri, encode_body(payload.to_wire()), work.timeout, f"{work.describe()} result")
 
     # --- helpers ----------------------------------------------------------
 
@@ -210,7 +210,7 @@ class RetryEndpoint:
         request = self._parse(model, body, what)
         if isinstance(request, Reply):
             return request
-        if not self._host.accepting:
+        if not self._accepting():
             return self._refuse("this client is shutting down")
         found = self._find(request.sceneName, request.executorName, request.serializerName)
         if isinstance(found, str):

@@ -77,13 +77,13 @@ def test_job_thread_does_not_wait_for_the_network(make_client):
 
     client, transport = make_client([fast])
     transport.responder = slow_server
-    original = client._on_outcome
+    original = client._reports.task_done
 
     def timed(task, outcome):
         original(task, outcome)
         done_at["t"] = time.monotonic()
 
-    client.dispatcher._on_outcome = timed
+    client._reports.task_done = timed
     dispatch(client.host_port, dispatch_body("fast"))
     wait_for(lambda: "t" in done_at)
     assert client.stats()["results_pending"] == 1  # queued, the job thread moved on

@@ -52,9 +52,9 @@ def test_heartbeat_survives_unexpected_errors(make_client):
 
 
 def test_registration_refused_is_retried(make_client, monkeypatch, caplog):
-    import snailjob.client
+    import snailjob.heartbeat
 
-    monkeypatch.setattr(snailjob.client, "_REGISTER_RETRY", 0.3)
+    monkeypatch.setattr(snailjob.heartbeat, "REGISTER_RETRY", 0.3)
     refusals = [2]
 
     def responder(uri, body):

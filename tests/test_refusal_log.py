@@ -5,7 +5,7 @@ per task and attempt, bounded, never for a call without the right token."""
 import json
 
 import snailjob as sj
-import snailjob.client
+import snailjob.routing
 
 from .conftest import TOKEN, dispatch, dispatch_body, wait_for
 
@@ -42,7 +42,7 @@ def test_unknown_executor_logged_in_the_tasks_log(snailjob_emulator, run_client)
     assert f"node {client.host_id}" in f["message"] and "refused this task" in f["message"]
     assert "no executor named 'ncHelo' on this client (registered: " in f["message"]
     assert "ncHello" in f["message"] and "other" in f["message"]
-    assert f["location"].startswith("snailjob.client._on_dispatch(client.py:")
+    assert f["location"].startswith("snailjob.routing.dispatch(routing.py:")
     assert int(f["time_stamp"]) == entry["realTime"]
 
 
@@ -71,11 +71,11 @@ def test_one_entry_per_task_and_attempt_and_none_without_the_token(make_client):
 
 
 def test_refusal_entries_are_capped_per_minute(make_client, monkeypatch):
-    monkeypatch.setattr(snailjob.client, "REFUSAL_LOGS_PER_MINUTE", 5)
+    monkeypatch.setattr(snailjob.routing, "REFUSAL_LOGS_PER_MINUTE", 5)
     client, transport = make_client([nc_hello])
     requests = [dispatch_body("ncHelo") for _ in range(12)]
     for request in requests:
-        client._on_dispatch(json.dumps([request]))  # as the inbound server calls it
-    assert client.refusal_logs_skipped == 7
+        client._router.dispatch(json.dumps([request]))  # as the inbound server calls it
+    assert client._router.refusal_entries.skipped == 7
     wait_for(lambda: client.stats()["logs_shipped"] == 5 and client.stats()["logs_buffered"] == 0, timeout=5)
     assert client.stats()["logs_shipped"] == 5

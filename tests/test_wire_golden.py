@@ -183,13 +183,13 @@ def test_retry_callback_stop_and_console_calls(make_client):
     assert reply.status == 1 and json.loads(reply.data) == [17, "9.50", {}]
 
 
-def test_the_direct_result_body_is_the_models(make_client):
+def test_the_direct_result_body_is_the_models():
     """Results of plain JSON data skip the model; the body must be the one the model gives."""
     from snailjob.context import TaskContext
-    from snailjob.dispatcher import Task
+    from snailjob.reporting import result_body, result_body_from_model
+    from snailjob.work import Task
     from snailjob.wire.models import ExecuteResult
 
-    client, _ = make_client()
     shapes = [
         {}, {"workflowTaskBatchId": 77, "workflowNodeId": 5}, {"retryScene": 2, "retry": True, "retryStatus": True},
         {"groupName": None}, {"taskType": 4, "mrStage": 1, "taskName": "ROOT_MAP"},
@@ -206,9 +206,9 @@ def test_the_direct_result_body_is_the_models(make_client):
                 args, _, _ = build_args(request)
                 for key, value in changes.items():
                     args.append_context(key, value)
-                task = Task(request, lambda a: None, args, TaskContext(request, args, threading.Event(), client))
-                direct = json.loads(client._result_body(task, outcome))
-                assert direct == json.loads(client._result_body_from_model(task, outcome)), (fields, outcome)
-                assert list(direct[0]) == list(json.loads(client._result_body_from_model(task, outcome))[0])
+                task = Task(request, lambda a: None, args, TaskContext(request, args, threading.Event(), None))  # type: ignore[arg-type]
+                direct = json.loads(result_body(task, outcome, "group"))
+                assert direct == json.loads(result_body_from_model(task, outcome, "group")), (fields, outcome)
+                assert list(direct[0]) == list(json.loads(result_body_from_model(task, outcome, "group"))[0])
                 checked += 1
     assert checked == len(shapes) * 2 * len(results)

@@ -33,11 +33,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from snailjob.args import declared_types
 from snailjob.client import Client
 from snailjob.compat import ExecutorManager
-from snailjob.dispatcher import is_async_callable
 from snailjob.errors import ConfigurationError, SnailJobError
 from snailjob.executors import Executor, ExecutorRegistry, MapExecutor, MapReduceExecutor
 from snailjob.retry import Retryable, RetryRegistry
 from snailjob.settings import Settings
+from snailjob.work import is_async_callable
 
 logger = logging.getLogger(__name__)
 

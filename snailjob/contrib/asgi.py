@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from typing import Any, AsyncIterator, Callable, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, Optional, Union
 
 from snailjob.client import Client
 from snailjob.context import current_task
 
-_apps: weakref.WeakKeyDictionary[Client, Any] = weakref.WeakKeyDictionary()
+_apps: Dict[str, Any] = {}  # host id of a client -> the app whose lifespan runs it
 
 ClientSource = Union[Client, Callable[[], Client]]
 
@@ -50,11 +49,15 @@ def lifespan(client: ClientSource, *, use_app_loop: bool = True,
         node = client if isinstance(client, Client) else client()
         if use_app_loop:
             node.use_event_loop(asyncio.get_running_loop())
-        _apps[node] = app
+        _apps[node.host_id] = app
         state = getattr(app, "state", None)
         if state is not None:
             state.snailjob = node
-        await asyncio.to_thread(node.start)
+        try:
+            await asyncio.to_thread(node.start)
+        except BaseException:
+            _apps.pop(node.host_id, None)
+            raise
         try:
             if then is None:
                 yield None
@@ -63,14 +66,14 @@ def lifespan(client: ClientSource, *, use_app_loop: bool = True,
                     yield inner
         finally:
             await asyncio.to_thread(node.stop)
+            _apps.pop(node.host_id, None)
 
     return manage
 
 
 def current_app() -> Any:
     """The ASGI app whose lifespan runs the client of the current job."""
-    services = current_task().services
     try:
-        return _apps[services]  # type: ignore[index]
-    except (KeyError, TypeError):
+        return _apps[current_task().services.host_id]
+    except KeyError:
         raise LookupError("this job's client was not started by snailjob.contrib.asgi.lifespan") from None
