@@ -257,7 +257,7 @@ class Client:
                                     max_pending=s.snail_result_queue_max, store=store)
         self._logs = LogShipper(self._transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
                                 s.snail_log_remote_interval, s.snail_log_remote_max_buffer)
-        self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, batch_size=50,
+        self._retry_reports = RetryReporter(self._transport, s.snail_rpc_timeout, parcel_size=50,
                                             interval=s.snail_retry_report_interval,
                                             max_buffer=s.snail_retry_report_max_buffer, store=store)
         self.bind_host = bind.host
@@ -687,8 +687,8 @@ class Client:
             expires = work.received_wall + timeout + s.snail_report_margin
         else:
             expires = time.time() + s.snail_report_retry_seconds
-        self._outbox.put(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
-                         describe=describe, repeat=repeat, delay=delay)
+        self._outbox.offer(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
+                           describe=describe, repeat=repeat, delay=delay)
 
     # --- outcomes, map reports, logs (TaskServices) ------------------------
 
