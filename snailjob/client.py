@@ -210,7 +210,7 @@ class Client:
             ResultOutbox(transport, s.snail_rpc_timeout, max_pending=s.snail_result_queue_max, store=store),
             LogShipper(transport, s.snail_rpc_timeout, s.snail_log_remote_buffer_size,
                        s.snail_log_remote_interval, s.snail_log_remote_max_buffer),
-            RetryReporter(transport, s.snail_rpc_timeout, batch_size=50, interval=s.snail_retry_report_interval,
+            RetryReporter(transport, s.snail_rpc_timeout, parcel_size=50, interval=s.snail_retry_report_interval,
                           max_buffer=s.snail_retry_report_max_buffer, store=store),
             self.host_id, self.host_ip, self.host_port)
         self._router = Router(s, self.registry, self.dispatcher, self._reports, host_id=self.host_id,

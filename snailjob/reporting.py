@@ -114,7 +114,7 @@ class Reports:
             expires = work.received_wall + timeout + s.snail_report_margin
         else:
             expires = time.time() + s.snail_report_retry_seconds
-        self.outbox.put(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
+        self.outbox.offer(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
                         describe=describe, repeat=repeat, delay=delay)
 
     def discard_results(self, key: Any) -> None:

@@ -178,8 +178,8 @@ def test_a_repeated_result_is_sent_again_until_its_batch_is_discarded():
 
     transport = _Answering()
     outbox = ResultOutbox(transport, rpc_timeout=1)
-    outbox.put(7, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
-    outbox.put(8, REPORT, "[]", expires=time.time() + 60, describe="plain")
+    outbox.offer(7, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
+    outbox.offer(8, REPORT, "[]", expires=time.time() + 60, describe="plain")
     wait_for(lambda: len(transport.times) >= 4, timeout=6)  # the two, then repeats at +1 s and +3 s
     gaps = [round(b - a, 1) for a, b in zip(transport.times[1:], transport.times[2:])]
     assert 0.9 <= transport.times[2] - transport.times[0] < 1.5 and 1.8 <= gaps[1] < 2.5, transport.times
@@ -197,11 +197,11 @@ def test_repeats_end_at_expiry_and_when_refused():
 
     transport = _Answering()
     outbox = ResultOutbox(transport, rpc_timeout=1)
-    outbox.put(7, REPORT, "[]", expires=time.time() + 2.5, describe="sentinel", repeat=True)
+    outbox.offer(7, REPORT, "[]", expires=time.time() + 2.5, describe="sentinel", repeat=True)
     time.sleep(4)
     assert len(transport.times) == 2  # at once and after 1 s; the next (at 3 s) would be past expiry
     transport.accepted = False
-    outbox.put(8, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
+    outbox.offer(8, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
     wait_for(lambda: len(transport.times) == 3)
     time.sleep(1.5)
     assert len(transport.times) == 3  # refused: no repeat
@@ -248,12 +248,12 @@ def test_calls_that_do_not_wait_are_limited_retried_and_flushed():
     transport = _AnsweringLater(failures=2)
     outbox = ResultOutbox(transport, rpc_timeout=1, max_in_flight=3)
     for n in range(20):
-        outbox.put(n, REPORT, "[]", expires=time.time() + 60, describe=f"r{n}")
+        outbox.offer(n, REPORT, "[]", expires=time.time() + 60, describe=f"r{n}")
     assert outbox.flush(10)
     assert (outbox.delivered, outbox.retries, len(transport.calls)) == (20, 2, 22)
     assert transport.most == 3
     assert [t.name for t in outbox._threads] == ["snailjob-results"]  # no blocking senders
-    outbox.put(99, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
+    outbox.offer(99, REPORT, "[]", expires=time.time() + 60, describe="sentinel", repeat=True)
     wait_for(lambda: outbox.repeated >= 1, timeout=5)  # repeats are started by the results thread
     outbox.close(1)
     assert not outbox._threads[0].is_alive()

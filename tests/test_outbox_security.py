@@ -269,7 +269,7 @@ def test_a_second_store_on_the_same_file_is_refused_and_the_first_delivers_once(
     first = ResultOutbox(down, rpc_timeout=1, store=OutboxStore(str(path)))
     first.start()
     for n in range(3):
-        first.put(n, enums.URI_REPORT_RESULT, result_body(n), time.time() + 60, f"result {n}")
+        first.offer(n, enums.URI_REPORT_RESULT, result_body(n), time.time() + 60, f"result {n}")
     wait_for(lambda: first.held()[0] == 3, what="three held results")  # tried and held
     refused(path, "another SnailJob client holds this outbox", f"{path}.lock",
             "give each client its own SNAIL_OUTBOX_PATH")

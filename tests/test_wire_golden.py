@@ -187,8 +187,8 @@ def test_the_direct_result_body_is_the_models():
     """Results of plain JSON data skip the model; the body must be the one the model gives."""
     from snailjob.context import TaskContext
     from snailjob.reporting import result_body, result_body_from_model
-    from snailjob.work import Task
     from snailjob.wire.models import ExecuteResult
+    from snailjob.work import Task
 
     shapes = [
         {}, {"workflowTaskBatchId": 77, "workflowNodeId": 5}, {"retryScene": 2, "retry": True, "retryStatus": True},

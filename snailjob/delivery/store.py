@@ -42,11 +42,11 @@ from snailjob.wire import enums
 if TYPE_CHECKING:
     import sqlite3
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("snailjob.outbox_store")  # the name its warnings have always had
 
 SETTING = "SNAIL_OUTBOX_PATH"
 
-# The only URIs kept in (and restored from) the file: those ResultOutbox.put
+# The only URIs kept in (and restored from) the file: those ResultOutbox.offer
 # is given, through Client.put_report: a task's result (client.py) and the
 # result of a retry replay or callback (retry_endpoint.py).  Map reports are
 # never queued (sent once, see call_with_retry); retry reports have their own
@@ -325,7 +325,7 @@ class OutboxStore:
 
     def add(self, batch_id: Any, uri: str, body: str, expires: float, describe: str) -> int:
         if uri not in STORED_URIS:  # it would be dropped as foreign at the next start
-            raise ValueError(f"{uri!r} is not a URI the outbox keeps; add it to outbox_store.STORED_URIS")
+            raise ValueError(f"{uri!r} is not a URI the outbox keeps; add it to snailjob.delivery.store.STORED_URIS")
         with self._lock:
             cur = self._conn.execute("INSERT INTO results (batch_id, uri, body, expires, describe) "
                                      "VALUES (?, ?, ?, ?, ?)", (batch_id, uri, body, expires, describe))

@@ -1,12 +1,7 @@
-"""Outbound queues: task results and job logs, delivered in the background
-with deadlines and bounded retries, so that job threads never wait on the
-network.
-
-``ResultOutbox`` keeps results until the server accepts them or the retry
-window (``SNAIL_REPORT_RETRY_SECONDS``) runs out; ``BatchShipper`` batches
-entries in a bounded buffer and counts what it had to drop: ``LogShipper``
-for log entries (50 entries or 5 s), ``RetryReporter`` for calls handed to
-the retry server.  ``call_with_retry`` is the synchronous form used by ``mr_do_map``.
+"""``ResultOutbox``: task results (and retry replay and callback results)
+sent in the background until the server takes them or their task's timeout
+has passed.  Apart from the shippers: results go one by one, may be delayed
+or repeated, and are dropped per task batch (``discard_batch``).
 """
 
 from __future__ import annotations
@@ -14,58 +9,22 @@ from __future__ import annotations
 import collections
 import functools
 import heapq
-import json
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from snailjob.delivery.backoff import backoff
+from snailjob.delivery.store import OutboxStore
 from snailjob.errors import TransportError
-from snailjob.outbox_store import OutboxStore
 from snailjob.transport import Reply, Transport
-from snailjob.wire import enums
-from snailjob.wire.codec import clean, encode_body
+from snailjob.wire.codec import clean
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("snailjob.delivery")  # the name its lines have always had (docs/deploying.md)
 
-_BACKOFF_FIRST = 0.2
-_BACKOFF_MAX = 5.0
 # when a sentinel's result is sent again after its delivery (seconds; the last repeats)
 REPEAT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-def backoff(attempt: int, first: float = _BACKOFF_FIRST, cap: float = _BACKOFF_MAX) -> float:
-    """Capped exponential backoff with full jitter (seconds)."""
-    return random.uniform(0.5, 1.0) * min(cap, first * (2 ** min(attempt, 16)))
-
-
-def call_with_retry(transport: Transport, uri: str, body: str, rpc_timeout: float,
-                    total: float, stop: Optional[threading.Event] = None) -> Reply:
-    """Call until the server answers (any status) or ``total`` seconds pass.
-
-    Only ``UNAVAILABLE`` errors (typically: no connection, so the request was
-    not processed) are retried, with backoff.  A deadline or any other error
-    is raised at once: the server may have acted on the request, and sending
-    it again could act twice (a map report would create its sub-tasks twice).
-    """
-    give_up = time.monotonic() + total
-    attempt = 0
-    while True:
-        try:
-            return transport.call(uri, body, rpc_timeout)
-        except TransportError as exc:
-            if exc.code != "UNAVAILABLE":
-                raise
-            attempt += 1
-            pause = backoff(attempt)
-            if time.monotonic() + pause > give_up or (stop is not None and stop.is_set()):
-                raise
-            if stop is not None:
-                stop.wait(pause)
-            else:
-                time.sleep(pause)
 
 
 @dataclass(order=True)
@@ -90,7 +49,7 @@ class _Pending:
 
 class ResultOutbox:
     """Delivers task results: with a transport that can start a call without
-    waiting (``call_async``, as ``GrpcTransport``), from the thread that puts
+    waiting (``call_async``, as ``GrpcTransport``), from the thread that offers
     the result, at most ``max_in_flight`` calls at once, with one thread for
     the results whose time has not come yet (backoff, delays, repeats);
     otherwise on ``senders`` threads making blocking calls (so at most that
@@ -100,10 +59,10 @@ class ResultOutbox:
     expiry passes (the dispatcher sets it to the task's ``executorTimeout``
     plus a margin: after that the server has recorded the task as stopped).
     At most ``max_pending`` results wait; beyond that the oldest is dropped
-    with an error log.  ``key`` is the batch id, so that ``discard_batch`` can
+    with an error log.  ``key`` is the task batch id, so that ``discard_batch`` can
     drop undelivered results of a stopped batch.
 
-    A result put with ``repeat=True`` is sent again after each delivery
+    A result offered with ``repeat=True`` is sent again after each delivery
     (``REPEAT_DELAYS``) until it expires or its batch is discarded; repeats
     are kept in memory only and neither ``pending`` nor ``flush`` waits for them.
     """
@@ -176,11 +135,11 @@ class ResultOutbox:
         if self.restored:
             logger.info("restored %d undelivered result(s) from %s", self.restored, store.path)
 
-    def put(self, key: Any, uri: str, body: str, expires: float, describe: str = "",
-            repeat: bool = False, delay: float = 0.0) -> None:
+    def offer(self, key: Any, uri: str, body: str, expires: float, describe: str = "",
+              repeat: bool = False, delay: float = 0.0) -> None:
         """Queue a result; ``expires`` is the wall-clock time to give up (and,
         with ``repeat``, to stop sending it again); ``delay`` seconds before
-        it is first sent."""
+        it is first sent.  Never refused: when full, the oldest is dropped."""
         row = self._store.add(key, uri, body, expires, describe) if self._store is not None else None
         self._enqueue(_Pending(time.monotonic() + delay, 0, key, uri, body, expires, describe=describe, row=row,
                                repeats=0 if repeat else None))
@@ -438,279 +397,3 @@ class ResultOutbox:
         self._seq += 1
         heapq.heappush(self._repeats, _Pending(time.monotonic() + delay, self._seq, item.key, item.uri, item.body,
                                                item.expires, describe=item.describe, repeats=item.repeats + 1))
-
-
-class BatchShipper:
-    """Buffers entries and ships them in batches on its own thread
-    (``batch_size`` entries or every ``interval`` seconds).
-
-    ``offer`` never blocks and does no I/O.  The buffer holds at most
-    ``max_buffer`` entries; beyond that the oldest are dropped and counted,
-    and the count is logged once the server accepts entries again.  A batch
-    that cannot be sent (no connection) goes back to the buffer and is
-    retried with backoff; one the server refuses is dropped and counted.
-    """
-
-    uri = ""
-    what = "entries"
-    thread_name = "snailjob-batches"
-
-    def __init__(self, transport: Transport, rpc_timeout: float, batch_size: int = 50,
-                 interval: float = 5.0, max_buffer: int = 10000) -> None:
-        self._transport = transport
-        self._rpc_timeout = rpc_timeout
-        self.batch_size = batch_size
-        self.interval = interval
-        self._buffer: Deque[Dict[str, Any]] = collections.deque(maxlen=max_buffer)
-        self._cond = threading.Condition()
-        self._closed = False
-        self._first_at: Optional[float] = None
-        self._thread: Optional[threading.Thread] = None
-        self._sending = 0
-        self.dropped = 0
-        self._dropped_reported = 0
-        self.shipped = 0
-        self.refused = 0
-        self.batches = 0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._thread.start()
-
-    def offer(self, entry: Dict[str, Any]) -> bool:
-        """Queue ``entry``; False once closed (the entry is not taken)."""
-        with self._cond:
-            if self._closed:
-                return False
-            if len(self._buffer) == self._buffer.maxlen:
-                self.dropped += 1
-                self.forget([self._buffer[0]])
-            self._buffer.append(entry)
-            if self._first_at is None:
-                self._first_at = time.monotonic()
-            if len(self._buffer) >= self.batch_size:
-                self._cond.notify()
-            return True
-
-    def buffered(self) -> int:
-        with self._cond:
-            return len(self._buffer) + self._sending
-
-    def flush(self, timeout: float) -> bool:
-        """Send what is buffered now; wait up to ``timeout`` seconds for it."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            if self._buffer:
-                self._first_at = time.monotonic() - self.interval  # due now
-                self._cond.notify_all()
-            while self._buffer or self._sending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
-        return True
-
-    def _take(self, force: bool) -> List[Dict[str, Any]]:
-        """A batch to send now, or [] (caller holds the lock)."""
-        if not self._buffer:
-            return []
-        due = self._first_at is not None and time.monotonic() - self._first_at >= self.interval
-        if not (force or due or len(self._buffer) >= self.batch_size):
-            return []
-        n = min(self.batch_size, len(self._buffer))
-        batch = [self._buffer.popleft() for _ in range(n)]
-        self._first_at = time.monotonic() if self._buffer else None
-        self._sending = len(batch)
-        return batch
-
-    def _run(self) -> None:
-        attempt = 0
-        while True:
-            with self._cond:
-                batch = self._take(force=self._closed)
-                while not batch:
-                    if self._closed:
-                        return
-                    wait = self.interval
-                    if self._first_at is not None:
-                        wait = max(0.001, self._first_at + self.interval - time.monotonic())
-                    self._cond.wait(wait)
-                    batch = self._take(force=self._closed)
-            unsent = self._send_all(batch)
-            if not unsent:
-                attempt = 0
-                continue
-            attempt += 1
-            with self._cond:
-                if self._closed:
-                    self.dropped += len(unsent)
-                    self._sending = 0
-                    self._cond.notify_all()
-                    logger.error("%d %s not delivered before shutdown%s", len(unsent), self.what, self.kept_note())
-                    continue
-                self._requeue(unsent)
-                self._cond.wait(backoff(attempt))
-
-    def _requeue(self, batch: List[Dict[str, Any]]) -> None:
-        room = (self._buffer.maxlen or 0) - len(self._buffer)
-        keep = batch[-room:] if room > 0 else []
-        self.dropped += len(batch) - len(keep)
-        self.forget(batch[:len(batch) - len(keep)])
-        self._buffer.extendleft(reversed(keep))
-        self._first_at = self._first_at or time.monotonic()
-        self._sending = 0
-
-    def split(self, batch: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
-        """The calls one batch is sent in (one by default)."""
-        return [batch]
-
-    def _send_all(self, batch: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """Send ``batch``; what could not be sent (to retry)."""
-        unsent: List[Dict[str, Any]] = []
-        for part in self.split(batch):
-            if unsent or not self._send(part):
-                unsent.extend(part)
-        lost = 0
-        with self._cond:
-            if not unsent:
-                self._sending = 0
-                lost = self.dropped - self._dropped_reported
-                self._dropped_reported = self.dropped
-            self._cond.notify_all()
-        if lost:
-            logger.warning("%d %s were dropped while the server could not take them", lost, self.what)
-        return unsent
-
-    def _send(self, part: List[Dict[str, Any]]) -> bool:
-        """One call; False when it should be retried."""
-        try:
-            reply = self._transport.call(self.uri, encode_body(part), self._rpc_timeout)
-        except TransportError as exc:
-            logger.debug("sending %s failed: %s", self.what, clean(str(exc)))
-            return False
-        except Exception:
-            logger.exception("sending %s failed", self.what)
-            return False
-        with self._cond:
-            self.batches += 1
-            accepted = self.accepted(reply)
-            if accepted:
-                self.shipped += len(part)
-            else:
-                self.refused += len(part)
-        if not accepted:
-            self.on_refused(part, reply)
-        self.forget(part)
-        return True
-
-    def forget(self, entries: List[Dict[str, Any]]) -> None:
-        """``entries`` are done with (delivered, refused or dropped)."""
-
-    def kept_note(self) -> str:
-        """Where undelivered entries stay after shutdown, for the error log."""
-        return ""
-
-    def accepted(self, reply: Reply) -> bool:
-        return reply.ok
-
-    def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
-        logger.warning("server refused %d %s: %s", len(part), self.what, clean(reply.message))
-
-    def close(self, timeout: float) -> None:
-        """Ship what is buffered (up to ``timeout`` seconds), then stop."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-
-class LogShipper(BatchShipper):
-    """Job and retry log entries for ``/batch/server/report/log``.  The
-    sending thread starts with the client, not with the first entry: that
-    entry is often logged by a job at the moment it is stopped, and a thread
-    start inside a job can be cut short by the job's interruption."""
-
-    uri = enums.URI_REPORT_LOG
-    what = "log entries"
-    thread_name = "snailjob-logs"
-
-    def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
-        with self._cond:
-            self.dropped += len(part)
-        super().on_refused(part, reply)
-
-
-class RetryReporter(BatchShipper):
-    """Calls handed to the server for ``/batch/report``, one call per scene
-    (the server refuses a whole batch when one scene is unknown).  A report
-    is kept and re-sent until the server answers; one it refuses (unknown
-    scene, group without automatic scene creation) is logged with the
-    server's reason and not sent again.  With a ``store`` (``SNAIL_OUTBOX_PATH``)
-    every report is written to the file when queued and deleted when done
-    with, so reports not yet accepted survive a restart or a killed process."""
-
-    uri = enums.URI_RETRY_REPORT
-    what = "retry reports"
-    thread_name = "snailjob-retry-reports"
-
-    def __init__(self, transport: Transport, rpc_timeout: float, batch_size: int = 50,
-                 interval: float = 1.0, max_buffer: int = 10000, store: Optional[OutboxStore] = None) -> None:
-        super().__init__(transport, rpc_timeout, batch_size, interval, max_buffer)
-        self._store = store
-        self._rows: Dict[int, int] = {}  # id(entry) -> row in the store
-        self.restored = 0
-
-    def start(self) -> None:
-        """Restore reports kept in the store; the sending thread starts with
-        the first report, so a client without retries runs no extra thread."""
-        if self._store is not None:
-            for row, text in self._store.load_reports():
-                entry = json.loads(text)
-                self._rows[id(entry)] = row
-                self._queue(entry)
-                self.restored += 1
-            if self.restored:
-                logger.info("restored %d undelivered retry report(s) from %s", self.restored, self._store.path)
-
-    def offer(self, entry: Dict[str, Any]) -> bool:
-        if self._store is not None:
-            with self._cond:
-                if self._closed:
-                    return False
-            self._rows[id(entry)] = self._store.add_report(json.dumps(entry))
-        return self._queue(entry)
-
-    def _queue(self, entry: Dict[str, Any]) -> bool:
-        with self._cond:
-            if self._thread is None and not self._closed:
-                super().start()
-        return super().offer(entry)
-
-    def kept_note(self) -> str:
-        return f"; kept in {self._store.path}" if self._store is not None else ""
-
-    def forget(self, entries: List[Dict[str, Any]]) -> None:
-        if self._store is None:
-            return
-        rows = [r for r in (self._rows.pop(id(e), None) for e in entries) if r is not None]
-        if rows:
-            try:
-                self._store.remove_reports(rows)
-            except Exception:  # sqlite3.Error: the report was handled, the file is stale
-                logger.exception("could not update the outbox file")
-
-    def split(self, batch: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
-        scenes: Dict[Any, List[Dict[str, Any]]] = {}
-        for entry in batch:
-            scenes.setdefault(entry.get("sceneName"), []).append(entry)
-        return list(scenes.values())
-
-    def accepted(self, reply: Reply) -> bool:
-        return reply.accepted
-
-    def on_refused(self, part: List[Dict[str, Any]], reply: Reply) -> None:
-        ids = ", ".join(str(e.get("idempotentId")) for e in part[:5])
-        logger.error("server refused %d retry report(s) of scene %s (idempotent ids %s%s): %s",
-                     len(part), part[0].get("sceneName"), ids, "..." if len(part) > 5 else "",
-                     clean(reply.message) or "no reason given")
