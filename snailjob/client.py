@@ -49,8 +49,9 @@ from snailjob.wire.models import (
 
 if TYPE_CHECKING:  # loaded on first use: worker processes, the retry feature
     from snailjob.processes import ProcessPool
-    from snailjob.retry import Retryable, RetryWork
+    from snailjob.retry import Retryable
     from snailjob.retry_endpoint import RetryEndpoint
+    from snailjob.retry_work import RetryWork
     from snailjob.wire.models import RetryTaskRequest
 
 logger = logging.getLogger(__name__)
