@@ -11,13 +11,12 @@ call back to a client of the group (``/retry/dispatch/v1``) with its own
 backoff until it succeeds or reaches the scene's maximum count, and calls
 the completion callback (``/retry/callback/v1``) when the scene has one.
 
-Arguments travel as a JSON array with one element per parameter of the
-function, in declaration order (the format SnailJob's ``jackson``
-serializer uses, hence that serializer name): ``*args`` as a nested array,
-``**kwargs`` as a nested object.  Values are converted with pydantic
-(dataclasses, pydantic models, dates, decimals, UUIDs...); on a replay,
-annotated parameters are converted back to their declared type, others
-stay plain JSON values.
+This module is the feature's public face: the decorator, ``Retryable`` and
+its local attempts, the enums and ``StopRetry``.  The argument codec and the
+server's limits are in ``snailjob.retry_args``; server replays and callbacks
+run on the dispatcher as ``RetryWork`` (``snailjob.retry_work``, above this
+module); ``RetryRegistry`` (``snailjob.retry_registry``, below it, importing
+nothing of the feature) holds the functions a client serves.
 
 Limits, stated plainly:
 
@@ -40,46 +39,31 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import inspect
-import json
 import logging
 import random
 import sys
-import threading
 import time
 import weakref
 from dataclasses import dataclass
 from enum import Enum
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Generic,
-    Hashable,
-    Iterable,
-    List,
-    Optional,
-    Protocol,
-    Tuple,
-    Type,
-    TypeVar,
-    Union,
-    cast,
-    get_type_hints,
+from typing import Any, Callable, Dict, Generic, Iterable, Optional, Tuple, Type, TypeVar, Union
+
+from snailjob import retry_args
+from snailjob.context import current_task_or_none
+from snailjob.errors import RetryDefinitionError, SnailJobError
+from snailjob.retry_args import (  # noqa: F401  (re-exported: snailjob.retry names them as before)
+    MAX_ARGS_DEPTH,
+    MAX_BIZ_NO,
+    MAX_EXECUTOR_NAME,
+    MAX_IDEMPOTENT_ID,
+    MAX_NUMBER_DIGITS,
+    MAX_SCENE,
+    SERIALIZER_NAME,
+    default_idempotent_id,
 )
-
-from pydantic import TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError, to_jsonable_python
-
-from snailjob.context import RetryContext, current_task_or_none, enter_retry, leave_retry
-from snailjob.errors import RetryDefinitionError, RetrySerializationError, SnailJobError, TaskInterrupted
-from snailjob.log import log_exception
-from snailjob.retry_registry import RetryRegistry
-from snailjob.wire.codec import clean, dumps, location, short, too_deep
-from snailjob.wire.enums import RetryTaskStatusEnum
+from snailjob.retry_registry import RetryableBase, RetryRegistry, RetrySink
 from snailjob.wire.models import RetryTaskRequest
-from snailjob.work import Work
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -87,24 +71,9 @@ else:  # pragma: no cover
     from typing_extensions import ParamSpec
 
 logger = logging.getLogger(__name__)
-_remote = logging.getLogger("snailjob.remote")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-SERIALIZER_NAME = "jackson"
-"""``serializerName`` of every report: the argument format is that of
-SnailJob's ``jackson`` serializer (a JSON array, one element per parameter)."""
-
-MAX_SCENE = 64
-MAX_IDEMPOTENT_ID = 64
-MAX_BIZ_NO = 64
-MAX_EXECUTOR_NAME = 512
-MAX_ARGS_DEPTH = 200
-"""Deepest nesting of arrays/objects accepted in a replay's ``argsStr``."""
-MAX_NUMBER_DIGITS = 4300
-"""Longest number accepted in a replay's ``argsStr`` (Python's own limit for
-converting text to ``int``)."""
 
 
 class RetryStrategy(str, Enum):
@@ -149,12 +118,6 @@ class RetryCall:
     """1 FINISH (the call finally succeeded) or 2 MAX_COUNT (gave up)."""
 
 
-class RetrySink(Protocol):
-    """Where reports go: a running client (set by the client at start)."""
-
-    def queue_retry_report(self, request: RetryTaskRequest) -> None: ...
-
-
 _in_retry: contextvars.ContextVar[bool] = contextvars.ContextVar("snailjob_in_retry", default=False)
 
 
@@ -164,17 +127,7 @@ def in_retry() -> bool:
     return _in_retry.get()
 
 
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-def default_idempotent_id(scene: str, executor_name: str, args_str: str) -> str:
-    """The default idempotent id: MD5 (hex) of ``scene_executorName_argsStr``;
-    stable across processes and Python versions."""
-    return _md5(f"{scene}_{executor_name}_{args_str}")
-
-
-class Retryable(Generic[P, R]):
+class Retryable(RetryableBase, Generic[P, R]):
     """A function decorated with ``@retryable``.  Call it like the function;
     ``report(*args, **kwargs)`` hands a call to the server without running
     it.  Register it with a client (``Client(executors=[...])`` or
@@ -197,9 +150,7 @@ class Retryable(Generic[P, R]):
         if not callable(func):
             raise RetryDefinitionError("@retryable must decorate a function")
         self.func = func
-        self.scene = _check_text(scene, "scene", MAX_SCENE)
-        self.executor_name = _check_text(executor_name or _qualified_name(func), "executor name",
-                                         MAX_EXECUTOR_NAME)
+        self.scene, self.executor_name = retry_args.wire_names(scene, executor_name, func)
         self.include = _exception_types(include, "include")
         self.exclude = _exception_types(exclude, "exclude")
         try:
@@ -223,12 +174,11 @@ class Retryable(Generic[P, R]):
         self.fallback = fallback
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
-        self._check_parameters()
-        self._adapter_cache: Optional[Dict[str, TypeAdapter[Any]]] = None
-        try:
-            self._adapter_cache = self._parameter_adapters()
-        except NameError:
-            pass  # a forward reference defined later in the module: resolved on first use
+        if self.strategy is not RetryStrategy.LOCAL_ONLY:
+            retry_args.check_sendable(self.signature, scene=self.scene, executor_name=self.executor_name)
+        self._adapters = retry_args.ParameterAdapters(
+            func, self.signature, scene=self.scene, executor_name=self.executor_name,
+            local_only=self.strategy is RetryStrategy.LOCAL_ONLY)
         self._sinks: weakref.WeakSet[Any] = weakref.WeakSet()  # registries holding this
         functools.update_wrapper(self, func)
 
@@ -369,178 +319,32 @@ class Retryable(Generic[P, R]):
             serializerName=SERIALIZER_NAME)
 
     def idempotent_id_for(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], args_str: str) -> str:
-        if self.idempotent_id is None:
-            return default_idempotent_id(self.scene, self.executor_name, args_str)
-        value = self.idempotent_id(*args, **kwargs)
-        return _check_text(str(value), "idempotent id", MAX_IDEMPOTENT_ID, error=RetrySerializationError)
+        return retry_args.idempotent_id(self.idempotent_id, args, kwargs, scene=self.scene,
+                                        executor_name=self.executor_name, args_str=args_str)
 
     def biz_no_for(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> str:
-        if self.biz_no is None:
-            return ""
-        if callable(self.biz_no):
-            value = self.biz_no(*args, **kwargs)
-        else:
-            bound = self.signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            value = bound.arguments[self.biz_no]
-        text = "" if value is None else str(value)
-        if len(text) > MAX_BIZ_NO:
-            raise RetrySerializationError(f"business number of {self.executor_name} is longer than "
-                                          f"{MAX_BIZ_NO} characters ({len(text)})")
-        return text
+        return retry_args.business_number(self.biz_no, self.signature, args, kwargs,
+                                          executor_name=self.executor_name)
 
     # --- arguments ----------------------------------------------------------
 
     def encode_args(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> str:
         """The call's ``argsStr``: a JSON array, one element per parameter."""
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise RetrySerializationError(f"{self.executor_name}: {exc}") from None
-        bound.apply_defaults()
-        values: List[Any] = []
-        for name, param in self.signature.parameters.items():
-            value = bound.arguments.get(name)
-            if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                value = list(value or ())
-            elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                value = dict(value or {})
-            try:
-                values.append(to_jsonable_python(value))
-            except (PydanticSerializationError, TypeError, ValueError) as exc:
-                raise RetrySerializationError(
-                    f"argument {name!r} of {self.executor_name} (scene {self.scene}) cannot be sent to the "
-                    f"server for a retry: {type(value).__name__} is not JSON-serializable ({exc})") from None
-        return dumps(values)
+        return retry_args.encode_args(self.signature, args, kwargs, scene=self.scene,
+                                      executor_name=self.executor_name)
 
     def decode_args(self, args_str: Optional[str]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """``argsStr`` (text from the server) back to ``(args, kwargs)``;
         annotated parameters are converted to their declared type.
 
         Raises ``RetrySerializationError`` naming the scene and what is wrong
-        with the arguments (not JSON, not an array, nested deeper than
-        ``MAX_ARGS_DEPTH``, a number longer than ``MAX_NUMBER_DIGITS``, the
-        wrong number of values, a value of the wrong type), so a bad replay
-        is refused before the function runs."""
-        where = f"scene {self.scene!r}"
-        text = args_str or "[]"
-        if too_deep(text, MAX_ARGS_DEPTH):
-            raise RetrySerializationError(f"{where}: argsStr is nested too deeply (limit {MAX_ARGS_DEPTH})")
-        try:
-            values = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
-        except _NumberTooLong as exc:
-            raise RetrySerializationError(f"{where}: argsStr holds {exc}") from None
-        except ValueError as exc:
-            raise RetrySerializationError(f"{where}: argsStr is not JSON ({exc})") from None
-        except RecursionError:  # the depth scan should have caught it
-            raise RetrySerializationError(f"{where}: argsStr is nested too deeply") from None
-        if not isinstance(values, list):
-            raise RetrySerializationError(
-                f"{where}: argsStr must be a JSON array (one value per parameter), got a JSON "
-                f"{_json_type(values)}")
-        params = list(self.signature.parameters.values())
-        least = max((i + 1 for i, p in enumerate(params) if _required(p)), default=0)
-        if not least <= len(values) <= len(params):
-            takes = f"{least}" if least == len(params) else f"{least} to {len(params)}"
-            raise RetrySerializationError(
-                f"{where}: argsStr holds {_count(len(values), 'argument')}, {self._short_name()}() takes {takes}")
-        args: List[Any] = []
-        kwargs: Dict[str, Any] = {}
-        named = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                       inspect.Parameter.KEYWORD_ONLY)}
-        try:
-            for param, value in zip(params, values):
-                if param.kind is inspect.Parameter.VAR_POSITIONAL and not isinstance(value, (list, type(None))):
-                    raise RetrySerializationError(
-                        f"{where}: argument {param.name!r} (*{param.name}) must be a JSON array or null, "
-                        f"got a JSON {_json_type(value)}")
-                if param.kind is inspect.Parameter.VAR_KEYWORD:
-                    if not isinstance(value, (dict, type(None))):
-                        raise RetrySerializationError(
-                            f"{where}: argument {param.name!r} (**{param.name}) must be a JSON object or null, "
-                            f"got a JSON {_json_type(value)}")
-                    clash = sorted(named & set(value or ()))
-                    if clash:
-                        raise RetrySerializationError(
-                            f"{where}: argument {param.name!r} (**{param.name}) repeats the parameter "
-                            f"{short(clash[0], 64)}")
-                value = self._convert(param, value, where)
-                if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                    args.extend(value or ())
-                elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                    kwargs.update(value or {})
-                elif param.kind is inspect.Parameter.KEYWORD_ONLY:
-                    kwargs[param.name] = value
-                else:
-                    args.append(value)
-        except RecursionError:
-            raise RetrySerializationError(f"{where}: argsStr is nested too deeply") from None
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:  # a case the checks above missed: still the arguments' fault
-            raise RetrySerializationError(
-                f"{where}: argsStr does not fit {self._short_name()}(): {short(str(exc), 200)}") from None
-        return tuple(args), kwargs
+        with the arguments (see ``snailjob.retry_args.decode_args``), so a bad
+        replay is refused before the function runs."""
+        return retry_args.decode_args(self.signature, args_str, self._adapters, scene=self.scene,
+                                      name=self._short_name())
 
     def _short_name(self) -> str:
         return str(getattr(self.func, "__name__", self.executor_name))
-
-    @property
-    def _adapters(self) -> Dict[str, TypeAdapter[Any]]:
-        if self._adapter_cache is None:
-            try:
-                self._adapter_cache = self._parameter_adapters()
-            except NameError as exc:
-                raise RetryDefinitionError(f"{self.executor_name}: cannot resolve a parameter annotation "
-                                           f"({exc})") from None
-        return self._adapter_cache
-
-    def _convert(self, param: inspect.Parameter, value: Any, where: str) -> Any:
-        adapter = self._adapters.get(param.name)
-        if adapter is None:
-            return value
-        try:
-            return adapter.validate_python(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            # the location may hold keys from the server's text, the message the input: quoted
-            at = location(first["loc"])
-            raise RetrySerializationError(
-                f"{where}: argument {param.name!r} of {self._short_name()}(): {clean(first['msg'], 200)}"
-                + (f" at {at}" if at else "")) from None
-
-    def _parameter_adapters(self) -> Dict[str, TypeAdapter[Any]]:
-        """A pydantic adapter per annotated parameter; an annotation pydantic
-        cannot handle is refused (for strategies that report).  ``NameError``
-        when an annotation names something not defined yet."""
-        hints = get_type_hints(self.func)
-        adapters: Dict[str, TypeAdapter[Any]] = {}
-        for name, param in self.signature.parameters.items():
-            hint = hints.get(name)
-            if hint is None or hint is Any:
-                continue
-            target: Any = hint
-            if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                target = cast(Any, Tuple)[hint, ...]
-            elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                target = cast(Any, Dict)[str, hint]
-            try:
-                adapters[name] = TypeAdapter(target)
-            except Exception as exc:
-                if self.strategy is RetryStrategy.LOCAL_ONLY:
-                    continue
-                raise RetryDefinitionError(
-                    f"@retryable({self.scene!r}) {self.executor_name}: parameter {name!r} of type "
-                    f"{getattr(hint, '__name__', hint)} cannot be sent to the server ({exc.__class__.__name__}); "
-                    "use JSON-friendly types (or a dataclass / pydantic model), or strategy=LOCAL_ONLY") from None
-        return adapters
-
-    def _check_parameters(self) -> None:
-        params = list(self.signature.parameters)
-        if self.strategy is not RetryStrategy.LOCAL_ONLY and params and params[0] in ("self", "cls"):
-            raise RetryDefinitionError(
-                f"@retryable({self.scene!r}) {self.executor_name}: remote retries replay a function call and "
-                f"cannot send {params[0]!r}; decorate a module-level function or use strategy=LOCAL_ONLY")
 
     # --- registration ----------------------------------------------------
 
@@ -623,58 +427,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class _NumberTooLong(Exception):
-    """A number in ``argsStr`` longer than ``MAX_NUMBER_DIGITS``."""
-
-
-def _bounded_int(text: str) -> int:
-    if len(text) > MAX_NUMBER_DIGITS:
-        raise _NumberTooLong(f"a number of {len(text)} digits (limit {MAX_NUMBER_DIGITS})")
-    return int(text)
-
-
-def _bounded_float(text: str) -> float:
-    if len(text) > MAX_NUMBER_DIGITS:
-        raise _NumberTooLong(f"a number of {len(text)} characters (limit {MAX_NUMBER_DIGITS})")
-    return float(text)
-
-
-def _required(param: inspect.Parameter) -> bool:
-    """A parameter a replay's ``argsStr`` must give a value for."""
-    return param.default is inspect.Parameter.empty and param.kind not in (
-        inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-def _qualified_name(func: Callable[..., Any]) -> str:
-    module = getattr(func, "__module__", None) or "?"
-    return f"{module}.{getattr(func, '__qualname__', getattr(func, '__name__', repr(func)))}"
-
-
-def _check_text(value: Any, what: str, limit: int, error: Type[SnailJobError] = RetryDefinitionError) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise error(f"{what} must be a non-blank string, got {value!r}")
-    if len(value) > limit:
-        raise error(f"{what} {value[:80]!r} is longer than the server's {limit} characters ({len(value)})")
-    return value
-
-
 def _exception_types(types: Iterable[Type[BaseException]], what: str) -> Tuple[Type[BaseException], ...]:
     result: Tuple[Any, ...] = (types,) if isinstance(types, type) else tuple(types)
     for item in result:
@@ -688,94 +440,6 @@ def exception_text(exc: BaseException, limit: int = 2000) -> str:
     text = _describe(exc)
     return text if len(text) <= limit else text[:limit] + "..."
 
-
-@dataclass(frozen=True)
-class RetryOutcome:
-    """How a server-driven run ended: ``status`` 3 SUCCESS or 4 FAIL;
-    ``stop`` when the function raised ``StopRetry``."""
-
-    status: int
-    result: Optional[str] = None
-    exception: Optional[str] = None
-    stop: bool = False
-
-
-class RetryWork(Work):
-    """A server-driven replay or completion callback, run by the dispatcher
-    on a worker thread (or the event loop for coroutines) under the key
-    ``retry-<retryTaskId>``: ``/retry/stop/v1`` and the ``executorTimeout``
-    stop it like a batch.  One attempt per dispatch: local retries and
-    reports are off during the run (the server owns the backoff)."""
-
-    def __init__(self, func: Callable[[], Any], context: RetryContext, timeout: Optional[int],
-                 request: Any) -> None:
-        super().__init__(func)
-        self.context = context
-        self.request = request
-        self._timeout = timeout
-
-    @property
-    def key(self) -> Hashable:
-        return f"retry-{self.context.retry_task_id}"
-
-    @property
-    def timeout(self) -> Optional[int]:
-        return self._timeout
-
-    def describe(self) -> str:
-        c = self.context
-        return f"{c.kind} {c.retry_task_id} of scene {c.scene} ({c.executor_name})"
-
-    @property
-    def stop_event(self) -> threading.Event:
-        return self.context.stop_event
-
-    def enter(self) -> Tuple[contextvars.Token, contextvars.Token]:
-        return enter_retry(self.context), _in_retry.set(True)
-
-    def leave(self, token: Tuple[contextvars.Token, contextvars.Token]) -> None:
-        _in_retry.reset(token[1])
-        leave_retry(token[0])
-
-    def run(self) -> RetryOutcome:
-        try:
-            return self._success(self.func())
-        except TaskInterrupted:
-            raise
-        except BaseException as exc:
-            return self._failure(exc)
-
-    async def run_async(self) -> RetryOutcome:
-        try:
-            return self._success(await self.func())
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            return self._failure(exc)
-
-    def _success(self, value: Any) -> RetryOutcome:
-        _remote.info("%s succeeded", self.describe())
-        return RetryOutcome(int(RetryTaskStatusEnum.SUCCESS), result=result_text(value))
-
-    def _failure(self, exc: BaseException) -> RetryOutcome:
-        text = exception_text(exc)
-        if isinstance(exc, StopRetry) and self.context.kind == "retry":
-            _remote.warning("%s asked to stop retrying: %s", self.describe(), text)
-            return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text, stop=True)
-        log_exception(_remote, "%s failed: %s", self.describe(), text, exc=exc)
-        return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text)
-
-
-def result_text(value: Any) -> Optional[str]:
-    """A replay's return value as the text the server stores (JSON)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    try:
-        return dumps(to_jsonable_python(value))
-    except Exception:  # not JSON: its repr, so the console shows something
-        return repr(value)[:2000]
 
 __all__ = [
     "Backoff",

@@ -18,14 +18,17 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple, Union, cast
 
 from pydantic import ValidationError
 
 from snailjob.context import RetryContext, TaskServices
 from snailjob.dispatcher import Dispatcher, DispatcherFull
 from snailjob.errors import RetrySerializationError, SnailJobError
-from snailjob.retry import SERIALIZER_NAME, Retryable, RetryCall, RetryOutcome, RetryRegistry, RetryWork, StopRetry
+from snailjob.retry import Retryable, RetryCall, StopRetry
+from snailjob.retry_args import SERIALIZER_NAME
+from snailjob.retry_registry import RetryRegistry
+from snailjob.retry_work import RetryOutcome, RetryWork
 from snailjob.settings import Settings
 from snailjob.transport import Reply
 from snailjob.wire import enums
@@ -191,7 +194,7 @@ class RetryEndpoint:
             known = ", ".join(f"{s}/{e}" for s, e in self.registry.names()) or "none"
             return (f"no retryable for scene {short(scene, 64)} and executor {short(executor_name)} "
                     f"on this client (registered: {short(known, 300)})")
-        return retryable
+        return cast("Retryable[Any, Any]", retryable)  # the registry holds only Retryables
 
     def _parse(self, model: Any, body: str, what: str) -> Any:
         """``model`` from the body, or a refusal ``Reply``."""

@@ -2,28 +2,47 @@
 
 Kept apart from ``snailjob.retry`` so that a client (and ``import
 snailjob``) can hold an empty registry without loading the retry feature;
-``snailjob.retry`` re-exports it.
+``snailjob.retry`` re-exports it.  This module imports nothing of the
+retry feature: ``RetryableBase``, defined here, is what the registry knows
+of a ``@retryable`` function (``snailjob.retry.Retryable`` subclasses it),
+so ``is_retryable`` answers without loading ``snailjob.retry``.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple
 
 from snailjob.errors import RetryDefinitionError
 
 if TYPE_CHECKING:
-    from snailjob.retry import Retryable, RetrySink
+    from snailjob.wire.models import RetryTaskRequest
+
+
+class RetrySink(Protocol):
+    """Where reports go: a running client (set by the client at start)."""
+
+    def queue_retry_report(self, request: RetryTaskRequest) -> None: ...
+
+
+class RetryableBase:
+    """What the registry needs of a ``@retryable`` function: its key and a
+    way to hand it the registry.  ``snailjob.retry.Retryable`` is the one
+    subclass; only it passes ``is_retryable``."""
+
+    scene: str
+    executor_name: str
+
+    def _attach(self, registry: RetryRegistry) -> None:
+        raise NotImplementedError
 
 
 def is_retryable(obj: object) -> bool:
     """Whether ``obj`` is a ``@retryable`` function, without importing
     ``snailjob.retry`` (none can exist before it is imported)."""
-    module = sys.modules.get("snailjob.retry")
-    return module is not None and isinstance(obj, module.Retryable)
+    return isinstance(obj, RetryableBase)
 
 
 @dataclass
@@ -31,11 +50,11 @@ class RetryRegistry:
     """Retryable functions by (scene, executor name); a running client
     attaches itself as ``sink`` so the functions can report through it."""
 
-    _entries: Dict[Tuple[str, str], Retryable[Any, Any]] = field(default_factory=dict)
+    _entries: Dict[Tuple[str, str], RetryableBase] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sink: Optional[weakref.ReferenceType[Any]] = None
 
-    def register(self, item: Retryable[Any, Any]) -> None:
+    def register(self, item: RetryableBase) -> None:
         if not is_retryable(item):
             raise RetryDefinitionError(f"{item!r} is not a @retryable function")
         key = (item.scene, item.executor_name)
@@ -47,7 +66,8 @@ class RetryRegistry:
             self._entries[key] = item
         item._attach(self)
 
-    def get(self, scene: str, executor_name: str) -> Optional[Retryable[Any, Any]]:
+    def get(self, scene: str, executor_name: str) -> Optional[RetryableBase]:
+        """The ``snailjob.retry.Retryable`` registered under the key."""
         with self._lock:
             return self._entries.get((scene, executor_name))
 

@@ -58,8 +58,8 @@ def test_execute_result_013_semantics():
 # Modules a plain job client (import, @job, client_main) must not load: they
 # belong to features it does not use and load on first use.
 NOT_FOR_A_JOB_CLIENT = [
-    "snailjob.retry", "snailjob.retry_endpoint", "snailjob.openapi", "snailjob.testing", "snailjob.ops",
-    "snailjob.cli", "snailjob.contrib", "snailjob.processes",
+    "snailjob.retry", "snailjob.retry_args", "snailjob.retry_work", "snailjob.retry_endpoint", "snailjob.openapi",
+    "snailjob.testing", "snailjob.ops", "snailjob.cli", "snailjob.contrib", "snailjob.processes",
     "pydantic_settings", "multiprocessing", "http.server", "sqlite3",
 ]
 
@@ -109,12 +109,15 @@ def test_retryable_registers_after_a_lazy_import():
     code = textwrap.dedent("""
         import sys
         import snailjob as sj
-        assert "snailjob.retry" not in sys.modules
+        from snailjob.retry_registry import is_retryable
+        assert not is_retryable(print) and not is_retryable(None)
+        assert not [m for m in sys.modules if m.startswith("snailjob.retry") and m != "snailjob.retry_registry"]
 
         @sj.retryable("scene")
         def pay(order):
             return order
 
+        assert is_retryable(pay)
         sj.ExecutorManager.register(pay)
         assert sj.ExecutorManager.retries.get("scene", pay.executor_name) is pay
         client = sj.Client(sj.Settings.load(env_file=None), executors=[pay])

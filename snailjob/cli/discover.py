@@ -182,7 +182,7 @@ def _registry_items(registry: ExecutorRegistry, retries: Optional[RetryRegistry]
             items.append(spec.source)  # type: ignore[arg-type]
     for scene, executor in (retries.names() if retries is not None else []):
         retryable = retries.get(scene, executor) if retries is not None else None
-        if retryable is not None:
+        if isinstance(retryable, Retryable):
             items.append(retryable)
     return items
 
