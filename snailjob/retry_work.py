@@ -20,12 +20,12 @@ from typing import Any, Callable, Hashable, Optional, Tuple
 from pydantic_core import to_jsonable_python
 
 from snailjob.context import RetryContext, enter_retry, leave_retry
-from snailjob.work import Work
 from snailjob.errors import TaskInterrupted
 from snailjob.log import log_exception
 from snailjob.retry import StopRetry, _in_retry, exception_text
 from snailjob.wire.codec import dumps
 from snailjob.wire.enums import RetryTaskStatusEnum
+from snailjob.work import Work
 
 _remote = logging.getLogger("snailjob.remote")
 
