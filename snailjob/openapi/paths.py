@@ -1,7 +1,7 @@
 """The OpenAPI's paths and the checks of the arguments the client sends.
 
-Split from ``client.py``; ``OpenApiClient`` and ``AsyncOpenApiClient`` use
-them, and ``snailjob.openapi`` re-exports ``default_base_url``.
+Split from ``client.py``; the client's modules (``_client.py``, ``_codec.py``,
+``_transport.py`` ...) use them, and ``snailjob.openapi`` re-exports ``default_base_url``.
 """
 
 from __future__ import annotations
