@@ -20,51 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from snailjob._version import __version__
+from snailjob.cli.options import node_options, server_options, settings_overrides
 
 __all__ = ["main", "settings_overrides"]
-
-# option dest -> Settings field
-_SETTINGS_OPTIONS = {
-    "server": "snail_server_host",
-    "group": "snail_group_name",
-    "namespace": "snail_namespace",
-    "host_port": "snail_host_port",
-    "host_ip": "snail_host_ip",
-    "health_port": "snail_health_port",
-    "log_level": "snail_log_level",
-    "openapi_url": "snail_openapi_url",
-}
-
-
-def settings_overrides(ns: argparse.Namespace) -> Dict[str, Any]:
-    """The ``Settings.load(**overrides)`` keywords given on the command line."""
-    return {field: getattr(ns, dest) for dest, field in _SETTINGS_OPTIONS.items()
-            if getattr(ns, dest, None) is not None}
-
-
-def _server_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    group = parent.add_argument_group("settings (override SNAIL_* variables and .env)")
-    group.add_argument("--server", metavar="HOST[:PORT]",
-                       help="SnailJob server(s), comma-separated (SNAIL_SERVER_HOST)")
-    group.add_argument("--group", metavar="NAME", help="group name (SNAIL_GROUP_NAME)")
-    group.add_argument("--namespace", metavar="ID", help="namespace id (SNAIL_NAMESPACE)")
-    return parent
-
-
-def _node_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    group = parent.add_argument_group("node settings")
-    group.add_argument("--host-port", type=int, metavar="PORT", help="inbound port, 0: any free one (SNAIL_HOST_PORT)")
-    group.add_argument("--host-ip", metavar="ADDRESS", help="address advertised to the server (SNAIL_HOST_IP)")
-    group.add_argument("--health-port", type=int, metavar="PORT",
-                       help="serve /livez /readyz /stats /metrics here (SNAIL_HEALTH_PORT)")
-    group.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (SNAIL_LOG_LEVEL)")
-    return parent
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -73,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 failure, 2 usage or configuration error. See docs/cli.md.")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    server, node = _server_options(), _node_options()
+    server, node = server_options(), node_options()
 
     run = commands.add_parser("run", parents=[server, node], allow_abbrev=False,
                               help="register a module's executors and serve until SIGINT/SIGTERM",

@@ -36,7 +36,7 @@ from snailjob.advice import (
     FIX_WEB_PORT,
     fix_for,
 )
-from snailjob.cli import settings_overrides
+from snailjob.cli.options import settings_overrides
 from snailjob.client import Client
 from snailjob.errors import ConfigurationError
 from snailjob.settings import Settings

@@ -23,7 +23,7 @@ import json
 import sys
 from typing import Any
 
-from snailjob.cli import settings_overrides
+from snailjob.cli.options import settings_overrides
 from snailjob.errors import ConfigurationError
 from snailjob.openapi import OpenApiClient, OpenApiError, OpenApiValidationError
 from snailjob.settings import Settings

@@ -30,8 +30,8 @@ import time
 from types import FrameType
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from snailjob.cli import settings_overrides
 from snailjob.cli.discover import DiscoveryError, UserImportError, discover, split_target
+from snailjob.cli.options import settings_overrides
 from snailjob.errors import ConfigurationError, SnailJobError, TransportError
 from snailjob.log import configure_local_logging
 from snailjob.ops.health import start_operations
