@@ -163,3 +163,55 @@ if __name__ == "__main__":
         for a, b in sorted(e for e in cycle_edges(graph) if e[0] in component):
             print(f"    {a} -> {b}")
     sys.exit(1 if cycles(without(graph, KNOWN_CYCLES)) else 0)
+
+
+# The surfaces above the client (docs/architecture.md): they use its public
+# API; nothing under them imports them, nor the client, nor the package's
+# public __init__.
+SURFACES = ("snailjob.cli", "snailjob.contrib", "snailjob.ops", "snailjob.compat", "snailjob.__main__")
+# Packages beside the job client, and what each may import from outside itself.
+BESIDE = {
+    "snailjob.wire": (),
+    "snailjob.testing": ("snailjob.wire",),
+    "snailjob.openapi": ("snailjob._version", "snailjob.errors", "snailjob.settings", "snailjob.wire.codec",
+                         "snailjob.wire.enums"),
+    "snailjob.delivery": ("snailjob.errors", "snailjob.transport", "snailjob.wire"),
+}
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def upward_imports(graph: Dict[str, Set[str]]) -> List[str]:
+    """Imports that run against the layering above, as ``a -> b`` lines."""
+    wrong = []
+    for name, targets in sorted(graph.items()):
+        surface = name == "snailjob" or any(_within(name, s) for s in SURFACES)
+        for target in sorted(targets):
+            if not surface and (target in ("snailjob", "snailjob.client")
+                                or any(_within(target, s) for s in SURFACES)):
+                wrong.append(f"{name} -> {target}")
+            for package, allowed in BESIDE.items():
+                if (_within(name, package) and not _within(target, package)
+                        and not any(_within(target, a) for a in allowed)):
+                    wrong.append(f"{name} -> {target} (outside what {package} may import)")
+    return wrong
+
+
+def test_no_import_runs_back_up():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    pkg = tmp_path / "snailjob"
+    (pkg / "wire").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from snailjob.client import Client\n")
+    (pkg / "client.py").write_text("from snailjob.dispatcher import D\n")
+    (pkg / "dispatcher.py").write_text("def f():\n    from snailjob.client import Client\n")
+    (pkg / "wire" / "__init__.py").write_text("")
+    (pkg / "wire" / "codec.py").write_text("from snailjob import errors\n")
+    (pkg / "errors.py").write_text("")
+    assert upward_imports(import_graph(pkg)) == [
+        "snailjob.dispatcher -> snailjob.client",
+        "snailjob.wire.codec -> snailjob.errors (outside what snailjob.wire may import)"]
