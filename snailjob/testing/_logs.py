@@ -2,25 +2,27 @@
 
 Job entries become the ``sj_job_log_message`` rows the server would write;
 a batch the server would drop entirely is kept as a ``DroppedLogBatch``.
+``_Logs`` needs only the state; the endpoint routes the URI to it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from snailjob.testing._base import _EmulatorBase
+from snailjob.testing._state import _State
+from snailjob.testing._support import _INT_RE, _arg0, _Failure, logger
 from snailjob.testing.records import DroppedLogBatch
-from snailjob.testing.support import _INT_RE, _arg0, _Failure, logger
 
 _MSG_LOG_OK = "Batch Log Retry Data Upload Processed Successfully"
 
 
-class _LogsMixin(_EmulatorBase):
+class _Logs:
     """The log URI and the rows it stores."""
 
-    # -- /batch/server/report/log ----------------------------------------------
+    def __init__(self, state: _State) -> None:
+        self._state = state
 
-    def _on_logs(self, args: Optional[List[Any]], headers: Dict[str, str]) -> Tuple[int, str, Any]:
+    def on_logs(self, args: Optional[List[Any]], headers: Dict[str, str]) -> Tuple[int, str, Any]:
         entries = _arg0(args)
         if not isinstance(entries, list):
             raise _Failure(f"Cannot deserialize value of type `java.util.ArrayList` from "
@@ -35,18 +37,18 @@ class _LogsMixin(_EmulatorBase):
                 job_entries.append(entry)
             elif log_type == "RETRY":
                 retry_entries.append(entry)
-        with self._cond:
+        with self._state.cond:
             if job_entries:
                 self._store_job_logs(job_entries)
             if retry_entries:  # RetryLogActor: groupingBy retryTaskId, toMap of the fields
                 reason = self._log_batch_problem(retry_entries, "retryTaskId")
                 if reason:
-                    self._dropped_logs.append(DroppedLogBatch(list(retry_entries), reason))
-                    self._problem(f"RETRY log batch of {len(retry_entries)} entries dropped by the server: "
+                    self._state.dropped_logs.append(DroppedLogBatch(list(retry_entries), reason))
+                    self._state.problem(f"RETRY log batch of {len(retry_entries)} entries dropped by the server: "
                                   f"{reason}")
                 else:
-                    self._retry_logs.extend(retry_entries)
-            self._cond.notify_all()
+                    self._state.retry_logs.extend(retry_entries)
+            self._state.cond.notify_all()
         return 1, _MSG_LOG_OK, True
 
     def _log_batch_problem(self, entries: List[Dict[str, Any]], key: str) -> Optional[str]:
@@ -73,7 +75,7 @@ class _LogsMixin(_EmulatorBase):
     def _store_job_logs(self, entries: List[Dict[str, Any]]) -> None:
         reason = self._log_batch_problem(entries, "taskId")
         if reason:
-            self._dropped_logs.append(DroppedLogBatch(list(entries), reason))
+            self._state.dropped_logs.append(DroppedLogBatch(list(entries), reason))
             logger.info("snailjob emulator dropped a log batch of %d entries: %s", len(entries), reason)
             return
         groups: Dict[Any, List[Dict[str, Any]]] = {}
@@ -81,16 +83,16 @@ class _LogsMixin(_EmulatorBase):
             fields = {f["name"]: f.get("value") for f in entry["fieldList"] if f.get("value") is not None}
             stamp = fields.get("time_stamp")
             if not isinstance(stamp, str) or not _INT_RE.fullmatch(stamp):
-                self._problem(f"log entry of task {entry.get('taskId')} has time_stamp {stamp!r}; "
+                self._state.problem(f"log entry of task {entry.get('taskId')} has time_stamp {stamp!r}; "
                               "the console's log view needs epoch ms as a decimal string")
             for name in ("namespaceId", "groupName", "jobId", "taskBatchId", "realTime"):
                 if entry.get(name) is None:
-                    self._problem(f"log entry of task {entry.get('taskId')} has no {name}")
+                    self._state.problem(f"log entry of task {entry.get('taskId')} has no {name}")
             groups.setdefault(entry["taskId"], []).append(entry)
-        self._logs.extend(entries)
+        self._state.logs.extend(entries)
         for task_id, group in groups.items():
             first = group[0]
-            self._log_rows.append({
+            self._state.log_rows.append({
                 "taskId": task_id,
                 "taskBatchId": first.get("taskBatchId"),
                 "jobId": first.get("jobId"),

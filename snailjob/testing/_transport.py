@@ -1,22 +1,25 @@
 """Client nodes and server -> client calls of the server emulator.
 
 Node liveness and lookup, the headers the server sends, the long-lived
-channels to the nodes, raw calls (``call_client``) and the worker pool every
-outbound call runs on (never under the lock).
+channels to the nodes, raw calls (``call_client``), the worker pool every
+outbound call runs on (never under the lock) and the timer that feeds it.
+Every part that reaches a node goes through ``_Transport``; it needs only
+the state.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent import futures
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 import grpc
 
-from snailjob.testing._base import _EmulatorBase
+from snailjob.testing._state import _State
+from snailjob.testing._support import _MAX_MESSAGE, _Scheduler, logger
 from snailjob.testing.batches import _Job
 from snailjob.testing.records import DEFAULT_NAMESPACE, SERVER_GROUP, ClientNode, DispatchReply, OutboundCall
-from snailjob.testing.support import _MAX_MESSAGE, logger
 from snailjob.wire import enums
 from snailjob.wire import snailjob_pb2 as pb2
 
@@ -26,18 +29,45 @@ _DISPATCH_TIMEOUT = 3.0
 _T = TypeVar("_T")
 
 
-class _TransportMixin(_EmulatorBase):
+class _Transport:
     """Nodes and the calls the emulator makes to them."""
+
+    def __init__(self, state: _State) -> None:
+        self._state = state
+
+    def open(self) -> None:
+        """Create the worker pool and start the timer (``start()``)."""
+        st = self._state
+        st.pool = futures.ThreadPoolExecutor(max_workers=max(16, st.max_workers),
+                                             thread_name_prefix="snailjob-emu-call")
+        st.scheduler = _Scheduler(self.submit, name="snailjob-emu-timer")
+        st.scheduler.start()
+
+    def close(self) -> None:
+        """Cancel pending timers, close the channels, end the pool (``stop()``)."""
+        st = self._state
+        if st.scheduler is not None:
+            st.scheduler.close()
+        with st.lock:
+            channels = list(st.channels.values())
+            st.channels.clear()
+        for channel, _ in channels:
+            try:
+                channel.close()
+            except Exception:  # pragma: no cover - best effort
+                logger.debug("closing a client channel failed", exc_info=True)
+        if st.pool is not None:
+            st.pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------
     # nodes
     # ------------------------------------------------------------------
 
-    def _expired(self, node: ClientNode) -> bool:
-        return time.monotonic() - node.last_beat_monotonic > self.node_expiry
+    def expired(self, node: ClientNode) -> bool:
+        return time.monotonic() - node.last_beat_monotonic > self._state.node_expiry
 
-    def _is_live(self, node: ClientNode) -> bool:
-        return node.registered and node.alive and not self._expired(node)
+    def is_live(self, node: ClientNode) -> bool:
+        return node.registered and node.alive and not self.expired(node)
 
     @staticmethod
     def _labels_match(node: ClientNode, labels: Dict[str, str]) -> bool:
@@ -47,27 +77,27 @@ class _TransportMixin(_EmulatorBase):
         wanted["state"] = "up"
         return all(node.labels.get(key) == value for key, value in wanted.items())
 
-    def _live_nodes(self, job: _Job) -> List[ClientNode]:
-        return [n for n in self._nodes.values()
+    def live_nodes(self, job: _Job) -> List[ClientNode]:
+        return [n for n in self._state.nodes.values()
                 if n.namespace == job.namespace and n.group == job.group
-                and self._is_live(n) and self._labels_match(n, job.labels)]
+                and self.is_live(n) and self._labels_match(n, job.labels)]
 
-    def _node_by_id(self, host_id: str, job: Optional[_Job] = None) -> Optional[ClientNode]:
-        for node in self._nodes.values():
+    def node_by_id(self, host_id: str, job: Optional[_Job] = None) -> Optional[ClientNode]:
+        for node in self._state.nodes.values():
             if node.host_id == host_id and (job is None or (node.group == job.group
                                                             and node.namespace == job.namespace)):
                 return node
         return None
 
-    def _resolve_node(self, node: Union[ClientNode, str, None]) -> ClientNode:
+    def resolve_node(self, node: Union[ClientNode, str, None]) -> ClientNode:
         if isinstance(node, ClientNode):
             return node
         if isinstance(node, str):
-            found = self._node_by_id(node)
+            found = self.node_by_id(node)
             if found is None:
                 raise LookupError(f"no node with host id {node!r}")
             return found
-        live = [n for n in self._nodes.values() if self._is_live(n)]
+        live = [n for n in self._state.nodes.values() if self.is_live(n)]
         if not live:
             raise LookupError("no live client node")
         return live[0]
@@ -77,54 +107,49 @@ class _TransportMixin(_EmulatorBase):
     # ------------------------------------------------------------------
 
     def server_headers(self, node: Optional[ClientNode] = None) -> Dict[str, str]:
-        """The headers the server sends on a server -> client call."""
-        token = self.token
+        """``ServerEmulator.server_headers`` (documented there)."""
+        token = self._state.token
         if node is not None:
-            token = self._expected_token(node.group, node.namespace) or self.token
+            token = self.expected_token(node.group, node.namespace) or self._state.token
         return {
             enums.HEADER_SERVER_TOKEN: token,
-            "host-id": self.server_host_id,
-            "host-ip": self.host,
-            "host-port": str(self.port),
+            "host-id": self._state.server_host_id,
+            "host-ip": self._state.host,
+            "host-port": str(self._state.port),
             "group-name": SERVER_GROUP,
             "namespace": DEFAULT_NAMESPACE,
-            "token": self.server_token,
+            "token": self._state.server_token,
         }
 
-    def _expected_token(self, group: str, namespace: Optional[str]) -> str:
+    def expected_token(self, group: str, namespace: Optional[str]) -> str:
         if group == SERVER_GROUP:
-            return self.server_token
-        if group == self.group and namespace == self.namespace:
-            return self.token
+            return self._state.server_token
+        if group == self._state.group and namespace == self._state.namespace:
+            return self._state.token
         return ""
 
     def call_client(self, uri: str, body: str, headers: Optional[Dict[str, str]] = None,
                     node: Union[ClientNode, str, None] = None,
                     timeout: float = 3.0) -> Tuple[int, str, str]:
-        """Make a raw server -> client call and return ``(status, message, data)``.
-
-        ``headers`` defaults to the server's headers (with the node group's
-        ``SJ-TOKEN``); ``node`` (a ``ClientNode`` or host id) defaults to the
-        first live node.  A gRPC failure raises the ``grpc.RpcError``.
-        """
-        self._require_running()
-        with self._lock:
-            target = self._resolve_node(node)
+        """``ServerEmulator.call_client`` (documented there)."""
+        self._state.require_running()
+        with self._state.lock:
+            target = self.resolve_node(node)
             hdrs = dict(headers) if headers is not None else self.server_headers(target)
-        reply, error, exc = self._invoke(target, uri, body, hdrs, timeout)
+        reply, error, exc = self.invoke(target, uri, body, hdrs, timeout)
         if exc is not None:
             raise exc
         if reply is None:  # pragma: no cover - defensive
             raise RuntimeError(error or "no reply")
         return reply.status, reply.message, reply.data
 
-    def _submit(self, fn: Callable[[], None]) -> None:
-        pool = self._pool
-        if pool is None or self._stopping.is_set():
+    def submit(self, fn: Callable[[], None]) -> None:
+        pool = self._state.pool
+        if pool is None or self._state.stopping.is_set():
             return
 
         def guarded() -> None:
-            if self._stopping.is_set():
+            if self._state.stopping.is_set():
                 return
             try:
                 fn()
@@ -139,10 +164,10 @@ class _TransportMixin(_EmulatorBase):
     def _channel_call(self, address: str) -> Any:
         """The unary callable of the long-lived channel to ``address``
         (``None`` once the emulator is stopping)."""
-        with self._lock:
-            if self._stopping.is_set():
+        with self._state.lock:
+            if self._state.stopping.is_set():
                 return None
-            entry = self._channels.get(address)
+            entry = self._state.channels.get(address)
             if entry is None:
                 channel = grpc.insecure_channel(address, options=[
                     ("grpc.max_receive_message_length", _MAX_MESSAGE),
@@ -153,21 +178,21 @@ class _TransportMixin(_EmulatorBase):
                                            request_serializer=pb2.GrpcSnailJobRequest.SerializeToString,
                                            response_deserializer=pb2.GrpcResult.FromString)
                 entry = (channel, call)
-                self._channels[address] = entry
+                self._state.channels[address] = entry
             return entry[1]
 
-    def _invoke(self, node: ClientNode, uri: str, body: str, headers: Dict[str, str],
+    def invoke(self, node: ClientNode, uri: str, body: str, headers: Dict[str, str],
                 timeout: float) -> Tuple[Optional[pb2.GrpcResult], Optional[str], Optional[grpc.RpcError]]:
-        if self._stopping.is_set():
+        if self._state.stopping.is_set():
             return None, "emulator stopped", None
-        req_id = next(self._req_ids)
+        req_id = next(self._state.req_ids)
         record = OutboundCall(uri=uri, node=node.host_id, address=node.address, headers=dict(headers),
                               body=body, req_id=req_id, at=time.time())
-        with self._cond:
-            self._outbound.append(record)
+        with self._state.cond:
+            self._state.outbound.append(record)
         call = self._channel_call(node.address)
         if call is None:
-            with self._cond:
+            with self._state.cond:
                 record.error, record.finished = "emulator stopped", True
             return None, "emulator stopped", None
         request = pb2.GrpcSnailJobRequest(reqId=req_id, metadata=pb2.Metadata(uri=uri, headers=headers),
@@ -184,38 +209,38 @@ class _TransportMixin(_EmulatorBase):
             error = f"{getattr(code, 'name', code)}: {details}"
         except ValueError:  # the channel was closed by stop() meanwhile
             error = "emulator stopped"
-        with self._cond:
+        with self._state.cond:
             if reply is not None:
                 record.status, record.message, record.data = reply.status, reply.message, reply.data
             record.error = error
             record.finished = True
-            self._cond.notify_all()
+            self._state.cond.notify_all()
         return reply, error, exc
 
-    def _call_and_record(self, node: ClientNode, uri: str, text: str, headers: Dict[str, str],
+    def call_and_record(self, node: ClientNode, uri: str, text: str, headers: Dict[str, str],
                          replies: List[DispatchReply]) -> Tuple[Any, Optional[str], Any]:
         """One server -> client call; the reply is recorded in ``replies``.
         Returns ``(reply, error, decoded data)``."""
-        reply, error, _ = self._invoke(node, uri, text, headers, _DISPATCH_TIMEOUT)
+        reply, error, _ = self.invoke(node, uri, text, headers, _DISPATCH_TIMEOUT)
         data_value: Any = None
         if reply is not None and reply.data.strip():
             try:
                 data_value = json.loads(reply.data)
             except ValueError:
                 error = f"data is not JSON: {reply.data[:200]!r}"
-        with self._cond:
+        with self._state.cond:
             replies.append(DispatchReply(
                 node=node.host_id,
                 status=reply.status if reply is not None else None,
                 message=reply.message if reply is not None else None,
                 data=reply.data if reply is not None else None,
                 error=error))
-            self._cond.notify_all()
+            self._state.cond.notify_all()
         return reply, error, data_value
 
-    def _on_pool(self, fn: Callable[[], _T], timeout: float) -> _T:
+    def on_pool(self, fn: Callable[[], _T], timeout: float) -> _T:
         """Run ``fn`` on the emulator's pool and wait for it (bounded)."""
-        pool = self._pool
-        if pool is None or self._stopping.is_set():
+        pool = self._state.pool
+        if pool is None or self._state.stopping.is_set():
             raise RuntimeError("the emulator is not running (call start() or use it as a context manager)")
         return pool.submit(fn).result(timeout=timeout)

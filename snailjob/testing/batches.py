@@ -2,17 +2,30 @@
 
 ``EmulatedBatch`` (a ``sj_job_task_batch`` with its tasks) and
 ``EmulatedWorkflow`` (a linear chain of batches), and ``_Job``, the job
-configuration a batch runs.
+configuration a batch runs (``_make_job`` checks ``trigger()``'s arguments).
+The records read the emulator's state through its ``_Guard``; their console
+buttons (stop, retry) go to the ``_BatchButtons`` they are given.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Protocol
 
+from snailjob.testing._support import (
+    _BROADCAST,
+    _CLUSTER,
+    _MAP,
+    _MAP_REDUCE,
+    _RUNNING,
+    _SHARDING,
+    _WAITING,
+    _Guard,
+)
 from snailjob.testing.records import REASON_NONE, EmulatedTask
-from snailjob.testing.support import _RUNNING, _WAITING, _Owner
+from snailjob.wire.codec import dumps
 
 
 @dataclass
@@ -34,8 +47,41 @@ class _Job:
     rr: int = 0
 
 
-class _BatchOwner(_Owner, Protocol):
-    """What an ``EmulatedBatch`` calls on its emulator (the console's buttons)."""
+def _make_job(job_id: int, namespace: str, group: str, executor: str, task_type: int, args_str: Optional[str],
+              parallel_num: int, executor_timeout: int, max_retry_times: int, retry_interval: float,
+              shard_num: int, executor_type: int, labels: Optional[Dict[str, str]]) -> _Job:
+    """A job config from ``trigger()``'s arguments; ``ValueError`` where the
+    server would generate no task or the arguments make no sense."""
+    if not isinstance(executor, str) or not executor.strip():
+        raise ValueError("executor must be a non-blank string")
+    if task_type not in (_CLUSTER, _BROADCAST, _SHARDING, _MAP, _MAP_REDUCE):
+        raise ValueError(f"task_type must be 1..5, not {task_type!r}")
+    if executor_timeout < 1 or int(executor_timeout) != executor_timeout:
+        raise ValueError("executor_timeout is whole seconds, at least 1")
+    if max_retry_times < 0 or retry_interval < 0:
+        raise ValueError("max_retry_times and retry_interval must not be negative")
+    stored = args_str
+    job_params: Optional[str] = args_str
+    if task_type == _SHARDING:
+        try:
+            shards = json.loads(args_str or "")
+        except ValueError:
+            shards = None
+        if not isinstance(shards, list) or not shards or not all(isinstance(s, str) for s in shards):
+            raise ValueError("a SHARDING job's args_str must be a non-empty JSON array of strings "
+                             "(the server generates no task otherwise)")
+    if task_type == _MAP_REDUCE:
+        stored = dumps({"shardNum": int(shard_num), "argsStr": args_str})
+        job_params = args_str
+    return _Job(job_id=job_id, executor=executor, task_type=int(task_type),
+                args_str=stored or "", job_params=job_params, parallel_num=int(parallel_num),
+                executor_timeout=int(executor_timeout), max_retry_times=int(max_retry_times),
+                retry_interval=float(retry_interval), executor_type=int(executor_type),
+                labels=dict(labels or {}), namespace=namespace, group=group, shard_num=int(shard_num))
+
+
+class _BatchButtons(Protocol):
+    """The console's buttons an ``EmulatedBatch`` offers (the emulator's jobs)."""
 
     def stop_batch(self, batch_id: int) -> None: ...
 
@@ -49,10 +95,11 @@ class EmulatedBatch:
     snapshot list (the task objects themselves keep changing).
     """
 
-    def __init__(self, emulator: _BatchOwner, batch_id: int, job: _Job,
+    def __init__(self, guard: _Guard, buttons: _BatchButtons, batch_id: int, job: _Job,
                  wf_context: Optional[Dict[str, Any]],
                  workflow: Optional[EmulatedWorkflow], workflow_index: Optional[int]) -> None:
-        self._emu = emulator
+        self._guard = guard
+        self._buttons = buttons
         self.id = batch_id
         self._job = job
         self._wf_context = wf_context
@@ -90,34 +137,28 @@ class EmulatedBatch:
     @property
     def status(self) -> int:
         """1 WAITING, 2 RUNNING, 3 SUCCESS, 4 FAIL, 5 STOP, 6 CANCEL."""
-        with self._emu._lock:
-            return self._status
+        return self._guard.read(lambda: self._status)
 
     @property
     def done(self) -> bool:
-        with self._emu._lock:
-            return self._done
+        return self._guard.read(lambda: self._done)
 
     @property
     def tasks(self) -> List[EmulatedTask]:
-        with self._emu._lock:
-            return list(self._tasks)
+        return self._guard.read(lambda: list(self._tasks))
 
     def task(self, task_id: int) -> EmulatedTask:
         """The task with this id; ``KeyError`` if it is not in the batch."""
-        with self._emu._lock:
-            for task in self._tasks:
-                if task.task_id == task_id:
-                    return task
-        raise KeyError(task_id)
+        found = self._guard.read(lambda: [t for t in self._tasks if t.task_id == task_id])
+        if not found:
+            raise KeyError(task_id)
+        return found[0]
 
     def tasks_named(self, task_name: str) -> List[EmulatedTask]:
-        with self._emu._lock:
-            return [t for t in self._tasks if t.task_name == task_name]
+        return self._guard.read(lambda: [t for t in self._tasks if t.task_name == task_name])
 
     def tasks_in_stage(self, mr_stage: int) -> List[EmulatedTask]:
-        with self._emu._lock:
-            return [t for t in self._tasks if t.mr_stage == mr_stage]
+        return self._guard.read(lambda: [t for t in self._tasks if t.mr_stage == mr_stage])
 
     # -- actions -------------------------------------------------------------
 
@@ -126,24 +167,26 @@ class EmulatedBatch:
 
         Raises ``TimeoutError`` naming the batch and its pending tasks.
         """
-        deadline = time.monotonic() + timeout
-        with self._emu._cond:
-            while not self._done:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(self._describe_pending(timeout))
-                if self._emu._stopping.is_set():
-                    raise RuntimeError(f"emulator stopped while waiting for batch {self.id}")
-                self._emu._cond.wait(min(remaining, 0.25))
-            return self._status
+        return self._guard.wait(lambda: self._done, lambda: self._status, timeout,
+                                lambda: self._describe_pending(timeout),
+                                stopped=f"emulator stopped while waiting for batch {self.id}")
 
     def stop(self) -> None:
         """Stop the batch like the console's stop button."""
-        self._emu.stop_batch(self.id)
+        self._buttons.stop_batch(self.id)
 
     def retry(self) -> None:
         """Retry the batch like the console's retry button (manual retry)."""
-        self._emu.retry_batch(self.id)
+        self._buttons.retry_batch(self.id)
+
+    def _wf_context_text(self) -> Optional[str]:
+        """The ``wfContext`` a task of this batch is sent: the workflow's
+        merged context, or ``trigger()``'s ``wf_context``."""
+        if self.workflow is not None:
+            return dumps(self.workflow._context)
+        if self._wf_context is not None:
+            return dumps(self._wf_context)
+        return None
 
     def _describe_pending(self, timeout: float) -> str:
         pending = [t for t in self._tasks if t.status in (_WAITING, _RUNNING)]
@@ -170,9 +213,9 @@ class EmulatedWorkflow:
     merged (they are visible on its tasks' ``wf_context_changes``).
     """
 
-    def __init__(self, emulator: _Owner, workflow_id: int, nodes: List[Dict[str, Any]],
+    def __init__(self, guard: _Guard, workflow_id: int, nodes: List[Dict[str, Any]],
                  node_ids: List[int], jobs: List[_Job], context: Dict[str, Any]) -> None:
-        self._emu = emulator
+        self._guard = guard
         self.id = workflow_id
         self.nodes = nodes
         self.node_ids = node_ids
@@ -184,40 +227,46 @@ class EmulatedWorkflow:
 
     @property
     def status(self) -> int:
-        with self._emu._lock:
-            return self._status
+        return self._guard.read(lambda: self._status)
 
     @property
     def done(self) -> bool:
-        with self._emu._lock:
-            return self._done
+        return self._guard.read(lambda: self._done)
 
     @property
     def context(self) -> Dict[str, Any]:
-        with self._emu._lock:
-            return dict(self._context)
+        return self._guard.read(lambda: dict(self._context))
 
     @property
     def batches(self) -> List[EmulatedBatch]:
-        with self._emu._lock:
-            return list(self._batches)
+        return self._guard.read(lambda: list(self._batches))
+
+    def _merge_context(self, text: Optional[str]) -> None:
+        """``mergeMaps``: the task's keys overwrite; null keys/values skipped;
+        a value that is not a JSON object is ignored."""
+        if not text:
+            return
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(value, dict):
+            return
+        for key, item in value.items():
+            if key is None or item is None:
+                continue
+            self._context[key] = item
 
     def wait(self, timeout: float = 10.0) -> int:
         """Block until the workflow ends; return its status (3, 4, 5 or 6)."""
-        deadline = time.monotonic() + timeout
-        with self._emu._cond:
-            while not self._done:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    current = self._batches[-1] if self._batches else None
-                    detail = current._describe_pending(timeout) if current is not None else "no batch"
-                    raise TimeoutError(
-                        f"workflow {self.id} not finished after {timeout:g}s "
-                        f"({len(self._batches)}/{len(self.nodes)} nodes opened); current: {detail}")
-                if self._emu._stopping.is_set():
-                    raise RuntimeError(f"emulator stopped while waiting for workflow {self.id}")
-                self._emu._cond.wait(min(remaining, 0.25))
-            return self._status
+        def timed_out() -> str:
+            current = self._batches[-1] if self._batches else None
+            detail = current._describe_pending(timeout) if current is not None else "no batch"
+            return (f"workflow {self.id} not finished after {timeout:g}s "
+                    f"({len(self._batches)}/{len(self.nodes)} nodes opened); current: {detail}")
+
+        return self._guard.wait(lambda: self._done, lambda: self._status, timeout, timed_out,
+                                stopped=f"emulator stopped while waiting for workflow {self.id}")
 
     def __repr__(self) -> str:
         return f"EmulatedWorkflow(id={self.id}, status={self._status}, nodes={len(self.nodes)})"

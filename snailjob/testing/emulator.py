@@ -23,30 +23,33 @@ server -> client call runs on the emulator's own worker pool, never inside
 an inbound handler, and no lock is held during an RPC.  Every wait is
 bounded.
 
-The implementation is split by concern across the ``snailjob.testing``
-package (records, support, batches, retries and one mixin module per part of
-the server); this module holds the ``ServerEmulator`` facade and re-exports
-every name it always had.
+``ServerEmulator`` is a shell: it creates the shared ``_State`` and the
+parts of the server (one module each, every part given the state and the
+parts it calls), offers the views of ``_Queries`` and delegates every other
+public method to the part that does the work.  This module re-exports every
+name it always had.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import random
-import threading
 import uuid
-from concurrent import futures
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-import grpc
-
-from snailjob.testing._console import _ConsoleMixin
-from snailjob.testing._endpoint import _EndpointMixin
-from snailjob.testing._logs import _LogsMixin
-from snailjob.testing._queries import _QueriesMixin
-from snailjob.testing._workflows import _WorkflowsMixin
-from snailjob.testing.batches import EmulatedBatch, EmulatedWorkflow, _Job
+from snailjob.testing._console import _Console
+from snailjob.testing._endpoint import _Endpoint
+from snailjob.testing._job_calls import _JobCalls
+from snailjob.testing._job_reports import _JobReports
+from snailjob.testing._jobs import _Jobs
+from snailjob.testing._logs import _Logs
+from snailjob.testing._queries import _Queries
+from snailjob.testing._retry_reports import _RetryReports
+from snailjob.testing._retry_server import _RetryServer
+from snailjob.testing._state import _Forward, _State
+from snailjob.testing._support import _CLUSTER, logger
+from snailjob.testing._transport import _Transport
+from snailjob.testing._workflows import _Workflows
+from snailjob.testing.batches import EmulatedBatch, EmulatedWorkflow
 from snailjob.testing.records import (
     DEFAULT_GROUP,
     DEFAULT_NAMESPACE,
@@ -78,9 +81,6 @@ from snailjob.testing.records import RETRY_RUNNING as RETRY_RUNNING
 from snailjob.testing.records import RETRY_SUSPEND as RETRY_SUSPEND
 from snailjob.testing.records import SERVER_GROUP as SERVER_GROUP
 from snailjob.testing.retries import EmulatedRetry, EmulatedRetryTask, RetryScene
-from snailjob.testing.support import _MAX_MESSAGE, Handler, _Scheduler, logger
-from snailjob.wire import enums
-from snailjob.wire import snailjob_pb2 as pb2
 
 __all__ = [
     "ClientNode",
@@ -104,7 +104,7 @@ __all__ = [
 ]
 
 
-class ServerEmulator(_ConsoleMixin, _WorkflowsMixin, _EndpointMixin, _QueriesMixin, _LogsMixin):
+class ServerEmulator(_Queries):
     """A fake SnailJob server for tests, speaking the real wire protocol.
 
     Usage::
@@ -211,6 +211,28 @@ class ServerEmulator(_ConsoleMixin, _WorkflowsMixin, _EndpointMixin, _QueriesMix
     fields...).  A well-behaved client leaves it empty.
     """
 
+    namespace: _Forward[str] = _Forward()
+    group: _Forward[str] = _Forward()
+    token: _Forward[str] = _Forward()
+    server_token: _Forward[str] = _Forward()
+    node_expiry: _Forward[float] = _Forward()
+    register_delay: _Forward[float] = _Forward()
+    strict_primitives: _Forward[bool] = _Forward()
+    map_race_quirk: _Forward[bool] = _Forward()
+    map_report_delay: _Forward[float] = _Forward()
+    """Seconds a map report takes before it is processed and answered (the
+    real server creates every sub-task before answering: seconds per 200)."""
+    host: _Forward[str] = _Forward()
+    port: _Forward[int] = _Forward()
+    server_host_id: _Forward[str] = _Forward()
+    config: _Forward[Dict[str, Any]] = _Forward()
+    """The ``ConfigRequest`` answered to ``/sync/version``."""
+    init_scene: _Forward[bool] = _Forward()
+    """The group's ``initScene``: create an unknown scene (server defaults)
+    when a report names it, instead of refusing the report."""
+    retry_stop_quirk: _Forward[bool] = _Forward()
+    """Reproduce the stop defects of the real servers (default; see the class docstring)."""
+
     def __init__(self, namespace: str = DEFAULT_NAMESPACE, group: str = DEFAULT_GROUP,
                  token: str = DEFAULT_TOKEN, port: int = 0, node_expiry: float = 40.0,
                  register_delay: float = 0.0, server_token: str = DEFAULT_SERVER_TOKEN,
@@ -225,84 +247,22 @@ class ServerEmulator(_ConsoleMixin, _WorkflowsMixin, _EndpointMixin, _QueriesMix
             raise ValueError("group must not be blank")
         if not token.strip():
             raise ValueError("token must not be blank")
-        self.namespace = namespace
-        self.group = group
-        self.token = token
-        self.server_token = server_token
-        self.node_expiry = float(node_expiry)
-        self.register_delay = float(register_delay)
-        self.strict_primitives = strict_primitives
-        self.map_race_quirk = map_race_quirk
-        self.map_report_delay = float(map_report_delay)
-        """Seconds a map report takes before it is processed and answered (the
-        real server creates every sub-task before answering: seconds per 200)."""
-        self.host = "127.0.0.1"
-        self._requested_port = int(port)
-        self.port = int(port)
-        self.server_host_id = host_id or f"emu-{uuid.uuid4().hex[:12]}"
-        self.config: Dict[str, Any] = {"version": 1, "sceneList": [], "notifyList": []}
-        """The ``ConfigRequest`` answered to ``/sync/version``."""
-
-        self._max_workers = max(4, int(max_workers))
-        self._random = random.Random(seed)
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._stopping = threading.Event()
-        self._started = False
-        self._stopped = False
-        self._server: Optional[grpc.Server] = None
-        self._pool: Optional[futures.ThreadPoolExecutor] = None
-        self._scheduler: Optional[_Scheduler] = None
-        self._channels: Dict[str, Tuple[grpc.Channel, Any]] = {}
-
-        self._ids = itertools.count(1)
-        self._task_ids = itertools.count(10_001)
-        self._req_ids = itertools.count(1)
-        self._nodes: Dict[Tuple[str, str, str], ClientNode] = {}
-        self._jobs: Dict[int, _Job] = {}
-        self._batches: Dict[int, EmulatedBatch] = {}
-        self._task_index: Dict[int, EmulatedTask] = {}
-        self._workflows: Dict[int, EmulatedWorkflow] = {}
-        self._manual_loops: Dict[int, int] = {}
-
-        self._exchanges: List[Exchange] = []
-        self._outbound: List[OutboundCall] = []
-        self._beats: List[RecordedBeat] = []
-        self._executors: Set[str] = set()
-        self._results: List[Dict[str, Any]] = []
-        self._map_reports: List[Dict[str, Any]] = []
-        self._logs: List[Dict[str, Any]] = []
-        self._retry_logs: List[Dict[str, Any]] = []
-        self._log_rows: List[Dict[str, Any]] = []
-        self._dropped_logs: List[DroppedLogBatch] = []
-        self._retry_requests: List[RecordedRequest] = []
-        self._problems: List[str] = []
-        self._tls = threading.local()
-
-        self.init_scene = False
-        """The group's ``initScene``: create an unknown scene (server defaults)
-        when a report names it, instead of refusing the report."""
-        self.retry_stop_quirk = True
-        """Reproduce the stop defects of the real servers (default; see the class docstring)."""
-        self._retry_scenes: Dict[str, RetryScene] = {}
-        self._retries: Dict[int, EmulatedRetry] = {}
-        self._retries_by_key: Dict[Tuple[str, str], List[EmulatedRetry]] = {}  # (scene, idempotent id)
-        self._retry_task_index: Dict[int, EmulatedRetryTask] = {}
-        self._retry_reports: List[Dict[str, Any]] = []
-        self._retry_rr = 0
-
-        self._handlers: Dict[str, Handler] = {
-            enums.URI_BEAT: self._on_beat,
-            enums.URI_REGISTER_EXECUTORS: self._on_register_executors,
-            enums.URI_REPORT_RESULT: self._on_report_result,
-            enums.URI_REPORT_MAP: self._on_map_report,
-            enums.URI_REPORT_LOG: self._on_logs,
-            enums.URI_SYNC_VERSION: self._on_sync_version,
-            enums.URI_RETRY_REPORT: self._on_retry_report,
-            enums.URI_RETRY_RESULT: functools.partial(self._on_retry_result, enums.URI_RETRY_RESULT),
-            enums.URI_RETRY_CALLBACK_RESULT: functools.partial(self._on_retry_result,
-                                                               enums.URI_RETRY_CALLBACK_RESULT),
-        }
+        state = _State(namespace=namespace, group=group, token=token, server_token=server_token,
+                       node_expiry=float(node_expiry), register_delay=float(register_delay),
+                       strict_primitives=strict_primitives, map_race_quirk=map_race_quirk,
+                       map_report_delay=float(map_report_delay), requested_port=int(port), port=int(port),
+                       server_host_id=host_id or f"emu-{uuid.uuid4().hex[:12]}",
+                       max_workers=max(4, int(max_workers)), random=random.Random(seed))
+        transport = _Transport(state)
+        super().__init__(state, transport)
+        jobs = _Jobs(state, transport, _JobCalls(state, transport))
+        retry_server = _RetryServer(state, transport)
+        retry_reports = _RetryReports(state, retry_server)
+        self._jobs = jobs
+        self._workflows = _Workflows(state, jobs)
+        self._retry_server = retry_server
+        self._console = _Console(state, transport, retry_server, retry_reports)
+        self._endpoint = _Endpoint(state, transport, _JobReports(state, jobs), _Logs(state), retry_reports)
 
     # ------------------------------------------------------------------
     # lifecycle
@@ -310,57 +270,28 @@ class ServerEmulator(_ConsoleMixin, _WorkflowsMixin, _EndpointMixin, _QueriesMix
 
     def start(self) -> ServerEmulator:
         """Bind 127.0.0.1 (a free port when ``port=0``) and start serving."""
-        with self._lock:
-            if self._started:
+        st = self._state
+        with st.lock:
+            if st.started:
                 raise RuntimeError("ServerEmulator.start() called twice (create a new emulator)")
-            self._started = True
-        self._pool = futures.ThreadPoolExecutor(max_workers=max(16, self._max_workers),
-                                                thread_name_prefix="snailjob-emu-call")
-        self._scheduler = _Scheduler(self._submit, name="snailjob-emu-timer")
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="snailjob-emu-rpc"),
-            options=[("grpc.max_receive_message_length", _MAX_MESSAGE),
-                     ("grpc.max_send_message_length", _MAX_MESSAGE),
-                     ("grpc.so_reuseport", 0)])
-        handler = grpc.unary_unary_rpc_method_handler(
-            self._handle,
-            request_deserializer=pb2.GrpcSnailJobRequest.FromString,
-            response_serializer=pb2.GrpcResult.SerializeToString)
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": handler}),))
-        bound = server.add_insecure_port(f"{self.host}:{self._requested_port}")
-        if not bound:
-            raise RuntimeError(f"could not bind {self.host}:{self._requested_port}")
-        self.port = bound
-        server.start()
-        self._server = server
-        self._scheduler.start()
-        logger.debug("snailjob emulator listening on %s:%d", self.host, self.port)
+            st.started = True
+        self._transport.open()
+        st.port = self._endpoint.serve()
+        logger.debug("snailjob emulator listening on %s:%d", st.host, st.port)
         return self
 
     def stop(self) -> None:
         """Stop serving, cancel pending timers and outbound calls.  Idempotent."""
-        with self._cond:
-            if self._stopped or not self._started:
+        st = self._state
+        with st.cond:
+            if st.stopped or not st.started:
                 return
-            self._stopped = True
-            self._stopping.set()
-            self._cond.notify_all()
-        if self._server is not None:
-            self._server.stop(grace=0).wait(timeout=3.0)
-        if self._scheduler is not None:
-            self._scheduler.close()
-        with self._lock:
-            channels = list(self._channels.values())
-            self._channels.clear()
-        for channel, _ in channels:
-            try:
-                channel.close()
-            except Exception:  # pragma: no cover - best effort
-                logger.debug("closing a client channel failed", exc_info=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        logger.debug("snailjob emulator on port %d stopped", self.port)
+            st.stopped = True
+            st.stopping.set()
+            st.cond.notify_all()
+        self._endpoint.close()
+        self._transport.close()
+        logger.debug("snailjob emulator on port %d stopped", st.port)
 
     def __enter__(self) -> ServerEmulator:
         return self.start()
@@ -382,3 +313,143 @@ class ServerEmulator(_ConsoleMixin, _WorkflowsMixin, _EndpointMixin, _QueriesMix
             "SNAIL_GROUP_NAME": self.group,
             "SNAIL_TOKEN": self.token,
         }
+
+    # ------------------------------------------------------------------
+    # driving jobs, workflows and retries; raw calls
+    # ------------------------------------------------------------------
+
+    def trigger(self, executor: str, task_type: int = _CLUSTER, args_str: str = "",
+                parallel_num: int = 1, executor_timeout: int = 60, max_retry_times: int = 0,
+                retry_interval: float = 0.0, shard_num: int = 2,
+                wf_context: Optional[Dict[str, Any]] = None, executor_type: int = 2,
+                labels: Optional[Dict[str, str]] = None, node: Optional[str] = None) -> EmulatedBatch:
+        """Run a job once (a new job config per call) and return its batch.
+
+        ``task_type``: 1 CLUSTER, 2 BROADCAST, 3 SHARDING (``args_str`` a
+        JSON array of strings), 4 MAP, 5 MAP_REDUCE (``args_str`` is the
+        user's parameters; the job's stored args become
+        ``{"shardNum": shard_num, "argsStr": args_str}``).  ``wf_context`` is
+        sent as ``wfContext`` (outside a workflow).  ``node`` (a host id)
+        pins a CLUSTER task to that node.  ``retry_interval`` may be
+        fractional here (the server uses whole seconds).
+        """
+        return self._jobs.trigger(executor, task_type, args_str, parallel_num, executor_timeout, max_retry_times,
+                                  retry_interval, shard_num, wf_context, executor_type, labels, node)
+
+    def stop_batch(self, batch_id: int) -> None:
+        """Manual stop: send ``/job/stop/v1`` to the batch's nodes, mark every
+        non-SUCCESS task STOP and the batch STOP.  No-op on a finished batch."""
+        self._jobs.stop_batch(batch_id)
+
+    def retry_batch(self, batch_id: int) -> None:
+        """Manual retry from the console: every task that is not RUNNING or
+        SUCCESS is re-dispatched at once with ``retry=true``,
+        ``retryStatus=true``, ``retryScene=2``; the batch runs again with a
+        new timeout."""
+        self._jobs.retry_batch(batch_id)
+
+    def trigger_workflow(self, nodes: Sequence[Mapping[str, Any]],
+                         wf_context: Optional[Dict[str, Any]] = None) -> EmulatedWorkflow:
+        """Run a linear workflow: each element is a dict of ``trigger()``
+        arguments (``executor`` required).  Each node's tasks are dispatched
+        with ``workflowTaskBatchId``, ``workflowNodeId`` and the merged
+        ``wfContext``."""
+        return self._workflows.trigger_workflow(nodes, wf_context)
+
+    def add_retry_scene(self, name: str, max_retry_count: int = 3, interval: float = 0.2,
+                        executor_timeout: int = 5, callback: bool = False, cb_max_count: int = 3,
+                        cb_interval: float = 0.2, enabled: bool = True) -> RetryScene:
+        """Create a retry scene of the emulator's group, or replace the
+        settings of an existing one (its retries are kept).
+
+        ``interval`` / ``cb_interval``: seconds between the end of an attempt
+        and the next one (a new retry is first dispatched ``interval`` after
+        it was reported).  ``executor_timeout``: whole seconds, sent as
+        ``executorTimeout`` and ``ddl``; an attempt without a result after
+        ``executor_timeout + 0.5`` s fails.  ``callback``: send
+        ``/retry/callback/v1`` once the retry reaches FINISH or MAX_COUNT, up
+        to ``cb_max_count`` attempts.  A disabled scene accepts reports but
+        nothing of it is dispatched until ``set_retry_scene_enabled``.
+        """
+        return self._console.add_retry_scene(name, max_retry_count, interval, executor_timeout, callback,
+                                             cb_max_count, cb_interval, enabled)
+
+    def set_retry_scene_enabled(self, name: str, enabled: bool) -> None:
+        """Open or close a scene (the console's scene switch).  Retries that
+        came due while it was closed are dispatched at once when it opens."""
+        self._console.set_retry_scene_enabled(name, enabled)
+
+    def add_retry(self, scene: str, executor_name: str, args_str: str, idempotent_id: Optional[str] = None,
+                  biz_no: str = "", serializer_name: str = "jackson", ext_attrs: str = "",
+                  status: int = RETRY_RUNNING) -> Optional[EmulatedRetry]:
+        """Create a retry like the console's "add retry" (``RetryWebServiceImpl.saveRetryTask``).
+
+        Without ``idempotent_id`` the client is asked first
+        (``generate_idempotent_id``), as the console's form does.  Returns the
+        new retry, or ``None`` when a RUNNING retry of the scene already has
+        this idempotent id (the server then inserts nothing and still reports
+        success).  Raises ``RuntimeError`` where the console shows an error.
+        """
+        return self._console.add_retry(scene, executor_name, args_str, idempotent_id, biz_no, serializer_name,
+                                       ext_attrs, status)
+
+    def generate_idempotent_id(self, scene: str, executor_name: str, args_str: str,
+                               serializer_name: str = "jackson") -> str:
+        """Ask a live client for the idempotent id of these arguments
+        (``/retry/generate/idempotent-id/v1``, as the console's "generate"
+        button does) and return its answer.  ``RuntimeError`` with the
+        server's message when the scene is unknown, no client is live, the
+        call fails or the client answers ``status`` 0 or a non-string."""
+        return self._console.generate_idempotent_id(scene, executor_name, args_str, serializer_name)
+
+    def deserialize_args(self, scene: str, executor_name: str, args_str: str,
+                         serializer_name: str = "jackson") -> Any:
+        """Ask a live client to decode ``args_str`` (``/retry/deserialize/args/v1``,
+        as the console's retry detail view does) and return its ``data``
+        decoded.  Like the server, fall back to ``args_str`` itself when the
+        scene is unknown, no client is live, the call fails, or the client
+        answers ``status`` 0 or a null ``data``."""
+        return self._console.deserialize_args(scene, executor_name, args_str, serializer_name)
+
+    def trigger_retry(self, retry_id: int) -> EmulatedRetryTask:
+        """Run a retry now, like the console's "execute" button
+        (``triggerRetry``): whatever its status, without waiting for a running
+        task.  Returns the new task (CANCEL when the scene is closed or no
+        client is live); the dispatch itself is asynchronous."""
+        return self._retry_server.trigger_retry(retry_id)
+
+    def stop_retry(self, retry_id: int, suspend: bool = False) -> Optional[Tuple[int, str, str]]:
+        """Stop the retry's running task like the console's stop button
+        (``RetryTaskServiceImpl.stopById`` -> ``RetryTaskStopHandler``): the
+        task becomes FAIL with reason 7 and counts as a failed attempt
+        (MAX_COUNT when the limit is reached, otherwise the retry runs again
+        after its interval), and ``/retry/stop/v1`` goes to the node running
+        it.  With ``suspend=True`` the retry is first set to SUSPEND (the
+        console's status switch), so it does not run again.
+
+        Returns the node's answer ``(status, message, data)`` to the stop
+        call, or ``None`` when nothing was sent.  With ``retry_stop_quirk``
+        only ``suspend`` has an effect (vsj2.0.2, see the class docstring).
+        """
+        return self._retry_server.stop_retry(retry_id, suspend)
+
+    def update_retry_status(self, retry_id: int, status: int) -> None:
+        """The console's status switch (``updateRetryStatus``): 0 resumes
+        (next run after the scene interval), 1 FINISH, 2 MAX_COUNT, 3
+        SUSPEND.  No client is called; a running task keeps running."""
+        self._console.update_retry_status(retry_id, status)
+
+    def server_headers(self, node: Optional[ClientNode] = None) -> Dict[str, str]:
+        """The headers the server sends on a server -> client call."""
+        return self._transport.server_headers(node)
+
+    def call_client(self, uri: str, body: str, headers: Optional[Dict[str, str]] = None,
+                    node: Union[ClientNode, str, None] = None,
+                    timeout: float = 3.0) -> Tuple[int, str, str]:
+        """Make a raw server -> client call and return ``(status, message, data)``.
+
+        ``headers`` defaults to the server's headers (with the node group's
+        ``SJ-TOKEN``); ``node`` (a ``ClientNode`` or host id) defaults to the
+        first live node.  A gRPC failure raises the ``grpc.RpcError``.
+        """
+        return self._transport.call_client(uri, body, headers, node, timeout)

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from snailjob.testing.support import _RUNNING, _header
+from snailjob.testing._support import _RUNNING, _header
 from snailjob.wire import enums
 
 DEFAULT_NAMESPACE = "764d604ec6fc45f68cd92514c40e9e1a"

@@ -2,24 +2,18 @@
 
 ``RetryScene`` (a ``sj_retry_scene_config``), ``EmulatedRetry`` (a
 ``sj_retry`` row and its callback row) and ``EmulatedRetryTask`` (one
-execution, ``sj_retry_task``).
+execution, ``sj_retry_task``).  A retry reads the emulator's state through
+its ``_Guard``; its console buttons (stop, trigger) go to the
+``_RetryButtons`` it is given.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from snailjob.testing.records import (
-    RETRY_FINISH,
-    RETRY_MAX_COUNT,
-    RETRY_REASON_NONE,
-    RETRY_RUNNING,
-    RETRY_SUSPEND,
-    DispatchReply,
-)
-from snailjob.testing.support import (
+from snailjob.testing._support import (
     _KIND_CALLBACK,
     _KIND_RETRY,
     _RT_FAIL,
@@ -27,7 +21,15 @@ from snailjob.testing.support import (
     _RT_RUNNING,
     _RT_STOP,
     _RT_SUCCESS,
-    _Owner,
+    _Guard,
+)
+from snailjob.testing.records import (
+    RETRY_FINISH,
+    RETRY_MAX_COUNT,
+    RETRY_REASON_NONE,
+    RETRY_RUNNING,
+    RETRY_SUSPEND,
+    DispatchReply,
 )
 
 
@@ -91,8 +93,8 @@ class EmulatedRetryTask:
         return self.status not in _RT_NOT_COMPLETE
 
 
-class _RetryOwner(_Owner, Protocol):
-    """What an ``EmulatedRetry`` calls on its emulator (the console's buttons)."""
+class _RetryButtons(Protocol):
+    """The console's buttons an ``EmulatedRetry`` offers (the emulator's retry server)."""
 
     def stop_retry(self, retry_id: int, suspend: bool = False) -> Optional[Tuple[int, str, str]]: ...
 
@@ -117,10 +119,11 @@ class EmulatedRetry:
     MAX_COUNT = RETRY_MAX_COUNT
     SUSPEND = RETRY_SUSPEND
 
-    def __init__(self, emulator: _RetryOwner, retry_id: int, namespace: str, group: str, scene: str,
+    def __init__(self, guard: _Guard, buttons: _RetryButtons, retry_id: int, namespace: str, group: str, scene: str,
                  idempotent_id: str, biz_no: str, executor_name: str, args_str: str,
                  serializer_name: str, ext_attrs: str, status: int, source: str) -> None:
-        self._emu = emulator
+        self._guard = guard
+        self._buttons = buttons
         self.id = retry_id
         self.namespace = namespace
         self.group = group
@@ -148,86 +151,71 @@ class EmulatedRetry:
 
     @property
     def status(self) -> int:
-        with self._emu._lock:
-            return self._status
+        return self._guard.read(lambda: self._status)
 
     @property
     def retry_count(self) -> int:
-        with self._emu._lock:
-            return self._retry_count
+        return self._guard.read(lambda: self._retry_count)
 
     @property
     def tasks(self) -> List[EmulatedRetryTask]:
-        with self._emu._lock:
-            return list(self._tasks)
+        return self._guard.read(lambda: list(self._tasks))
 
     @property
     def retry_tasks(self) -> List[EmulatedRetryTask]:
         """The ``kind="retry"`` tasks."""
-        with self._emu._lock:
-            return [t for t in self._tasks if t.kind == _KIND_RETRY]
+        return self._guard.read(lambda: [t for t in self._tasks if t.kind == _KIND_RETRY])
 
     @property
     def callback_tasks(self) -> List[EmulatedRetryTask]:
         """The ``kind="callback"`` tasks."""
-        with self._emu._lock:
-            return [t for t in self._tasks if t.kind == _KIND_CALLBACK]
+        return self._guard.read(lambda: [t for t in self._tasks if t.kind == _KIND_CALLBACK])
 
     @property
     def callback_id(self) -> Optional[int]:
-        with self._emu._lock:
-            return self._cb_id
+        return self._guard.read(lambda: self._cb_id)
 
     @property
     def callback_status(self) -> Optional[int]:
-        with self._emu._lock:
-            return self._cb_status
+        return self._guard.read(lambda: self._cb_status)
 
     @property
     def callback_count(self) -> int:
         """The callback row's retry count (failed or finished attempts)."""
-        with self._emu._lock:
-            return self._cb_count
+        return self._guard.read(lambda: self._cb_count)
 
     def task(self, task_id: int) -> EmulatedRetryTask:
-        with self._emu._lock:
-            for task in self._tasks:
-                if task.id == task_id:
-                    return task
-        raise KeyError(task_id)
+        found = self._guard.read(lambda: [t for t in self._tasks if t.id == task_id])
+        if not found:
+            raise KeyError(task_id)
+        return found[0]
 
     def wait(self, timeout: float = 10.0,
              statuses: Sequence[int] = (RETRY_FINISH, RETRY_MAX_COUNT, RETRY_SUSPEND)) -> int:
         """Block until the retry's status is one of ``statuses``; return it.
         Raises ``TimeoutError`` describing the retry and its tasks."""
         wanted = set(statuses)
-        return self._wait(timeout, lambda: self._status in wanted, lambda: self._status, "status in "
-                          f"{sorted(wanted)}")
+        return self._guard.wait(lambda: self._status in wanted, lambda: self._status, timeout,
+                                lambda: self._timed_out(f"status in {sorted(wanted)}", timeout),
+                                stopped=f"emulator stopped while waiting for retry {self.id}")
 
     def wait_callback(self, timeout: float = 10.0) -> int:
         """Block until the callback ended (``callback_status`` 3, 4 or 5); return it."""
-        return self._wait(timeout, lambda: self._cb_status in (_RT_SUCCESS, _RT_FAIL, _RT_STOP),
-                          lambda: int(self._cb_status or 0), "an ended callback")
+        return self._guard.wait(lambda: self._cb_status in (_RT_SUCCESS, _RT_FAIL, _RT_STOP),
+                                lambda: int(self._cb_status or 0), timeout,
+                                lambda: self._timed_out("an ended callback", timeout),
+                                stopped=f"emulator stopped while waiting for retry {self.id}")
 
     def stop(self, suspend: bool = False) -> Optional[Tuple[int, str, str]]:
         """``ServerEmulator.stop_retry`` for this retry."""
-        return self._emu.stop_retry(self.id, suspend=suspend)
+        return self._buttons.stop_retry(self.id, suspend=suspend)
 
     def trigger(self) -> EmulatedRetryTask:
         """``ServerEmulator.trigger_retry`` for this retry."""
-        return self._emu.trigger_retry(self.id)
+        return self._buttons.trigger_retry(self.id)
 
-    def _wait(self, timeout: float, done: Callable[[], bool], value: Callable[[], int], what: str) -> int:
-        deadline = time.monotonic() + timeout
-        with self._emu._cond:
-            while not done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{what} not reached after {timeout:g}s: {self._describe()}")
-                if self._emu._stopping.is_set():
-                    raise RuntimeError(f"emulator stopped while waiting for retry {self.id}")
-                self._emu._cond.wait(min(remaining, 0.25))
-            return value()
+    def _timed_out(self, what: str, timeout: float) -> str:
+        return f"{what} not reached after {timeout:g}s: {self._describe()}"
 
     def _describe(self) -> str:
         shown = ", ".join(f"{t.kind} task {t.id} status {t.status} on {t.node or '-'} "

@@ -3,7 +3,10 @@
 Protocol constants that several modules of the package share (status codes,
 retry-task kinds, timeouts), ``_Failure`` (a handler outcome with
 ``status=0``), body and field parsing done the way the Java server does it,
-and ``_Scheduler``, the emulator's timer thread.
+``_Guard`` (the lock, the change condition and the stopping flag, with the
+locked read and the bounded wait that the records and the waits share) and
+``_Scheduler``, the emulator's timer thread.  It imports nothing of the
+package, so every other module can use it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 from snailjob.wire import enums
@@ -77,12 +80,41 @@ class _Failure(Exception):
         self.data = data
 
 
-class _Owner(Protocol):
-    """What a batch, a workflow or a retry reads of the emulator that owns it."""
+_T = TypeVar("_T")
 
-    _lock: threading.RLock
-    _cond: threading.Condition
-    _stopping: threading.Event
+
+class _Guard:
+    """The emulator's ``lock`` (an RLock guarding all its state), ``cond`` (a
+    condition on the same lock, notified on every change) and ``stopping``
+    (set by ``stop()``).  No lock is held during an RPC."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.stopping = threading.Event()
+
+    def read(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` under the lock: a consistent snapshot of changing state."""
+        with self.lock:
+            return fn()
+
+    def wait(self, done: Callable[[], bool], value: Callable[[], _T], timeout: float,
+             timed_out: Callable[[], str], stopped: Optional[str] = None, poll: float = 0.25) -> _T:
+        """Wait (bounded) until ``done()``, re-checked on every change and
+        every ``poll`` seconds; return ``value()`` taken under the lock.
+
+        ``TimeoutError(timed_out())`` after ``timeout`` seconds; with
+        ``stopped``, ``RuntimeError(stopped)`` once the emulator stops."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(timed_out())
+                if stopped is not None and self.stopping.is_set():
+                    raise RuntimeError(stopped)
+                self.cond.wait(min(remaining, poll))
+            return value()
 
 
 def _header(headers: Mapping[str, str], key: str) -> Optional[str]:
