@@ -143,9 +143,10 @@ def test_outcomes(make_client):
     assert failed["taskStatus"] == 4 and failed["executeResult"]["status"] == 0
     assert failed["executeResult"]["message"] == "ValueError: bad row 17"
     # as the result too, an object: the console's result view shows only JSON
+    line = boom.__code__.co_firstlineno + 1  # the raise
     assert failed["executeResult"]["result"] == {
         "exception": "ValueError", "message": "bad row 17",
-        "location": "tests.test_inbound.test_outcomes.<locals>.boom(test_inbound.py:125)"}
+        "location": f"tests.test_inbound.test_outcomes.<locals>.boom(test_inbound.py:{line})"}
 
     explicit = outcome_of(make_client, lambda args: sj.ExecuteResult.failure("quota"))
     assert explicit["taskStatus"] == 4 and explicit["executeResult"]["message"] == "quota"
