@@ -1,11 +1,13 @@
 # The two commands of the README:
 #   make examples   install into .venv and run every example against the emulator
 #   make test       install into .venv (with test tools), run ruff, mypy and the tests
+# and for developers:
+#   make mutants    replay the hand-made mutants of scripts/mutants.py (slow; not part of make test)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: examples test lint e2e docs clean
+.PHONY: examples test lint e2e docs mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,11 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check snailjob example tests scripts
 	$(BIN)/python -m mypy snailjob example
 	$(BIN)/python -m pytest -n 3 --dist loadgroup
+
+# each mutant (one small slip in snailjob/) applied to a temporary copy of the checkout, whose
+# tests must then fail; about 2 minutes.  One mutant: .venv/bin/python scripts/mutants.py NAME
+mutants: $(VENV)/.installed-test
+	$(BIN)/python scripts/mutants.py
 
 e2e: $(VENV)/.installed-test,e2e
 	SNAILJOB_E2E=1 $(BIN)/python -m pytest tests/e2e

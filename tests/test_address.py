@@ -89,9 +89,60 @@ def test_a_loopback_address_advertised_to_a_remote_server_is_a_warning_naming_th
     assert "10.1.1.1" in choice.warning and "set SNAIL_HOST_IP" in choice.warning
 
 
-def test_host_addresses_are_never_loopback_or_link_local() -> None:
-    for host in address._host_addresses():
-        assert not is_loopback(host) and not host.startswith("fe80:") and not host.startswith("169.254.")
+def _probes(monkeypatch: Any, server_routes: Any, default_v4: Any, interfaces: Any, resolved: Any = ()) -> None:
+    """The low-level probes of this host, made up: the route to each server
+    name, the default route's source (IPv4; none for IPv6), the interfaces'
+    addresses and what the host name resolves to."""
+    def route(host: str, port: int) -> Any:
+        if host in server_routes:
+            return server_routes[host]
+        return None if ":" in host else default_v4  # the probes of the default routes
+
+    monkeypatch.setattr(address, "route_source", route)
+    monkeypatch.setattr(address, "_interface_addresses", lambda: list(interfaces))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kw: [
+        (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM, 17, "", (ip, 0)) for ip in resolved])
+
+
+def test_host_addresses_are_never_loopback_link_local_or_repeated(monkeypatch: Any) -> None:
+    _probes(monkeypatch, {}, "10.0.0.50",
+            ["127.0.0.1", "172.17.0.1", "169.254.3.3", "10.0.0.50", "0.0.0.0", "::1", "fe80::fc:ff:fe00:1",
+             "fd00::2", "not-an-address"],
+            resolved=["127.0.1.1", "192.168.1.9", "fd00::2"])
+    # the default route's source, then the interfaces' in order, then the host name's
+    assert address._host_addresses() == ["10.0.0.50", "172.17.0.1", "fd00::2", "192.168.1.9"]
+
+
+def test_this_hosts_own_addresses_are_usable() -> None:
+    import ipaddress
+
+    usable = [a for a in address._interface_addresses()
+              if not (ipaddress.ip_address(a).is_loopback or ipaddress.ip_address(a).is_link_local)]
+    if not usable:
+        pytest.skip("this machine has no interface address other than loopback and link-local")
+    found = address._host_addresses()
+    assert found, f"interfaces have {usable}, but no usable address was found"
+    for host in found:
+        ip = ipaddress.ip_address(host)
+        assert not (ip.is_loopback or ip.is_link_local or ip.is_unspecified), host
+
+
+def test_without_a_route_to_the_server_the_default_routes_source_comes_first(monkeypatch: Any) -> None:
+    """The default route's source is what other hosts reach; an interface
+    listed earlier (a container bridge, a VPN) may not be."""
+    _probes(monkeypatch, {"snailjob.internal": None}, "10.0.0.50", ["127.0.0.1", "172.17.0.1", "10.0.0.50"])
+    choice = choose_advertised(None, ["snailjob.internal:17888"])
+    assert (choice.host, choice.warning) == ("10.0.0.50", None)
+    assert "no server resolved" in choice.how
+
+
+def test_a_server_name_resolving_to_this_host_is_not_answered_with_loopback(monkeypatch: Any) -> None:
+    """A server name that resolves to this host through a non-loopback entry
+    (Debian's 127.0.1.1 for the host name) routes over loopback, which the
+    server cannot call back on: the host's own address is advertised instead."""
+    _probes(monkeypatch, {"snailjob.internal": "127.0.1.1"}, "10.0.0.50", ["127.0.0.1", "10.0.0.50"])
+    choice = choose_advertised(None, ["snailjob.internal:17888"])
+    assert (choice.host, choice.warning) == ("10.0.0.50", None)
 
 
 def test_bind_host_follows_the_advertised_family_unless_configured() -> None:

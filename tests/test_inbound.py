@@ -38,6 +38,21 @@ def test_token_is_checked_before_anything_runs(make_client):
     wait_for(lambda: calls)
 
 
+def test_only_the_exact_token_is_accepted(make_client):
+    """The whole token is compared: the right one is accepted, and anything
+    else (another token, a prefix, a longer one, another case, empty) is
+    refused before the job runs."""
+    calls, executors = make_executors()
+    client, _ = make_client(executors)
+    for token in ["SJ_other_token_9876543210", TOKEN[:-1], TOKEN + "0", TOKEN.upper(), ""]:
+        reply = dispatch(client.host_port, dispatch_body("echo"), token=token)
+        assert reply.status == 0 and "does not match" in reply.message, token
+    assert calls == []
+    reply = dispatch(client.host_port, dispatch_body("echo"))
+    assert (reply.status, reply.data) == (1, "true"), reply.message
+    wait_for(lambda: calls)
+
+
 def test_token_never_logged(make_client, caplog):
     _, executors = make_executors()
     client, _ = make_client(executors)
@@ -128,9 +143,10 @@ def test_outcomes(make_client):
     assert failed["taskStatus"] == 4 and failed["executeResult"]["status"] == 0
     assert failed["executeResult"]["message"] == "ValueError: bad row 17"
     # as the result too, an object: the console's result view shows only JSON
+    line = boom.__code__.co_firstlineno + 1  # the raise
     assert failed["executeResult"]["result"] == {
         "exception": "ValueError", "message": "bad row 17",
-        "location": "tests.test_inbound.test_outcomes.<locals>.boom(test_inbound.py:125)"}
+        "location": f"tests.test_inbound.test_outcomes.<locals>.boom(test_inbound.py:{line})"}
 
     explicit = outcome_of(make_client, lambda args: sj.ExecuteResult.failure("quota"))
     assert explicit["taskStatus"] == 4 and explicit["executeResult"]["message"] == "quota"

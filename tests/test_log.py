@@ -154,10 +154,38 @@ def test_user_handler_ships_only_inside_jobs(make_client):
         app.removeHandler(handler)
 
 
-def test_remote_logger_outside_a_job_never_raises(make_client):
-    make_client()
+def test_remote_logger_outside_a_job_never_raises(make_client, monkeypatch):
+    """Outside a job a record goes nowhere remote: ``emit`` neither raises nor
+    reports an error, and the only entry shipped is the one a job logs after."""
+    errors = []
+    monkeypatch.setattr(sj.RemoteLogHandler, "handleError", lambda self, record: errors.append(record))
+    client, transport = make_client([sj.job("logger")(lambda args: sj.SnailLog.REMOTE.info("inside job"))],
+                                    snail_log_remote_interval=0.1)
+    assert any(isinstance(h, sj.RemoteLogHandler) for h in sj.SnailLog.REMOTE.handlers)
     sj.SnailLog.REMOTE.info("not in a job")
     sj.SnailLog.REMOTE.exception("still fine")  # no active exception
+    mine = sj.RemoteLogHandler()  # one of the program's own, called directly
+    mine.handle(logging.LogRecord("app", logging.ERROR, __file__, 1, "direct %s", ("call",), None))
+    dispatch(client.host_port, dispatch_body("logger"))
+    wait_for(lambda: shipped(transport))
+    time.sleep(0.3)  # a later batch would have come by now
+    assert [fields(e)["message"] for e in shipped(transport)] == ["inside job"]
+    assert errors == []
+
+
+def test_a_multi_line_message_titles_the_throwable_with_its_first_line(make_client):
+    """The console shows a throwable collapsed under its first line: the
+    exception's type and the first line of its message; the rest follows."""
+    def job(args):
+        try:
+            raise ValueError("first line\nsecond line")
+        except ValueError:
+            sj.SnailLog.REMOTE.exception("failed")
+
+    _, _, entries = run_and_collect(make_client, job, 1)
+    title, rest = fields(entries[0])["throwable"].split("\n", 1)
+    assert title == "ValueError: first line"
+    assert rest.startswith("Traceback (most recent call last)") and "second line" in rest
 
 
 def test_record_shipped_once_with_handlers_on_two_loggers(make_client):

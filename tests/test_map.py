@@ -1,5 +1,8 @@
 """mr_do_map: argument checks, splitting, refusal, and use outside a job."""
 
+import json
+import time
+
 import pytest
 
 import snailjob as sj
@@ -120,3 +123,45 @@ def test_a_slow_map_report_is_never_sent_twice(make_client):
     assert len(transport.bodies(MAP)) == 1  # no retry after a deadline
     assert report["taskStatus"] == 4
     assert "the server may have created some of them" in report["executeResult"]["message"]
+
+
+def test_the_first_run_of_a_manual_retry_of_a_sentinel_is_reported_once(make_client):
+    """The server answers the first result of a manual retry (``retryScene``
+    2 without ``retryStatus``) by retrying the task, so a sentinel's result is
+    then sent once; the same sentinel dispatched as usual repeats its own."""
+    mapper = sj.MapExecutor("m")
+    mapper.map("LEAF")(lambda args: args.map_result * 10)
+    client, transport = make_client([mapper])
+    sentinel = json.dumps({"jobParams": "", "maps": {"__snailjob_sentinel__": 1, "item": 1}})  # as mr_do_map sends it
+    manual = dispatch_body("m", 4, mrStage=1, taskName="LEAF", argsStr=sentinel, retryScene=2)
+    usual = dispatch_body("m", 4, mrStage=1, taskName="LEAF", argsStr=sentinel)
+    for body in (manual, usual):
+        assert dispatch(client.host_port, body).status == 1
+
+    def reports(body):
+        return [b[0] for b in transport.bodies(REPORT) if b[0]["taskId"] == body["taskId"]]
+
+    wait_for(lambda: len(reports(usual)) >= 2, timeout=10, what="the usual sentinel's repeat")
+    time.sleep(0.5)  # the manual one was delivered first: its repeat would have come by now
+    [report] = reports(manual)
+    assert (report["taskStatus"], report["retryScene"], report["retryStatus"]) == (3, 2, False)
+    assert report["executeResult"]["result"] == 10
+
+
+def test_a_map_report_names_the_task_that_made_it_as_parent(snailjob_emulator, run_client):
+    """Each map report's ``parentId`` is the id of the task that called
+    ``mr_do_map`` (ROOT_MAP, or a sub-task that maps further), in every chunk."""
+    mapper = sj.MapExecutor("parents")
+    mapper.map()(lambda args: sj.mr_do_map([1, 2, 3], "LEAF"))
+    mapper.map("LEAF")(lambda args: sj.mr_do_map([args.map_result * 10], "DEEP") if args.map_result == 3 else "leaf")
+    mapper.map("DEEP")(lambda args: "deep")
+    run_client([mapper], snail_map_batch_size=2)
+    snailjob_emulator.wait_for_clients(1)
+    batch = snailjob_emulator.trigger("parents", 4, parallel_num=4)
+    assert batch.wait(20) == 3
+    [root] = batch.tasks_named("ROOT_MAP")
+    [mapping_leaf] = [t for t in batch.tasks_named("LEAF") if t.args.get("maps") == 3]
+    reports = [r for r in snailjob_emulator.map_reports if r["taskBatchId"] == batch.id]
+    assert [(r["taskName"], r["parentId"]) for r in reports] == [
+        ("LEAF", root.task_id), ("LEAF", root.task_id), ("DEEP", mapping_leaf.task_id)]
+    assert {t.parent_id for t in batch.tasks_named("LEAF")} == {root.task_id}

@@ -168,6 +168,23 @@ def test_a_worker_that_dies_fails_only_its_task(emu: ServerEmulator, executor: s
         client.stop(grace=0)
 
 
+def test_an_idle_worker_killed_is_replaced_for_the_next_task(emu: ServerEmulator) -> None:
+    """A worker that dies while idle (the OOM killer, an operator's kill) is
+    not handed the next task: a new one runs it."""
+    client = start(emu, [jobs.pid], snail_process_pool_size=1)
+    try:
+        first = emu.trigger("procPid")
+        assert first.wait(30) == SUCCESS
+        idle = int(first.tasks[0].result)
+        os.kill(idle, signal.SIGKILL)
+        wait_for(lambda: not alive(idle), timeout=10)
+        second = emu.trigger("procPid")
+        assert second.wait(30) == SUCCESS, second.tasks[0].result
+        assert int(second.tasks[0].result) not in (idle, os.getpid())
+    finally:
+        client.stop(grace=0)
+
+
 def _spans(batch: Any) -> list:
     return sorted((tuple(float(x) for x in t.result.split()) for t in batch.tasks), key=lambda s: s[1])
 

@@ -52,6 +52,15 @@ def test_bad_value_names_the_variable(monkeypatch, name, value, fragment):
     assert fragment in str(info.value)
 
 
+def test_a_negative_max_running_is_refused(monkeypatch):
+    """A negative cap would silently run nothing: refused, naming the variable (0 means no cap)."""
+    monkeypatch.setenv("SNAIL_MAX_RUNNING", "-1")
+    with pytest.raises(ConfigurationError, match="SNAIL_MAX_RUNNING"):
+        Settings.load(env_file=None)
+    monkeypatch.setenv("SNAIL_MAX_RUNNING", "0")
+    assert Settings.load(env_file=None).snail_max_running == 0
+
+
 def test_token_value_never_in_error(monkeypatch):
     monkeypatch.setenv("SNAIL_TOKEN", "   ")
     with pytest.raises(ConfigurationError) as info:

@@ -373,3 +373,70 @@ def test_map_batch_fails_when_all_children_fail_before_the_parent_reports(snailj
     batches.append(snailjob_emulator.trigger("allFail", 4, parallel_num=4))
     assert batches[0].wait(10) == FAIL
     assert sorted(t.status for t in batches[0].tasks_named("LEAF")) == [FAIL] * 3
+
+
+def _reported(batches, task_ids):
+    """Whether the emulator has a report of the task whose id a job recorded first."""
+    return bool(batches and task_ids and batches[0].task(task_ids[0]).reports)
+
+
+def test_a_failed_sentinel_is_reported_once(snailjob_emulator, run_client):
+    """The server counts each copy of a failure as a failed attempt: a
+    sentinel's failure is held back, never repeated (only a success is)."""
+    mapper = sj.MapExecutor("sentinelFails")
+    batches, sentinel_ids = [], []
+
+    @mapper.map()
+    def root(args):
+        return sj.mr_do_map([1, 2], "LEAF")
+
+    @mapper.map("LEAF")
+    def leaf(args):
+        if args.map_result == 1:  # the first item: the sentinel
+            sentinel_ids.append(args.task_id)
+            raise ValueError("the sentinel fails")
+        # the batch stays running well past the time a repeat would come (1 s after delivery)
+        snailjob_emulator.wait_until(lambda: _reported(batches, sentinel_ids), timeout=15)
+        time.sleep(2.0)
+        return "ok"
+
+    run_client([mapper])
+    snailjob_emulator.wait_for_clients(1)
+    batches.append(snailjob_emulator.trigger("sentinelFails", 4, parallel_num=4))
+    assert batches[0].wait(20) == FAIL
+    sentinel = batches[0].task(sentinel_ids[0])
+    assert sentinel.status == FAIL
+    assert len(sentinel.reports) == 1, sentinel.reports
+
+
+def test_a_sentinel_with_sub_tasks_of_its_own_is_reported_once(snailjob_emulator, run_client):
+    """The server checks the batch only on the result of a task without
+    children: a sentinel that made sub-tasks is not a check, so its success
+    is not repeated (its own first sub-task is the sentinel of those)."""
+    mapper = sj.MapExecutor("sentinelMaps")
+    batches, sentinel_ids = [], []
+
+    @mapper.map()
+    def root(args):
+        return sj.mr_do_map([1, 2], "LEAF")
+
+    @mapper.map("LEAF")
+    def leaf(args):
+        if args.map_result == 1:
+            sentinel_ids.append(args.task_id)
+            return sj.mr_do_map(["deep"], "DEEP")
+        snailjob_emulator.wait_until(lambda: _reported(batches, sentinel_ids), timeout=15)
+        time.sleep(2.0)
+        return "ok"
+
+    @mapper.map("DEEP")
+    def deep(args):
+        return args.map_result
+
+    run_client([mapper])
+    snailjob_emulator.wait_for_clients(1)
+    batches.append(snailjob_emulator.trigger("sentinelMaps", 4, parallel_num=4))
+    assert batches[0].wait(20) == SUCCESS
+    sentinel = batches[0].task(sentinel_ids[0])
+    assert [t.parent_id for t in batches[0].tasks_named("DEEP")] == [sentinel.task_id]
+    assert len(sentinel.reports) == 1, sentinel.reports
