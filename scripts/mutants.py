@@ -97,6 +97,14 @@ MUTANTS: List[Mutant] = [
     Mutant("map-parent-id", "a map report naming the batch instead of the task as the parent",
            "parentId=req.taskId,", "parentId=req.taskBatchId,",
            ("tests/test_map.py::test_a_map_report_names_the_task_that_made_it_as_parent",)),
+    Mutant("stop-leaves-task-events-unset", "a stop that does not set the stop event of each task of the batch",
+           "                task.stop_event.set()\n", "",
+           ("tests/test_async_typed.py::test_async_cooperative_stop",
+            "tests/test_processes.py::test_a_cooperative_job_sees_the_stop_in_its_worker")),
+    Mutant("retry-outcome-not-handed-back", "a replay's outcome not handed back to the retry endpoint",
+           "self._dispatcher.submit(work, self.on_outcome)",
+           "self._dispatcher.submit(work, lambda work, outcome: None)",
+           ("tests/test_retry.py::test_server_replay_runs_once_and_reports_each_outcome",)),
 ]
 
 

@@ -145,8 +145,12 @@ def test_a_cooperative_job_sees_the_stop_in_its_worker(emu: ServerEmulator) -> N
         batch.stop()
         assert batch.wait(10) == STOP
         # it returned on its own within the interrupt delay: its worker is kept for the next task
-        wait_for(lambda: client.stats()["tasks_active"] == 0, timeout=10)
-        assert client.stats()["process_workers_died"] == 0
+        # the batch thread serving the worker is done (tasks_active drops to 0 at the stop itself)
+        wait_for(lambda: client.stats()["threads_busy"] == 0, timeout=10)
+        stats = client.stats()
+        assert stats["process_workers_died"] == 0
+        # the worker that ran it is still there: not ended by the interruption after the delay
+        assert (stats["process_workers"], stats["process_workers_started"]) == (1, 1), stats
     finally:
         client.stop(grace=0)
 
