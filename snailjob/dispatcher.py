@@ -20,8 +20,9 @@ and never enters.  Coroutine tasks take no thread and are not capped (only
 ``parallelNum`` per batch applies).  A waiting task's ``executorTimeout``
 runs from its arrival, as the server's does.
 
-Interruption: a stop or a timeout sets the batch's stop event (what
-``ThreadPoolCache.event_is_set`` reads) and raises ``TaskInterrupted`` in each
+Interruption: a stop or a timeout sets the batch's stop event and that of
+each of its tasks (what ``current_task().is_stopped()`` and
+``ThreadPoolCache.event_is_set`` read) and raises ``TaskInterrupted`` in each
 running task's thread.  CPython delivers that exception only between
 bytecodes: code blocked in one long C call (``time.sleep(600)``, a socket read
 without timeout, a C extension's loop) is interrupted only when that call

@@ -46,8 +46,9 @@ class Work:
     """Something the dispatcher runs: a job task or a server-driven retry.
 
     Subclasses say which batch it belongs to (``key``: work of one key shares
-    at most ``parallel`` workers, a stop event and ``stop_batch``), its
-    timeout, how to run it and how to enter its context."""
+    at most ``parallel`` workers and ``stop_batch``), its timeout, its stop
+    event (its context's own, which the dispatcher sets when the batch is
+    stopped), how to run it and how to enter its context."""
 
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
