@@ -24,7 +24,7 @@ import json
 import os
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -33,6 +33,7 @@ from snailjob.errors import ConfigurationError
 
 DEFAULT_NAMESPACE = "764d604ec6fc45f68cd92514c40e9e1a"
 DEFAULT_TOKEN = "SJ_Wyz3dmsdbDOkDujOTSSoBjGQP1BMsVnj"
+BUILTIN_KINDS = ("http", "shell", "cmd", "powershell")  # SNAIL_BUILTIN_EXECUTORS, in this order
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_FILE_NAME = ".env"
 
@@ -106,6 +107,40 @@ class Settings(BaseModel):
         if value.strip().lower() not in ("thread", "process"):
             raise ValueError("must be thread or process")
         return value.strip().lower()
+
+    # --- the console's built-in executors (snailjob.builtin) ---
+    # comma-separated: http, shell, cmd, powershell, or all; empty: none (they run what the server sends)
+    snail_builtin_executors: str = ""
+    snail_builtin_workspace: Optional[str] = None  # None: ~/.snailjob/workspace
+    snail_http_response_code: Optional[int] = None  # None: HTTP status 200 is the only check
+    snail_http_response_field: str = "code"
+    snail_http_response_type: str = "json"
+    snail_script_kill_grace: float = Field(5.0, ge=0)
+    snail_script_download_max_bytes: int = Field(1024 * 1024, ge=1)
+    snail_script_download_timeout: float = Field(300.0, gt=0)
+    snail_map_sentinel: bool = True
+
+    @field_validator("snail_builtin_executors")
+    @classmethod
+    def _builtin_executors(cls, value: str) -> str:
+        kinds = [k.strip().lower() for k in value.split(",") if k.strip()]
+        unknown = [k for k in kinds if k not in BUILTIN_KINDS and k != "all"]
+        if unknown:
+            raise ValueError(f"unknown built-in executor(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(BUILTIN_KINDS)}, or all")
+        return ",".join(BUILTIN_KINDS if "all" in kinds else [k for k in BUILTIN_KINDS if k in kinds])
+
+    @field_validator("snail_http_response_type")
+    @classmethod
+    def _http_response_type(cls, value: str) -> str:
+        if value.strip().lower() not in ("json", "text"):
+            raise ValueError("must be json or text")
+        return value.strip().lower()
+
+    @property
+    def builtin_kinds(self) -> FrozenSet[str]:
+        """The built-in executors this node runs (``SNAIL_BUILTIN_EXECUTORS``)."""
+        return frozenset(k for k in self.snail_builtin_executors.split(",") if k)
 
     # --- operations (served by client_main() and `snailjob run`, snailjob.ops) ---
     snail_health_port: Optional[int] = Field(None, ge=0, le=65535)
