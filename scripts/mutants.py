@@ -105,6 +105,12 @@ MUTANTS: List[Mutant] = [
            "self._dispatcher.submit(work, self.on_outcome)",
            "self._dispatcher.submit(work, lambda work, outcome: None)",
            ("tests/test_retry.py::test_server_replay_runs_once_and_reports_each_outcome",)),
+    Mutant("reduce-stage-keeps-repeats", "the reduce stage's arrival not ending the sentinel's repeats",
+           "            self._reports.batch_past_its_maps(request.taskBatchId)\n", "            pass\n",
+           ("tests/test_builtin.py::test_the_reduce_stage_ends_the_sentinels_repeats",)),
+    Mutant("builtin-on-when-off", "a built-in executor run although SNAIL_BUILTIN_EXECUTORS leaves it off",
+           "        if kind not in self._settings.builtin_kinds:", "        if False:",
+           ("tests/test_builtin.py::test_a_builtin_that_is_off_is_refused_naming_the_setting",)),
 ]
 
 

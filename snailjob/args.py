@@ -94,6 +94,7 @@ class JobArgs(Generic[P]):
     workflow_task_batch_id: Optional[int] = None
     workflow_node_id: Optional[int] = None
     retry_count: int = 0
+    job_biz_id: Optional[str] = None
 
     def append_context(self, key: str, value: Any) -> None:
         """Add or change a workflow-context key (sent with this task's result)."""
@@ -308,6 +309,7 @@ def build_args(request: DispatchJobRequest) -> BuiltArgs:
         workflow_task_batch_id=request.workflowTaskBatchId,
         workflow_node_id=request.workflowNodeId,
         retry_count=request.retryCount or 0,
+        job_biz_id=request.jobBizId,
     )
     warnings = [warning] if warning else []
     task_type, stage = request.taskType, request.mrStage

@@ -31,6 +31,9 @@ class TaskServices(Protocol):
     def map_batch_size(self) -> int: ...
 
     @property
+    def map_sentinel(self) -> bool: ...
+
+    @property
     def log_identity(self) -> Dict[str, str]: ...
 
     def report_map(self, task: TaskContext, items: list, next_task_name: str) -> None:
@@ -66,6 +69,53 @@ class TaskContext:
     @property
     def task_type(self) -> int:
         return self.request.taskType
+
+    @property
+    def job_biz_id(self) -> Optional[str]:
+        """The job's business id (its ``jobBizId``)."""
+        return self.request.jobBizId
+
+    @property
+    def namespace_id(self) -> Optional[str]:
+        return self.request.namespaceId
+
+    @property
+    def group_name(self) -> Optional[str]:
+        return self.request.groupName
+
+    @property
+    def executor_info(self) -> str:
+        """The executor name the job names (what the console shows)."""
+        return self.request.executorInfo
+
+    @property
+    def parallel_num(self) -> int:
+        """Tasks of this batch that may run at once on this node."""
+        return self.request.parallelNum
+
+    @property
+    def executor_timeout(self) -> Optional[int]:
+        """Seconds the server gives the task (``executorTimeout``); the node
+        stops it after that (``None``: no timeout given)."""
+        return self.request.executorTimeout
+
+    @property
+    def sharding_total(self) -> Optional[int]:
+        return self.request.shardingTotal
+
+    @property
+    def sharding_index(self) -> Optional[int]:
+        return self.request.shardingIndex
+
+    @property
+    def retry_scene(self) -> Optional[int]:
+        """1 automatic or 2 manual, when this run is a retry of the task."""
+        return self.request.retryScene
+
+    @property
+    def retry_status(self) -> bool:
+        """True when this run is a retry of the task."""
+        return self.request.retryStatus
 
     @property
     def workflow_task_batch_id(self) -> Optional[int]:

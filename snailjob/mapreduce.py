@@ -40,6 +40,10 @@ def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
     sentinel's later report is a check after it (docs/e2e.md, "A map batch
     that never ends").  Limit: a sentinel that fails for good (no retries
     left) more than 2 s before its parent reports still leaves that window.
+    A node that receives its batch's reduce stage ends the repeats at once.
+    ``SNAIL_MAP_SENTINEL=false`` sends the first item like the others: for a
+    group whose other nodes (Java, Go, 0.1.3) would see the envelope as the
+    item; the window above is then open for every map task.
     """
     if not isinstance(next_task_name, str) or not next_task_name.strip():
         raise MapError(f"next_task_name must be a non-blank string, got {next_task_name!r}")
@@ -59,7 +63,7 @@ def mr_do_map(task_list: Sequence[Any], next_task_name: str) -> ExecuteResult:
                        f"stage {request.mrStage})")
     sizes = _encoded_sizes(task_list)
     items = list(task_list)
-    if ctx.map_items_sent == 0:
+    if ctx.map_items_sent == 0 and ctx.services.map_sentinel:
         items[0] = wrap_sentinel(items[0])
         sizes[0] += _SENTINEL_BYTES
     for start, end in _chunks(sizes, ctx.services.map_batch_size):

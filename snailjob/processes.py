@@ -187,6 +187,7 @@ class _Worker:
     def execute(self, task: Any, services: Any, pool: ProcessPool) -> Tuple[ExecuteResult, Optional[BaseException]]:
         request: DispatchJobRequest = task.request
         info = {"host_id": services.host_id, "map_batch_size": services.map_batch_size,
+                "map_sentinel": services.map_sentinel,
                 "log_identity": dict(services.log_identity),
                 "map_items_sent": task.context.map_items_sent}
         try:
@@ -321,6 +322,10 @@ class _WorkerServices:
     @property
     def map_batch_size(self) -> int:
         return int(self._info["map_batch_size"])
+
+    @property
+    def map_sentinel(self) -> bool:
+        return bool(self._info["map_sentinel"])
 
     @property
     def log_identity(self) -> Dict[str, str]:

@@ -62,6 +62,11 @@ class Reports:
     def log_identity(self) -> Dict[str, str]:
         return self._identity
 
+    @property
+    def map_sentinel(self) -> bool:
+        """Whether a map task's first sub-task is its sentinel (``SNAIL_MAP_SENTINEL``)."""
+        return self._settings.snail_map_sentinel
+
     def queue_log(self, entry: Dict[str, Any]) -> None:
         """Queue a job or retry log entry (dropped, and counted, when the buffer is full)."""
         self.logs.offer(entry)
@@ -120,6 +125,12 @@ class Reports:
     def discard_results(self, key: Any) -> None:
         """Drop undelivered results of a stopped batch or retry."""
         self.outbox.discard_batch(key)
+
+    def batch_past_its_maps(self, batch_id: int) -> None:
+        """A later stage of the batch arrived: every map task has ended, so
+        its sentinel's result need not be repeated any more."""
+        if self.outbox.end_repeats(batch_id):
+            logger.debug("batch %s reached its reduce stage: the sentinel's repeats end", batch_id)
 
     # --- retry reports ------------------------------------------------------------
 

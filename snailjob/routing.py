@@ -16,11 +16,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
 from snailjob.args import build_args
+from snailjob.builtin import Builtins, is_builtin
 from snailjob.context import TaskContext
 from snailjob.dispatcher import Dispatcher, DispatcherFull
 from snailjob.executors import ExecutorRegistry, UnknownTask, isolation_of
@@ -49,6 +50,7 @@ REFUSAL_LOGS_PER_MINUTE = 1000
 """At most this many refused dispatches a minute get an entry in their task's
 log in the console (one per task and attempt); the rest are only counted."""
 _REFUSALS_REMEMBERED = 10_000  # (task, attempt) pairs already logged, most recent kept
+_LATER_STAGES = (enums.MapReduceStageEnum.REDUCE, enums.MapReduceStageEnum.MERGE_REDUCE)
 _RETRY_URIS = frozenset((enums.URI_RETRY_DISPATCH, enums.URI_RETRY_CALLBACK, enums.URI_RETRY_STOP,
                          enums.URI_RETRY_IDEMPOTENT_ID, enums.URI_RETRY_DESERIALIZE))
 
@@ -74,6 +76,7 @@ class Router:
         self._observers = observers
         self._process_pool = process_pool
         self._retry_calls = retry_calls
+        self._builtins = Builtins(settings)
         self._refusals = RefusalLog(logger, per="reason")
         self.refusal_entries = RefusalEntries()
 
@@ -98,20 +101,15 @@ class Router:
             return self._refuse(0, f"invalid dispatch request: {exc}")
         except ValidationError as exc:
             return self._refuse(0, f"invalid dispatch request: {summarize(exc)}")
+        if request.taskType == enums.JobTaskTypeEnum.MAP_REDUCE and request.mrStage in _LATER_STAGES:
+            self._reports.batch_past_its_maps(request.taskBatchId)
         if not self._accepting():
             return self._refuse(1, f"client {self._host_id} is shutting down; "
                                    "dispatch it to another node", request)
-        if request.executorType != enums.ExecutorTypeEnum.PYTHON:
-            return self._refuse(1, f"executorType {request.executorType} is not Python (2); "
-                                   f"this is a Python client (registered: {self._known()})", request)
-        spec = self._registry.get(request.executorInfo)
-        if spec is None:
-            return self._refuse(1, f"no executor named {short(request.executorInfo)} on this client "
-                                   f"(registered: {self._known()})", request)
-        try:
-            func = spec.resolve(request.taskType, request.mrStage, request.taskName)
-        except UnknownTask as exc:
-            return self._refuse(1, f"{exc} (registered: {self._known()})", request)
+        found = self._executor_of(request)
+        if isinstance(found, str):
+            return self._refuse(1, found, request)
+        func = found
         args, warnings, sentinel = build_args(request)
         ctx = TaskContext(request, args, threading.Event(), self._reports, sentinel=sentinel)
         if warnings:
@@ -123,6 +121,24 @@ class Router:
         except DispatcherFull as exc:
             return self._refuse(1, str(exc), request)
         return Reply(1, "", True)
+
+    def _executor_of(self, request: DispatchJobRequest) -> Union[Callable[..., Any], str]:
+        """The function that runs this task, or why there is none.  The
+        console's built-in executors run whatever executor type the task
+        carries (the console leaves it at Java's), as on a Java node."""
+        name = request.executorInfo
+        spec = self._registry.get(name)
+        if spec is None and is_builtin(name):
+            return self._builtins.job(name)
+        if request.executorType != enums.ExecutorTypeEnum.PYTHON:
+            return (f"executorType {request.executorType} is not Python (2); "
+                    f"this is a Python client (registered: {self._known()})")
+        if spec is None:
+            return f"no executor named {short(name)} on this client (registered: {self._known()})"
+        try:
+            return spec.resolve(request.taskType, request.mrStage, request.taskName)
+        except UnknownTask as exc:
+            return f"{exc} (registered: {self._known()})"
 
     def stop(self, body: str) -> Reply:
         try:

@@ -79,6 +79,7 @@ class ResultOutbox:
         self._queue: Deque[_Pending] = collections.deque()
         self._waiting: List[_Pending] = []  # heap of items in backoff
         self._repeats: List[_Pending] = []  # heap of results to send again
+        self._repeats_ended: collections.OrderedDict[Any, None] = collections.OrderedDict()  # keys, recent
         self._cond = threading.Condition()
         self._in_flight = 0
         self._flushing = 0  # threads waiting in flush()
@@ -246,6 +247,20 @@ class ResultOutbox:
             self._forget(item)
         return len(gone)
 
+    def end_repeats(self, key: Any) -> int:
+        """Send no more repeats of the delivered results of ``key`` (its
+        batch is known to be over); one not delivered yet is still sent
+        once.  The number of scheduled repeats dropped."""
+        with self._cond:
+            self._repeats_ended[key] = None
+            while len(self._repeats_ended) > 4096:
+                self._repeats_ended.popitem(last=False)
+            ended = sum(1 for p in self._repeats if p.key == key)
+            if ended:
+                self._repeats = [p for p in self._repeats if p.key != key]
+                heapq.heapify(self._repeats)
+        return ended
+
     def pending(self) -> int:
         with self._cond:
             return len(self._queue) + len(self._waiting) + self._in_flight
@@ -392,7 +407,7 @@ class ResultOutbox:
         """Schedule the next repeat of a delivered result (caller holds the lock)."""
         assert item.repeats is not None
         delay = REPEAT_DELAYS[min(item.repeats, len(REPEAT_DELAYS) - 1)]
-        if self._closed or time.time() + delay >= item.expires:
+        if self._closed or time.time() + delay >= item.expires or item.key in self._repeats_ended:
             return
         self._seq += 1
         heapq.heappush(self._repeats, _Pending(time.monotonic() + delay, self._seq, item.key, item.uri, item.body,

@@ -53,6 +53,7 @@ class _JobCalls:
         body: Dict[str, Any] = {
             "namespaceId": job.namespace,
             "jobId": job.job_id,
+            "jobBizId": job.biz_id or None,
             "taskBatchId": batch.id,
             "taskId": task.task_id,
             "taskType": job.task_type,

@@ -44,6 +44,7 @@ class _Job:
     namespace: str
     group: str
     shard_num: int
+    biz_id: str = ""  # the job's bizId (1.10+), sent as jobBizId
     rr: int = 0
 
 
@@ -77,7 +78,8 @@ def _make_job(job_id: int, namespace: str, group: str, executor: str, task_type:
                 args_str=stored or "", job_params=job_params, parallel_num=int(parallel_num),
                 executor_timeout=int(executor_timeout), max_retry_times=int(max_retry_times),
                 retry_interval=float(retry_interval), executor_type=int(executor_type),
-                labels=dict(labels or {}), namespace=namespace, group=group, shard_num=int(shard_num))
+                labels=dict(labels or {}), namespace=namespace, group=group, shard_num=int(shard_num),
+                biz_id=f"job-{job_id}")
 
 
 class _BatchButtons(Protocol):
