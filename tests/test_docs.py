@@ -77,7 +77,9 @@ def test_every_setting_is_documented_with_its_default() -> None:
         if literal is None or name == "snail_token":
             continue  # described in words
         value = literal.group(1).replace("\\|", "|")
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
+        if isinstance(default, bool):
+            same = value == str(default).lower()  # as the variable is written: true / false
+        elif not isinstance(default, (int, float)):
             same = value == str(default)
         else:
             try:

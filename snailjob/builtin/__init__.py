@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Union
 
+from snailjob.builtin.forms import http_form, script_form
 from snailjob.settings import Settings
 
 HTTP_EXECUTOR = "snailJobHttpExecutor"
@@ -31,6 +32,9 @@ KIND_OF: Dict[str, str] = {HTTP_EXECUTOR: "http", SHELL_EXECUTOR: "shell", CMD_E
 """Executor name -> its word in ``SNAIL_BUILTIN_EXECUTORS``."""
 
 JobFunction = Callable[[Any], Any]
+
+__all__ = ["CMD_EXECUTOR", "HTTP_EXECUTOR", "POWERSHELL_EXECUTOR", "SHELL_EXECUTOR", "Builtins", "http_form",
+           "is_builtin", "script_form"]
 
 
 def is_builtin(name: Optional[str]) -> bool:
