@@ -54,6 +54,13 @@ def cluster(args: sj.JobArgs) -> sj.ExecuteResult:
     return sj.ExecuteResult.success({"echo": args.job_params, "kind": "cluster"})
 
 
+@sj.job("e2eBizId")
+def biz_id(args: sj.JobArgs) -> dict:
+    ctx = sj.current_task()
+    return {"args": args.job_biz_id, "context": ctx.job_biz_id, "namespace": ctx.namespace_id,
+            "group": ctx.group_name, "timeout": ctx.executor_timeout, "parallel": ctx.parallel_num}
+
+
 @sj.job("e2eBroadcast")
 def broadcast(args: sj.JobArgs) -> str:
     return f"broadcast {args.job_params} on port {PORT}"
