@@ -198,6 +198,50 @@ def run_retry(emu: ServerEmulator, runner: Runner) -> None:
         runner.check("retry_example.py", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
 
 
+def run_builtin(emu: ServerEmulator, runner: Runner) -> None:
+    """builtin_jobs.py: the two jobs created through the OpenAPI client (a fake of its server), then
+    triggered on the emulator as the server sends them, on the node it starts."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    target = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{target.server_address[1]}/health"
+    try:
+        out = subprocess.run([sys.executable, "builtin_jobs.py", "--sync"], cwd=HERE, capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "EXAMPLE_HTTP_TARGET": url})
+        runner.check("builtin_jobs.py", "--sync (OpenAPI, the console's forms)",
+                     3 if out.returncode == 0 and out.stdout.count("added") == 2 else 4, 3,
+                     (out.stdout.strip().splitlines() or [out.stderr.strip()[-200:]])[0])
+        sys.path.insert(0, HERE)
+        from builtin_jobs import JOBS
+
+        with tempfile.TemporaryDirectory() as workspace:
+            proc = start_program(emu, "builtin_jobs.py", EXAMPLE_HTTP_TARGET=url,
+                                 SNAIL_BUILTIN_WORKSPACE=os.path.join(workspace, "ws"))
+            emu.wait_for_clients(1, timeout=15)
+            for spec, what in zip(JOBS, ("HTTP job (GET /health)", "shell job")):
+                b = emu.trigger(spec.executor, args_str=spec.args_str, executor_type=int(spec.executor_type))
+                status = b.wait(20)
+                lines = [ln for ln in log_lines(emu, b.id) if "report done" in ln or "workspace" in ln]
+                detail = results(b)[0] if spec.executor == JOBS[0].executor else "; ".join(lines) or results(b)[0]
+                runner.check("builtin_jobs.py", what, status, 3, detail)
+            code = stop_program(proc)
+            runner.check("builtin_jobs.py", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
+    finally:
+        target.shutdown()
+
+
 def run_openapi(runner: Runner) -> None:
     """openapi_jobs.py needs no emulator: it starts an in-process fake of the server's OpenAPI."""
     env = {k: v for k, v in os.environ.items() if k != "SNAIL_OPENAPI_URL"}
@@ -312,6 +356,8 @@ def main() -> int:
         run_main(emu, runner)
     with ServerEmulator() as emu:
         run_retry(emu, runner)
+    with ServerEmulator() as emu:
+        run_builtin(emu, runner)
     for script, go in [("readme_job.py", readme_job), ("readme_map.py", readme_map),
                        ("readme_mapreduce.py", readme_mapreduce), ("readme_stop.py", readme_stop)]:
         with ServerEmulator() as emu:
