@@ -341,6 +341,7 @@ def test_a_bad_media_type_fails(server: Server) -> None:
     ('{"url": "x", "timeout": "soon"}', ["timeout must be a number", "soon"]),
     ('{"url": "x", "timeout": true}', ["timeout must be a number", "boolean"]),
     ('{"url": "x", "timeout": [1]}', ["timeout must be a number", "array"]),
+    ('{"url": "x", "timeout": 1e300}', ["timeout must be at most 86400 seconds"]),
 ])
 def test_bad_forms_fail_naming_the_problem(params: Optional[str], words: List[str],
                                            caplog: pytest.LogCaptureFixture) -> None:

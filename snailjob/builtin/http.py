@@ -24,8 +24,9 @@ The rules follow the Java client, except where noted:
   the Base64 (standard, padded) of its UTF-8 bytes.  Any other value that is
   not ISO-8859-1 text without control characters, or a name that is not an
   HTTP token, fails the task naming the header.
-- ``timeout`` (seconds, default 60) bounds the connect and each read; 0 or
-  less is 60 (Java: no timeout at all).  Name resolution is not bounded by it.
+- ``timeout`` (seconds, default 60, at most a day) bounds the connect and
+  each read, not the whole exchange; 0 or less is 60 (Java: no timeout at
+  all, a hang we do not copy).  Name resolution is not bounded by it.
 - Redirects are not followed (a 3xx fails, as in Java); no proxy is used;
   HTTPS certificates are verified with ``ssl.create_default_context()``.
 - Success is status 200 exactly, then, when ``SNAIL_HTTP_RESPONSE_CODE`` is
@@ -68,6 +69,7 @@ from snailjob.wire.models import ExecuteResult
 _remote = logging.getLogger("snailjob.remote")
 
 DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUT = 86400.0
 RESULT_CAP = 64 * 1024
 FAILURE_BODY_CAP = 2 * 1024
 READ_LIMIT = 8 * 1024 * 1024
@@ -191,6 +193,8 @@ def parse_form(job_params: Any, wf_context: Dict[str, Any]) -> Request:
                                 or not math.isfinite(timeout)):
         raise FormError(f"timeout must be a number of seconds, not a JSON {_kind(timeout)} ({timeout!r})")
     seconds = float(timeout) if timeout is not None and timeout > 0 else DEFAULT_TIMEOUT
+    if seconds > MAX_TIMEOUT:
+        raise FormError(f"timeout must be at most {MAX_TIMEOUT:g} seconds, not {timeout!r}")
     given = form.get("headers")
     if given is not None and not isinstance(given, dict):
         raise FormError(f"headers must be a JSON object of name: value, not a JSON {_kind(given)}")
@@ -371,7 +375,10 @@ def check(settings: Settings, text: str) -> Optional[str]:
 
 
 def http_job(settings: Settings) -> Callable[[Any], Any]:
-    """The job function of ``snailJobHttpExecutor`` for this node."""
+    """The job function of ``snailJobHttpExecutor`` for this node.  It reads
+    the stop event of the current task (none outside a task: the call then
+    ends only by its timeout) and returns an ``ExecuteResult``; it raises
+    only what interrupts its thread."""
     contexts: Dict[str, ssl.SSLContext] = {}
 
     def snail_job_http(args: JobArgs) -> ExecuteResult:
