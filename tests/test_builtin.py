@@ -13,7 +13,7 @@ import pytest
 
 import snailjob as sj
 from snailjob.args import SENTINEL_KEY
-from snailjob.builtin import CMD_EXECUTOR, HTTP_EXECUTOR, POWERSHELL_EXECUTOR, SHELL_EXECUTOR
+from snailjob.builtin import CMD_EXECUTOR, HTTP_EXECUTOR, POWERSHELL_EXECUTOR, SHELL_EXECUTOR, http_form
 from snailjob.errors import ConfigurationError
 from snailjob.settings import Settings
 
@@ -149,3 +149,35 @@ def test_the_reduce_stage_ends_the_sentinels_repeats(make_client):
     assert not [p for p in client._reports.outbox._repeats if p.key == 7001]  # none scheduled any more
     time.sleep(2.5)  # the next repeat was due 2 s after the last
     assert len(copies()) <= sent + 1  # at most one already on its way
+
+
+def test_an_http_job_through_the_client_sends_the_form_and_the_context(snailjob_emulator, run_client):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: List[Any] = []
+
+    class Target(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            seen.append((self.path, body, self.headers.get("Content-Type"), self.headers.get("order")))
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"done")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run_client([], snail_builtin_executors="http")
+        snailjob_emulator.wait_for_clients(1)
+        form = http_form(f"127.0.0.1:{server.server_address[1]}/hook", body='{"x": 1}')
+        batch = snailjob_emulator.trigger(HTTP_EXECUTOR, 1, args_str=form, executor_type=JAVA,
+                                          wf_context={"order": 42})
+        assert batch.wait(10) == SUCCESS, batch.tasks[0].dispatch_replies
+        assert batch.tasks[0].result == "done"
+        assert seen == [("/hook", '{"x": 1}', "application/json", "42")]
+    finally:
+        server.shutdown()
