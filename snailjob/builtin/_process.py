@@ -28,6 +28,7 @@ exercised by the test suite, which runs on Linux.
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import os
 import queue
@@ -188,7 +189,7 @@ class _ThreadedPipes:
     def _pump(self, name: str, pipe: IO[bytes]) -> None:
         try:
             while True:
-                data = pipe.read1(65536)  # type: ignore[attr-defined]
+                data = pipe.read(65536) or b""  # unbuffered: what one read returns
                 self._queue.put((name, data))
                 if not data:
                     return
@@ -351,11 +352,12 @@ def run(command: List[str], cwd: str, charset: str, stop: threading.Event, grace
         return Outcome(None, True, output, 0.0)
     flags: Dict[str, object] = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
                                 if WINDOWS else {"start_new_session": True})
-    proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, bufsize=0, **flags)  # type: ignore[call-overload]
+    proc: Optional[subprocess.Popen] = None
     supervisor: Optional[_Supervisor] = None
     interrupted: Optional[BaseException] = None
     try:
+        proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, bufsize=0, **flags)  # type: ignore[call-overload]
         supervisor = _Supervisor(proc, output, stop, grace)
         while True:
             try:
@@ -367,8 +369,12 @@ def run(command: List[str], cwd: str, charset: str, stop: threading.Event, grace
                 supervisor.end_group(f"interrupted: SIGTERM sent to the script's process group; "
                                      f"SIGKILL after {grace:g} s")
     finally:
-        shielded(supervisor.close if supervisor is not None else lambda: _kill_all(proc))
+        if supervisor is not None:
+            shielded(supervisor.close)
+        elif proc is not None:
+            shielded(functools.partial(_kill_all, proc))
     output.finish()
     if interrupted is not None:
         raise interrupted
+    assert supervisor is not None
     return Outcome(supervisor.returncode, supervisor.stopped, output, time.monotonic() - started)
