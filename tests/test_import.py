@@ -61,6 +61,8 @@ NOT_FOR_A_JOB_CLIENT = [
     "snailjob.retry", "snailjob.retry_args", "snailjob.retry_work", "snailjob.retry_endpoint", "snailjob.openapi",
     "snailjob.testing", "snailjob.ops", "snailjob.cli", "snailjob.contrib", "snailjob.processes",
     "pydantic_settings", "multiprocessing", "http.server", "sqlite3",
+    "snailjob.builtin.http", "snailjob.builtin.scripts", "snailjob.builtin._process", "snailjob.builtin._sources",
+    "http.client",
 ]
 
 
