@@ -312,7 +312,7 @@ def proc_spin(args: sj.ShardingJobArgs) -> None:
         pass
 
 
-ALL = [cluster, broadcast, sharding, e2e_map, e2e_map_fail, e2e_mr, wf_write, wf_middle, wf_read, log_job,
+ALL = [cluster, biz_id, broadcast, sharding, e2e_map, e2e_map_fail, e2e_mr, wf_write, wf_middle, wf_read, log_job,
        stop_aware, sleeper, failing, retry_trigger, charge, stop_charge, where, e2e_each, proc_spin]
 
 
