@@ -18,6 +18,7 @@ import pytest
 from snailjob.args import SENTINEL_KEY
 from snailjob.builtin import HTTP_EXECUTOR, POWERSHELL_EXECUTOR, SHELL_EXECUTOR, http_form, script_form
 from tests.e2e.harness import BatchStatus, TaskType
+from tests.e2e.test_console import browser  # noqa: F401  (the fixture)
 from tests.e2e.test_faults import new_group, start_node
 from tests.e2e.test_real_server import describe, uid
 
@@ -185,3 +186,23 @@ def test_the_map_sentinel_setting(srv, run, sentinel):
     wrapped = [t for t in children if SENTINEL_KEY in (t["args_str"] or "")]
     assert len(children) == 2
     assert len(wrapped) == (1 if sentinel == "true" else 0), [t["args_str"] for t in children]
+
+
+def test_the_console_opens_the_form_of_a_job_made_as_code(srv, builtin_group, target, browser):  # noqa: F811
+    """A job created through the API with ``http_form`` opens in the console's own
+    HTTP form, with its URL in place: the stored text is the console's."""
+    from tests.e2e.test_console import Console
+
+    url = f"http://{target}/from-code-{uid()}"
+    job_id = console_job(srv, builtin_group, HTTP_EXECUTOR, http_form(url, "GET", timeout=7))
+    name = srv.job(job_id)["jobName"]
+    console = Console(browser, srv)
+    console.login()
+    console.open("job/task", "td[data-col-key=jobName]", "job list")
+    row = console.until(f"job {name} listed", lambda: next(
+        (r for r in console.css("tbody tr") if console.cells(r).get("jobName") == name), None))
+    console.button("Edit", row).click()
+    inputs = console.until("the HTTP form with the job's URL", lambda: [
+        i for i in console.css("input") if i.get_attribute("value") == url] or None)
+    console.shot("builtin-http-form")
+    assert inputs
