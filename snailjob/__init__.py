@@ -60,11 +60,11 @@ from snailjob.wire.enums import ROOT_MAP
 from snailjob.wire.models import ExecuteResult
 
 if _TYPE_CHECKING:
-    from snailjob.retry import Backoff, Retryable, RetryCall, RetryStrategy, StopRetry, retryable
+    from snailjob.retry import Backoff, Retryable, RetryCall, RetryResult, RetryStrategy, StopRetry, retryable
 
 # Loaded on first access, so that a job client does not load them: name -> module.
-_LAZY = {name: "snailjob.retry" for name in ("Backoff", "Retryable", "RetryCall", "RetryStrategy", "StopRetry",
-                                              "retryable")}
+_LAZY = {name: "snailjob.retry" for name in ("Backoff", "Retryable", "RetryCall", "RetryResult", "RetryStrategy",
+                                              "StopRetry", "retryable")}
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
@@ -95,6 +95,7 @@ __all__ = [
     "RetryRegistry",
     "RetrySerializationError",
     "RetryStrategy",
+    "RetryResult",
     "Retryable",
     "Settings",
     "ShardingJobArgs",

@@ -104,6 +104,19 @@ class StopRetry(Exception):
     apply it, and 1.4.0 then replays the call forever.)"""
 
 
+class RetryResult(Exception):
+    """A call whose return value ``retry_if_result`` asked to retry.  A
+    server replay that returns such a value fails with this exception's
+    text, so the server replays it again; local attempts never raise it to
+    the caller (see ``retryable``).  ``value`` is the value returned."""
+
+    def __init__(self, value: Any) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        super().__init__(f"the result {shown} asked for a retry (retry_if_result)")
+        self.value = value
+
+
 @dataclass(frozen=True)
 class RetryCall:
     """What a completion callback receives: the call and how it ended."""
@@ -146,7 +159,8 @@ class Retryable(RetryableBase, Generic[P, R]):
                  on_success: Optional[Callable[[RetryCall], Any]] = None,
                  on_max_count: Optional[Callable[[RetryCall], Any]] = None,
                  throw: bool = True, fallback: Any = None,
-                 executor_name: Optional[str] = None) -> None:
+                 executor_name: Optional[str] = None,
+                 retry_if_result: Optional[Callable[[Any], bool]] = None) -> None:
         if not callable(func):
             raise RetryDefinitionError("@retryable must decorate a function")
         self.func = func
@@ -172,6 +186,9 @@ class Retryable(RetryableBase, Generic[P, R]):
         self.on_max_count = on_max_count
         self.throw = throw
         self.fallback = fallback
+        if retry_if_result is not None and not callable(retry_if_result):
+            raise RetryDefinitionError(f"@retryable({scene!r}): retry_if_result must be a function of the result")
+        self.retry_if_result = retry_if_result
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
         if self.strategy is not RetryStrategy.LOCAL_ONLY:
@@ -214,48 +231,87 @@ class Retryable(RetryableBase, Generic[P, R]):
         """``(True, value)`` or ``(False, exception to retry)``; an exception
         not to retry is raised."""
         try:
-            return True, self.func(*args, **kwargs)
+            value = self.func(*args, **kwargs)
         except StopRetry:
             raise
         except Exception as exc:
             if not self.should_retry(exc):
                 raise
             return False, exc
+        return self._checked(value)
+
+    def _checked(self, value: Any) -> Tuple[bool, Any]:
+        """``(True, value)``, or ``(False, RetryResult(value))`` when
+        ``retry_if_result`` asks for a retry.  A predicate that raises is
+        logged and the value kept (a bug in it must not turn results into
+        retries)."""
+        if self.retry_if_result is None:
+            return True, value
+        try:
+            again = bool(self.retry_if_result(value))
+        except Exception:
+            logger.exception("retry_if_result of %s (scene %s) raised; the result is kept",
+                             self.executor_name, self.scene)
+            return True, value
+        return (False, RetryResult(value)) if again else (True, value)
+
+    def replay(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Callable[[], Any]:
+        """The one attempt of a server replay: the function on these
+        arguments, raising ``RetryResult`` when ``retry_if_result`` asks
+        for another (so the replay is reported as a failure)."""
+        if self.is_async:
+            async def attempt_async() -> Any:
+                return self._replayed(await self.func(*args, **kwargs))  # type: ignore[misc]
+
+            return attempt_async
+
+        def attempt() -> Any:
+            return self._replayed(self.func(*args, **kwargs))
+
+        return attempt
+
+    def _replayed(self, value: Any) -> Any:
+        ok, outcome = self._checked(value)
+        if not ok:
+            raise outcome
+        return value
 
     async def _call_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         if _in_retry.get():
             return await self.func(*args, **kwargs)  # type: ignore[misc]
         token = _in_retry.set(True)
         try:
-            last: BaseException
-            try:
-                return await self.func(*args, **kwargs)  # type: ignore[misc]
-            except StopRetry:
-                raise
-            except Exception as exc:
-                if not self.should_retry(exc):
-                    raise
-                last = exc
+            ok, last = await self._attempt_async(args, kwargs)
+            if ok:
+                return last
             if self.strategy is not RetryStrategy.REMOTE_ONLY:
                 for attempt in range(1, self.local_times + 1):
                     await asyncio.sleep(self.delay(attempt))
                     logger.info("retry %d/%d of %s (scene %s) after %s", attempt, self.local_times,
                                 self.executor_name, self.scene, _describe(last))
-                    try:
-                        return await self.func(*args, **kwargs)  # type: ignore[misc]
-                    except StopRetry:
-                        raise
-                    except Exception as exc:
-                        if not self.should_retry(exc):
-                            raise
-                        last = exc
+                    ok, last = await self._attempt_async(args, kwargs)
+                    if ok:
+                        return last
             return self._give_up(last, args, kwargs)
         finally:
             _in_retry.reset(token)
 
+    async def _attempt_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
+        """``_attempt_sync`` for coroutine functions."""
+        try:
+            value = await self.func(*args, **kwargs)  # type: ignore[misc]
+        except StopRetry:
+            raise
+        except Exception as exc:
+            if not self.should_retry(exc):
+                raise
+            return False, exc
+        return self._checked(value)
+
     def _give_up(self, last: BaseException, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """Local attempts are over: report (unless local only), then raise
-        ``last`` or return the fallback."""
+        ``last`` or return the fallback; after a result that asked for a
+        retry, return that result (or the fallback with ``throw=False``)."""
         if self.strategy is not RetryStrategy.LOCAL_ONLY:
             try:
                 self.report(*args, **kwargs)
@@ -265,7 +321,10 @@ class Retryable(RetryableBase, Generic[P, R]):
             except Exception:  # the caller gets its own exception, not one of the id/bizNo functions
                 logger.exception("could not hand %s (scene %s) to the server: its idempotent_id or biz_no "
                                  "function failed", self.executor_name, self.scene)
-        if self.throw:
+        if isinstance(last, RetryResult):
+            if self.throw or self.fallback is None:
+                return last.value
+        elif self.throw:
             raise last
         if callable(self.fallback):
             return self.fallback(last, *args, **kwargs)
@@ -378,7 +437,8 @@ def retryable(scene: str, *,
               on_success: Optional[Callable[[RetryCall], Any]] = None,
               on_max_count: Optional[Callable[[RetryCall], Any]] = None,
               throw: bool = True, fallback: Any = None,
-              executor_name: Optional[str] = None) -> Callable[[Callable[P, R]], Retryable[P, R]]:
+              executor_name: Optional[str] = None,
+              retry_if_result: Optional[Callable[[Any], bool]] = None) -> Callable[[Callable[P, R]], Retryable[P, R]]:
     """Make a function retryable under the server's retry ``scene``.
 
     ``include`` / ``exclude``: exception types to retry (default: every
@@ -396,6 +456,12 @@ def retryable(scene: str, *,
     attempts, the last exception is raised (``throw=True``) or ``fallback``
     is returned (called as ``fallback(exc, *args, **kwargs)`` if callable).
     ``executor_name`` defaults to ``module.qualname`` of the function.
+    ``retry_if_result``: a function of the return value; when it answers
+    true the call is retried as after an exception (Java's
+    ``retryIfResult``): the local attempts, then the report; the caller then
+    gets the last value returned (or, with ``throw=False``, the fallback,
+    called with a ``RetryResult``).  A server replay whose value it asks to
+    retry is reported as a failure, so the server replays it again.
     """
 
     def decorator(func: Callable[P, R]) -> Retryable[P, R]:
@@ -403,7 +469,7 @@ def retryable(scene: str, *,
                          local_times=local_times, local_interval=local_interval, backoff=backoff,
                          max_interval=max_interval, jitter=jitter, idempotent_id=idempotent_id,
                          biz_no=biz_no, on_success=on_success, on_max_count=on_max_count, throw=throw,
-                         fallback=fallback, executor_name=executor_name)
+                         fallback=fallback, executor_name=executor_name, retry_if_result=retry_if_result)
 
     return decorator
 
@@ -445,6 +511,7 @@ __all__ = [
     "Backoff",
     "RetryCall",
     "RetryRegistry",
+    "RetryResult",
     "RetryStrategy",
     "Retryable",
     "StopRetry",

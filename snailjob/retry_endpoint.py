@@ -85,7 +85,7 @@ class RetryEndpoint:
         request, retryable, args, kwargs = accepted
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
                            request.retryCount or 0, "retry", threading.Event(), self._reports)
-        func: Callable[[], Any] = functools.partial(retryable.func, *args, **kwargs)
+        func: Callable[[], Any] = retryable.replay(tuple(args), dict(kwargs))
         with self._lock:
             stopped = self._stopped.get(request.retryId) if request.retryId is not None else None
         if stopped is not None:

@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from snailjob.context import RetryContext, enter_retry, leave_retry
 from snailjob.errors import TaskInterrupted
 from snailjob.log import log_exception
-from snailjob.retry import StopRetry, _in_retry, exception_text
+from snailjob.retry import RetryResult, StopRetry, _in_retry, exception_text
 from snailjob.wire.codec import dumps
 from snailjob.wire.enums import RetryTaskStatusEnum
 from snailjob.work import Work
@@ -103,7 +103,10 @@ class RetryWork(Work):
         if isinstance(exc, StopRetry) and self.context.kind == "retry":
             _remote.warning("%s asked to stop retrying: %s", self.describe(), text)
             return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text, stop=True)
-        log_exception(_remote, "%s failed: %s", self.describe(), text, exc=exc)
+        if isinstance(exc, RetryResult):  # not an error of the code: no traceback
+            _remote.warning("%s: %s", self.describe(), text)
+        else:
+            log_exception(_remote, "%s failed: %s", self.describe(), text, exc=exc)
         return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text)
 
 
