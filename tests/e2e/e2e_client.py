@@ -252,6 +252,24 @@ def _in_replay() -> bool:
         return False
 
 
+BUSY_SCENE = "py_e2e_busy"
+
+
+@sj.retryable(BUSY_SCENE, executor_name="e2eBusyQuote", local_times=1, local_interval=0.2,
+              retry_if_result=lambda quote: quote.get("code") == "BUSY")
+def busy_quote(tag: str) -> dict:
+    """Answers BUSY to its first three calls (two local, one replayed by the server), then OK."""
+    path = MARKER_DIR / f"busy-{tag}"
+    calls = len(path.read_text().splitlines()) + 1 if path.exists() else 1
+    mark(f"busy-{tag}", f"call={calls} node={NODE}")
+    return {"code": "BUSY" if calls <= 3 else "OK", "tag": tag, "call": calls}
+
+
+@sj.job("e2eBusyTrigger")
+def busy_trigger(args: sj.JobArgs) -> dict:
+    return busy_quote(str(args.job_params))
+
+
 STOP_SCENE = "py_e2e_stop"
 
 
@@ -313,7 +331,8 @@ def proc_spin(args: sj.ShardingJobArgs) -> None:
 
 
 ALL = [cluster, biz_id, broadcast, sharding, e2e_map, e2e_map_fail, e2e_mr, wf_write, wf_middle, wf_read, log_job,
-       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge, where, e2e_each, proc_spin]
+       stop_aware, sleeper, failing, retry_trigger, charge, stop_charge, busy_quote, busy_trigger, where, e2e_each,
+       proc_spin]
 
 
 if __name__ == "__main__":

@@ -118,3 +118,33 @@ def test_stop_retry_in_a_replay_ends_the_retry(srv, run):
     runs = run.marker_lines(f"stop-{tag}")
     # each node runs the function once; a node answers later replays of the retry without running it
     assert 1 <= len(runs) <= 2 and len({ln.split("node=")[1] for ln in runs}) == len(runs), runs
+
+
+def test_a_result_that_asks_for_a_retry_is_replayed_until_it_does_not(srv, run):
+    """``retry_if_result``: the call answers BUSY twice in place, is handed to the
+    server, its first replay answers BUSY (a FAIL attempt) and the next OK."""
+    scene = "py_e2e_busy"
+    if srv.retry_scene(scene) is None:
+        srv.create_retry_scene(scene, max_retry_count=5, executor_timeout=10)
+    tag = f"b{uuid.uuid4().hex[:8]}"
+    job_id = srv.create_job(f"busy-trigger-{tag}", "e2eBusyTrigger", TaskType.CLUSTER, args_str=tag)
+    batch = srv.trigger_job(job_id)
+    assert int(srv.wait_batch(batch, timeout=60)["taskBatchStatus"]) == BatchStatus.SUCCESS
+    (task,) = srv.task_rows(batch)
+    assert json.loads(task["result_message"]) == {"code": "BUSY", "tag": tag, "call": 2}, task  # the last value
+    args_str = json.dumps([tag], separators=(",", ":"))
+    idempotent_id = default_idempotent_id(scene, "e2eBusyQuote", args_str)
+    row = srv.wait_retry(lambda rows: next((r for r in rows if r["idempotent_id"] == idempotent_id), None),
+                         timeout=30, scene=scene)
+    done = srv.wait_retry(int(row["id"]), timeout=150)
+    assert int(done["retry_status"]) == RetryStatus.FINISH, done
+    attempts = srv.wait_retry_tasks(int(row["id"]), lambda rs: len(rs) >= 2 and
+                                    all(int(r["task_status"]) in RetryTaskStatus.FINAL for r in rs))
+    assert [int(r["task_status"]) for r in attempts] == [RetryTaskStatus.FAIL, RetryTaskStatus.SUCCESS], attempts
+    calls = run.marker_lines(f"busy-{tag}")
+    assert [line.split()[0] for line in calls] == ["call=1", "call=2", "call=3", "call=4"], calls
+    logs = srv.wait_retry_logs(lambda ls: any("asked for a retry" in (ln.get("message") or "") for ln in ls),
+                               timeout=30, retry_id=int(row["id"]))
+    line = next(ln for ln in logs if "asked for a retry" in (ln.get("message") or ""))
+    assert line["level"] == "WARN" and "RetryResult" in line["message"], line
+    run.note(f"retry_if_result: BUSY twice in place, a FAIL replay, then OK: {line['message'][:160]!r}")
