@@ -55,6 +55,13 @@ class RetrySerializationError(SnailJobError):
     parameter."""
 
 
+class RetryReportError(SnailJobError):
+    """A ``@retryable`` call reported synchronously (``report_timeout``) that
+    the server did not take within the timeout: unreachable, or it refused
+    the report (the message gives its reason).  The call is not retried by
+    the server."""
+
+
 class TaskInterrupted(BaseException):
     """Raised inside a job's thread when its batch is stopped or times out.
 

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional
 
 from snailjob.args import JobArgs
 from snailjob.context import TaskContext
-from snailjob.delivery import LogShipper, ResultOutbox, RetryReporter, call_with_retry
-from snailjob.errors import MapError, SnailJobError, TransportError
+from snailjob.delivery import LogShipper, ResultOutbox, RetryReporter, backoff, call_with_retry
+from snailjob.errors import MapError, RetryReportError, SnailJobError, TransportError
 from snailjob.settings import Settings
 from snailjob.transport import Transport
 from snailjob.wire import enums
@@ -136,10 +136,37 @@ class Reports:
 
     def queue_retry_report(self, request: RetryTaskRequest) -> None:
         """Queue a call for ``/batch/report`` (what ``Retryable.report`` uses)."""
+        if not self.retry_reports.offer(self._retry_entry(request)):
+            raise SnailJobError(f"client {self.host_id} is not running")
+
+    def send_retry_report(self, request: RetryTaskRequest, timeout: float) -> None:
+        """Report a call now and return once the server took it; ``RetryReportError``
+        when it did not within ``timeout`` seconds (unreachable meanwhile, or
+        it refused the report)."""
+        what = f"{request.executorName} (scene {request.sceneName}, idempotent id {request.idempotentId})"
+        body = encode_body([self._retry_entry(request)])
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:  # unreachable (UNAVAILABLE: not sent) is tried again until the deadline
+            try:
+                reply = self._transport.call(enums.URI_RETRY_REPORT, body, max(deadline - time.monotonic(), 0.05))
+                break
+            except TransportError as exc:
+                attempt += 1
+                pause = backoff(attempt)
+                if exc.code != "UNAVAILABLE" or time.monotonic() + pause >= deadline:
+                    unsure = "" if exc.code == "UNAVAILABLE" else " (it may have it)"
+                    raise RetryReportError(f"the server did not take the report of {what} within {timeout:g}s"
+                                           f"{unsure}: {exc}") from None
+                time.sleep(pause)
+        if not reply.accepted:
+            raise RetryReportError(f"the server refused the report of {what}: {reply.message or 'no reason given'}")
+        self.retry_reports.count_sent(1)
+
+    def _retry_entry(self, request: RetryTaskRequest) -> Dict[str, Any]:
         entry = request.to_wire()
         entry["groupName"] = self._settings.snail_group_name
-        if not self.retry_reports.offer(entry):
-            raise SnailJobError(f"client {self.host_id} is not running")
+        return entry
 
 
 def delivery_stats(reports: Optional[Reports]) -> Dict[str, int]:

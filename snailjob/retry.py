@@ -51,7 +51,7 @@ from typing import Any, Callable, Dict, Generic, Iterable, Optional, Tuple, Type
 
 from snailjob import retry_args
 from snailjob.context import current_task_or_none
-from snailjob.errors import RetryDefinitionError, SnailJobError
+from snailjob.errors import RetryDefinitionError, RetryReportError, SnailJobError
 from snailjob.retry_args import (  # noqa: F401  (re-exported: snailjob.retry names them as before)
     MAX_ARGS_DEPTH,
     MAX_BIZ_NO,
@@ -160,7 +160,8 @@ class Retryable(RetryableBase, Generic[P, R]):
                  on_max_count: Optional[Callable[[RetryCall], Any]] = None,
                  throw: bool = True, fallback: Any = None,
                  executor_name: Optional[str] = None,
-                 retry_if_result: Optional[Callable[[Any], bool]] = None) -> None:
+                 retry_if_result: Optional[Callable[[Any], bool]] = None,
+                 report_timeout: Optional[float] = None) -> None:
         if not callable(func):
             raise RetryDefinitionError("@retryable must decorate a function")
         self.func = func
@@ -189,6 +190,9 @@ class Retryable(RetryableBase, Generic[P, R]):
         if retry_if_result is not None and not callable(retry_if_result):
             raise RetryDefinitionError(f"@retryable({scene!r}): retry_if_result must be a function of the result")
         self.retry_if_result = retry_if_result
+        if report_timeout is not None and not report_timeout > 0:
+            raise RetryDefinitionError(f"@retryable({scene!r}): report_timeout must be > 0 seconds (or None)")
+        self.report_timeout = report_timeout
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
         if self.strategy is not RetryStrategy.LOCAL_ONLY:
@@ -315,6 +319,8 @@ class Retryable(RetryableBase, Generic[P, R]):
         if self.strategy is not RetryStrategy.LOCAL_ONLY:
             try:
                 self.report(*args, **kwargs)
+            except RetryReportError as exc:  # asked to know: the caller learns the server does not have it
+                raise exc from (None if isinstance(last, RetryResult) else last)
             except SnailJobError as exc:
                 logger.error("could not hand %s (scene %s) to the server: %s",
                              self.executor_name, self.scene, exc)
@@ -352,17 +358,23 @@ class Retryable(RetryableBase, Generic[P, R]):
     def report(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Hand this call to the server without running it (the manual API);
         returns the call's idempotent id.  The report is queued and sent in
-        the background by the client this function is registered with.
+        the background by the client this function is registered with; with
+        ``report_timeout`` it is sent at once and this returns when the
+        server took it.
 
         Raises ``RetrySerializationError`` when an argument cannot be sent,
-        ``SnailJobError`` when no running client has this function."""
+        ``SnailJobError`` when no running client has this function, and
+        ``RetryReportError`` when a synchronous report was not taken."""
         request = self.build_report(args, kwargs)
         sink = self._sink()
         if sink is None:
             raise SnailJobError(
                 f"no running SnailJob client has retryable {self.executor_name} (scene {self.scene}); "
                 "register it (Client(executors=[...]) or ExecutorManager.register) and start the client")
-        sink.queue_retry_report(request)
+        if self.report_timeout is not None:
+            sink.send_retry_report(request, self.report_timeout)
+        else:
+            sink.queue_retry_report(request)
         logger.info("handed %s (scene %s, idempotent id %s) to the server",
                     self.executor_name, self.scene, request.idempotentId)
         return request.idempotentId
@@ -438,7 +450,8 @@ def retryable(scene: str, *,
               on_max_count: Optional[Callable[[RetryCall], Any]] = None,
               throw: bool = True, fallback: Any = None,
               executor_name: Optional[str] = None,
-              retry_if_result: Optional[Callable[[Any], bool]] = None) -> Callable[[Callable[P, R]], Retryable[P, R]]:
+              retry_if_result: Optional[Callable[[Any], bool]] = None,
+              report_timeout: Optional[float] = None) -> Callable[[Callable[P, R]], Retryable[P, R]]:
     """Make a function retryable under the server's retry ``scene``.
 
     ``include`` / ``exclude``: exception types to retry (default: every
@@ -462,6 +475,11 @@ def retryable(scene: str, *,
     gets the last value returned (or, with ``throw=False``, the fallback,
     called with a ``RetryResult``).  A server replay whose value it asks to
     retry is reported as a failure, so the server replays it again.
+    ``report_timeout`` (seconds): report synchronously (Java's
+    ``async=false``): the call is sent at once and the caller waits until
+    the server took it, or gets ``RetryReportError`` (chained to the
+    call's own exception) when it did not within that time; default: in
+    the background, batched, kept while the server is away.
     """
 
     def decorator(func: Callable[P, R]) -> Retryable[P, R]:
@@ -469,7 +487,8 @@ def retryable(scene: str, *,
                          local_times=local_times, local_interval=local_interval, backoff=backoff,
                          max_interval=max_interval, jitter=jitter, idempotent_id=idempotent_id,
                          biz_no=biz_no, on_success=on_success, on_max_count=on_max_count, throw=throw,
-                         fallback=fallback, executor_name=executor_name, retry_if_result=retry_if_result)
+                         fallback=fallback, executor_name=executor_name, retry_if_result=retry_if_result,
+                         report_timeout=report_timeout)
 
     return decorator
 

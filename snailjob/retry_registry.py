@@ -26,6 +26,8 @@ class RetrySink(Protocol):
 
     def queue_retry_report(self, request: RetryTaskRequest) -> None: ...
 
+    def send_retry_report(self, request: RetryTaskRequest, timeout: float) -> None: ...
+
 
 class RetryableBase:
     """What the registry needs of a ``@retryable`` function: its key and a

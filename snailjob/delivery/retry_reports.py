@@ -63,6 +63,11 @@ class RetryReporter(BufferedShipper):
                 super().start()
         return super().offer(entry)
 
+    def count_sent(self, count: int) -> None:
+        """Reports sent by the caller's thread (``Retryable(report_timeout=...)``)."""
+        with self._cond:
+            self.shipped += count
+
     def kept_note(self) -> str:
         return f"; kept in {self._store.path}" if self._store is not None else ""
 

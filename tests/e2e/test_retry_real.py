@@ -148,3 +148,53 @@ def test_a_result_that_asks_for_a_retry_is_replayed_until_it_does_not(srv, run):
     line = next(ln for ln in logs if "asked for a retry" in (ln.get("message") or ""))
     assert line["level"] == "WARN" and "RetryResult" in line["message"], line
     run.note(f"retry_if_result: BUSY twice in place, a FAIL replay, then OK: {line['message'][:160]!r}")
+
+
+def test_a_synchronous_report_is_stored_when_it_returns_and_raises_without_a_server(srv, run):
+    """``report_timeout``: the server took the report when it returns (its row
+    follows); with the server gone (its port closed) the report raises within
+    the timeout."""
+    import socket
+
+    import snailjob as sj
+    from snailjob.client import Client
+    from snailjob.settings import Settings
+
+    scene = "py_e2e_sync"
+    if srv.retry_scene(scene) is None:
+        srv.create_retry_scene(scene, max_retry_count=1, executor_timeout=10)
+
+    @sj.retryable(scene, executor_name="e2eSyncReport", strategy="remote_only", report_timeout=10)
+    def settle(tag: str) -> None:
+        raise ConnectionError("not now")
+
+    env = srv.client_env()
+    settings = Settings.load(env_file=None, **{k.lower(): v for k, v in env.items()},
+                             snail_bind_host="127.0.0.1", snail_host_id=f"py-e2e-sync-{uuid.uuid4().hex[:6]}")
+    client = Client(settings, executors=[settle]).start()
+    try:
+        tag = f"s{uuid.uuid4().hex[:8]}"
+        idempotent_id = settle.report(tag)
+        returned = time.monotonic()
+        row = srv.wait_retry(lambda rows: next((r for r in rows if r["idempotent_id"] == idempotent_id), None),
+                             timeout=10, scene=scene, poll=0.05)
+        stored_after = time.monotonic() - returned  # the server acknowledges, then writes the row
+        assert row["executor_name"] == "e2eSyncReport", row
+    finally:
+        client.stop(grace=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    gone = Client(Settings.load(env_file=None, **{**{k.lower(): v for k, v in env.items()},
+                                                  "snail_server_port": dead}, snail_bind_host="127.0.0.1"),
+                  executors=[settle]).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(sj.RetryReportError, match="within 10s"):
+            settle.report("unsent")
+        took = time.monotonic() - started
+        assert took < 11, took
+    finally:
+        gone.stop(grace=0)
+    run.note(f"synchronous report: taken when report() returned (the row visible {stored_after:.2f}s later); "
+             f"with the server gone, raised after {took:.1f}s")
