@@ -337,13 +337,19 @@ class Retryable(RetryableBase, Generic[P, R]):
         return self.fallback
 
     def should_retry(self, exc: BaseException) -> bool:
-        """The exception filters: ``include`` (when given) must match and
-        ``exclude`` must not."""
+        """The exception filters, as the Java client applies them: with
+        neither, every exception is retried; an ``include`` match is
+        retried (even if ``exclude`` matches too); otherwise, with
+        ``exclude`` given, what it does not match is retried (whether or not
+        ``include`` is given); with only ``include`` given, nothing else is.
+        ``StopRetry`` never is."""
         if isinstance(exc, StopRetry):
             return False
-        if self.include and not isinstance(exc, self.include):
-            return False
-        return not isinstance(exc, self.exclude)
+        if self.include and isinstance(exc, self.include):
+            return True
+        if self.exclude:
+            return not isinstance(exc, self.exclude)
+        return not self.include
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before local attempt ``attempt`` (1-based)."""
@@ -454,8 +460,11 @@ def retryable(scene: str, *,
               report_timeout: Optional[float] = None) -> Callable[[Callable[P, R]], Retryable[P, R]]:
     """Make a function retryable under the server's retry ``scene``.
 
-    ``include`` / ``exclude``: exception types to retry (default: every
-    ``Exception``) and never to retry.  ``strategy``: local then remote
+    ``include`` / ``exclude``: exception types to retry and not to retry,
+    by the Java client's rules (``Retryable.should_retry``): an ``include``
+    match is retried, then anything ``exclude`` does not match when it is
+    given; with only ``include``, only what it matches; with neither, every
+    ``Exception``.  ``strategy``: local then remote
     (default), local only, remote only.  ``local_times`` extra attempts in
     place, ``local_interval`` seconds apart (``backoff="exponential"``
     doubles it each time up to ``max_interval``; ``jitter`` 0..1 shortens

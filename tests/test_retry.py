@@ -88,10 +88,46 @@ def test_local_failure_is_reported_and_raised(make_client):
     assert client.stats()["retry_reports_sent"] == 1
 
 
+class Base(Exception):
+    pass
+
+
+class Sub(Base):
+    pass
+
+
+class Other(Exception):
+    pass
+
+
+# (include, exclude, raised, retried): the Java client's rules (SnailRetryInterceptor.retryIfException,
+# 1.10.1 and 2.0.2), case by case
+FILTERS = [
+    ((), (), Other, True),                  # neither: everything
+    ((Base,), (), Sub, True),               # an include match (a subclass too)
+    ((Base,), (), Other, False),            # only include: nothing else
+    ((), (Base,), Sub, False),              # an exclude match
+    ((), (Base,), Other, True),             # only exclude: everything else
+    ((Base,), (Sub,), Sub, True),           # both match: include wins
+    ((Sub,), (Base,), Sub, True),           # both match, the other way round: include still wins
+    ((Sub,), (Base,), Base, False),         # only exclude matches
+    ((Sub,), (Other,), Base, True),         # both given, neither matches: retried (exclude is given)
+    ((Base,), (Other,), Other, False),      # exclude matches, include does not
+    ((Other,), (), sj.StopRetry, False),    # StopRetry never, whatever the filters
+    ((sj.StopRetry,), (), sj.StopRetry, False),
+]
+
+
+@pytest.mark.parametrize("include,exclude,raised,retried", FILTERS)
+def test_the_exception_filters_follow_the_java_client(include, exclude, raised, retried):
+    function = sj.retryable("filters", include=include, exclude=exclude, local_times=0)(lambda order: None)
+    assert function.should_retry(raised("x")) is retried
+
+
 def test_filters_and_stop_retry(make_client):
     flaky = Flaky(99, exc=KeyError)
 
-    @sj.retryable("s", include=(ConnectionError, KeyError), exclude=(KeyError,), local_interval=0)
+    @sj.retryable("s", include=(ConnectionError,), exclude=(KeyError,), local_interval=0)
     def excluded() -> None:
         flaky()
 
