@@ -685,7 +685,9 @@ def test_mutated_dispatches_run_only_when_valid(hostile):
     uris = st.just(DISPATCH) | st.sampled_from(QUERY_URIS + OTHER_URIS)
     tally = {RUN: 0, NO: 0, EITHER: 0, "ran": 0}
 
-    @settings(max_examples=300, **HYPOTHESIS)
+    # derandomized: the same 300 cases every run, so that the coverage check below cannot flake (a random
+    # draw gave 24 valid dispatches once); the other properties of this file keep exploring
+    @settings(max_examples=300, derandomize=True, **HYPOTHESIS)
     @given(case=mutated_dispatch(), auth=auth_headers(), uri=uris)
     def prop(case: Tuple[str, str, List[str]], auth: Tuple[Dict[str, str], Any, str], uri: str) -> None:
         body, body_verdict, done = case
@@ -709,6 +711,7 @@ def test_mutated_dispatches_run_only_when_valid(hostile):
         tally[verdict] += 1
 
     prop()
+    print(f"\nmutated dispatches: {tally}")
     # the generator reaches all three kinds, and valid dispatches did run
     assert tally[RUN] > 30 and tally[NO] > 30 and tally["ran"] >= tally[RUN], tally
     healthy(caller)
