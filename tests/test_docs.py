@@ -20,7 +20,8 @@ FENCE = re.compile(r"^```")
 COMMENT = re.compile(r"(?:^|\s+)#(?:\s.*)?$")  # a shell or Python comment: translated in the Chinese twins
 PAIRS = [("README.md", "README.zh-CN.md"), ("docs/getting-started.md", "docs/zh/getting-started.md"),
          ("CONFIGURATION.md", "docs/zh/configuration.md"),
-         ("docs/builtin-executors.md", "docs/zh/builtin-executors.md")]
+         ("docs/builtin-executors.md", "docs/zh/builtin-executors.md"),
+         ("docs/from-java.md", "docs/zh/from-java.md")]
 
 
 def without_comments(block: str) -> str:
