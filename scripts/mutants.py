@@ -111,6 +111,13 @@ MUTANTS: List[Mutant] = [
     Mutant("builtin-on-when-off", "a built-in executor run although SNAIL_BUILTIN_EXECUTORS leaves it off",
            "        if kind not in self._settings.builtin_kinds:", "        if False:",
            ("tests/test_builtin.py::test_a_builtin_that_is_off_is_refused_naming_the_setting",)),
+    Mutant("requires-new-joins", "a REQUIRES_NEW retryable nested in another's call joins it",
+           "        return not (stage == CALL and owner is not self and self.propagation is Propagation.REQUIRES_NEW)",
+           "        return True",
+           ("tests/test_retry_nesting.py::test_a_nested_retryable_joins_or_opens_its_own_retry",)),
+    Mutant("replay-reports-unforced", "a manual report inside a server replay sent without force_report",
+           "        if in_replay() and not self.force_report:", "        if False:",
+           ("tests/test_retry_nesting.py::test_a_manual_report_inside_a_replay_is_sent_only_when_forced",)),
 ]
 
 

@@ -28,9 +28,11 @@ Limits, stated plainly:
 * Local retries block the calling thread (``time.sleep``) or await
   (``asyncio.sleep``); inside a SnailJob task the wait ends early when the
   task is stopped, and the last exception is raised.
-* No nested retries: a ``@retryable`` function called while another retry
-  (local or server-driven) is in progress in the same thread or asyncio
-  task runs once, without retries or reports.  The state is a context
+* No nested retries by default: a ``@retryable`` function called while
+  another retry (local or server-driven) is in progress in the same thread
+  or asyncio task runs once, without retries or reports; with
+  ``propagation="requires_new"`` it has its own retry when called inside
+  another's *call* (never inside a server replay).  The state is a context
   variable: other threads and other asyncio tasks are independent.
 """
 
@@ -45,8 +47,6 @@ import random
 import sys
 import time
 import weakref
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Callable, Dict, Generic, Iterable, Optional, Tuple, Type, TypeVar, Union
 
 from snailjob import retry_args
@@ -63,6 +63,7 @@ from snailjob.retry_args import (  # noqa: F401  (re-exported: snailjob.retry na
     default_idempotent_id,
 )
 from snailjob.retry_registry import RetryableBase, RetryRegistry, RetrySink
+from snailjob.retry_types import Backoff, Propagation, RetryCall, RetryResult, RetryStrategy, StopRetry
 from snailjob.wire.models import RetryTaskRequest
 
 if sys.version_info >= (3, 10):
@@ -76,68 +77,29 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class RetryStrategy(str, Enum):
-    """Where a failing call is retried."""
+CALL = "call"
+"""The stage of a ``@retryable`` call: its first attempt and local retries."""
+REPLAY = "replay"
+"""The stage of a server replay or completion callback."""
 
-    LOCAL_REMOTE = "local_remote"
-    """Retry in place, then hand the call to the server (the default)."""
-    LOCAL_ONLY = "local_only"
-    """Retry in place only."""
-    REMOTE_ONLY = "remote_only"
-    """Hand the call to the server at the first failure."""
-
-
-class Backoff(str, Enum):
-    FIXED = "fixed"
-    EXPONENTIAL = "exponential"
-
-
-class StopRetry(Exception):
-    """Raise from a retryable function to end all retrying of this call: no
-    further local attempt and no report.
-
-    In a server replay it is reported as a *failure* with the text
-    ``StopRetry: <message>``, and this client answers later replays of the
-    same retry with that failure without running the function, so the
-    server reaches the scene's maximum count after its remaining attempts.
-    (The protocol's STOP status is not used: servers up to 2.0.2 fail to
-    apply it, and 1.4.0 then replays the call forever.)"""
-
-
-class RetryResult(Exception):
-    """A call whose return value ``retry_if_result`` asked to retry.  A
-    server replay that returns such a value fails with this exception's
-    text, so the server replays it again; local attempts never raise it to
-    the caller (see ``retryable``).  ``value`` is the value returned."""
-
-    def __init__(self, value: Any) -> None:
-        shown = repr(value)
-        shown = shown if len(shown) <= 200 else shown[:200] + "..."
-        super().__init__(f"the result {shown} asked for a retry (retry_if_result)")
-        self.value = value
-
-
-@dataclass(frozen=True)
-class RetryCall:
-    """What a completion callback receives: the call and how it ended."""
-
-    scene: str
-    executor_name: str
-    args: Tuple[Any, ...]
-    kwargs: Dict[str, Any]
-    retry_id: Optional[int] = None
-    retry_task_id: Optional[int] = None
-    retry_status: Optional[int] = None
-    """1 FINISH (the call finally succeeded) or 2 MAX_COUNT (gave up)."""
-
-
-_in_retry: contextvars.ContextVar[bool] = contextvars.ContextVar("snailjob_in_retry", default=False)
+# Which retry runs in this thread or asyncio task: None, or (stage, the
+# Retryable whose call it is; None for a replay).  Set for the whole call, so
+# a retryable called inside knows it is nested (Propagation).
+_in_retry: contextvars.ContextVar[Optional[Tuple[str, Any]]] = contextvars.ContextVar(
+    "snailjob_in_retry", default=None)
 
 
 def in_retry() -> bool:
-    """True while a retry (local attempts or a server replay) runs in this
+    """True while a retry (a ``@retryable`` call or a server replay) runs
+    in this thread or asyncio task."""
+    return _in_retry.get() is not None
+
+
+def in_replay() -> bool:
+    """True while a server replay or completion callback runs in this
     thread or asyncio task."""
-    return _in_retry.get()
+    site = _in_retry.get()
+    return site is not None and site[0] == REPLAY
 
 
 class Retryable(RetryableBase, Generic[P, R]):
@@ -161,7 +123,10 @@ class Retryable(RetryableBase, Generic[P, R]):
                  throw: bool = True, fallback: Any = None,
                  executor_name: Optional[str] = None,
                  retry_if_result: Optional[Callable[[Any], bool]] = None,
-                 report_timeout: Optional[float] = None) -> None:
+                 report_timeout: Optional[float] = None,
+                 propagation: Union[Propagation, str] = Propagation.REQUIRED,
+                 retry_with: Optional[Callable[..., Any]] = None,
+                 force_report: bool = False) -> None:
         if not callable(func):
             raise RetryDefinitionError("@retryable must decorate a function")
         self.func = func
@@ -171,6 +136,7 @@ class Retryable(RetryableBase, Generic[P, R]):
         try:
             self.strategy = RetryStrategy(strategy)
             self.backoff = Backoff(backoff)
+            self.propagation = Propagation(propagation)
         except ValueError as exc:
             raise RetryDefinitionError(f"@retryable({scene!r}): {exc}") from None
         if local_times < 0 or local_interval < 0 or max_interval < 0 or not 0 <= jitter <= 1:
@@ -195,6 +161,11 @@ class Retryable(RetryableBase, Generic[P, R]):
         self.report_timeout = report_timeout
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = inspect.signature(func)
+        self.retry_with = retry_with
+        self._target: Callable[..., Any] = func
+        if retry_with is not None:
+            self._target = retry_args.retry_target(retry_with, func, self.signature, self.is_async, self.scene)
+        self.force_report = bool(force_report)
         if self.strategy is not RetryStrategy.LOCAL_ONLY:
             retry_args.check_sendable(self.signature, scene=self.scene, executor_name=self.executor_name)
         self._adapters = retry_args.ParameterAdapters(
@@ -208,16 +179,25 @@ class Retryable(RetryableBase, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.is_async:
             return self._call_async(args, kwargs)  # type: ignore[return-value]
-        if _in_retry.get():
+        if self._joins():
             return self.func(*args, **kwargs)
-        token = _in_retry.set(True)
+        token = _in_retry.set((CALL, self))
         try:
             return self._call_sync(args, kwargs)
         finally:
             _in_retry.reset(token)
 
+    def _joins(self) -> bool:
+        """True when this call runs once inside a retry already in progress
+        (see ``Propagation``)."""
+        site = _in_retry.get()
+        if site is None:
+            return False
+        stage, owner = site
+        return not (stage == CALL and owner is not self and self.propagation is Propagation.REQUIRES_NEW)
+
     def _call_sync(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> R:
-        ok, outcome = self._attempt_sync(args, kwargs)
+        ok, outcome = self._attempt_sync(self.func, args, kwargs)
         if ok:
             return outcome
         if self.strategy is not RetryStrategy.REMOTE_ONLY:
@@ -226,16 +206,17 @@ class Retryable(RetryableBase, Generic[P, R]):
                     break  # the job running this call was stopped
                 logger.info("retry %d/%d of %s (scene %s) after %s", attempt, self.local_times,
                             self.executor_name, self.scene, _describe(outcome))
-                ok, outcome = self._attempt_sync(args, kwargs)
+                ok, outcome = self._attempt_sync(self._target, args, kwargs)
                 if ok:
                     return outcome
         return self._give_up(outcome, args, kwargs)
 
-    def _attempt_sync(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
+    def _attempt_sync(self, func: Callable[..., Any], args: Tuple[Any, ...],
+                      kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
         """``(True, value)`` or ``(False, exception to retry)``; an exception
         not to retry is raised."""
         try:
-            value = self.func(*args, **kwargs)
+            value = func(*args, **kwargs)
         except StopRetry:
             raise
         except Exception as exc:
@@ -260,17 +241,19 @@ class Retryable(RetryableBase, Generic[P, R]):
         return (False, RetryResult(value)) if again else (True, value)
 
     def replay(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Callable[[], Any]:
-        """The one attempt of a server replay: the function on these
-        arguments, raising ``RetryResult`` when ``retry_if_result`` asks
-        for another (so the replay is reported as a failure)."""
+        """The one attempt of a server replay: the function (or its
+        ``retry_with``) on these arguments, raising ``RetryResult`` when
+        ``retry_if_result`` asks for another (so the replay is reported as a
+        failure)."""
+        target = self._target
         if self.is_async:
             async def attempt_async() -> Any:
-                return self._replayed(await self.func(*args, **kwargs))  # type: ignore[misc]
+                return self._replayed(await target(*args, **kwargs))
 
             return attempt_async
 
         def attempt() -> Any:
-            return self._replayed(self.func(*args, **kwargs))
+            return self._replayed(target(*args, **kwargs))
 
         return attempt
 
@@ -281,11 +264,11 @@ class Retryable(RetryableBase, Generic[P, R]):
         return value
 
     async def _call_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
-        if _in_retry.get():
+        if self._joins():
             return await self.func(*args, **kwargs)  # type: ignore[misc]
-        token = _in_retry.set(True)
+        token = _in_retry.set((CALL, self))
         try:
-            ok, last = await self._attempt_async(args, kwargs)
+            ok, last = await self._attempt_async(self.func, args, kwargs)
             if ok:
                 return last
             if self.strategy is not RetryStrategy.REMOTE_ONLY:
@@ -293,17 +276,18 @@ class Retryable(RetryableBase, Generic[P, R]):
                     await asyncio.sleep(self.delay(attempt))
                     logger.info("retry %d/%d of %s (scene %s) after %s", attempt, self.local_times,
                                 self.executor_name, self.scene, _describe(last))
-                    ok, last = await self._attempt_async(args, kwargs)
+                    ok, last = await self._attempt_async(self._target, args, kwargs)
                     if ok:
                         return last
             return self._give_up(last, args, kwargs)
         finally:
             _in_retry.reset(token)
 
-    async def _attempt_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
+    async def _attempt_async(self, func: Callable[..., Any], args: Tuple[Any, ...],
+                             kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
         """``_attempt_sync`` for coroutine functions."""
         try:
-            value = await self.func(*args, **kwargs)  # type: ignore[misc]
+            value = await func(*args, **kwargs)
         except StopRetry:
             raise
         except Exception as exc:
@@ -372,6 +356,10 @@ class Retryable(RetryableBase, Generic[P, R]):
         ``SnailJobError`` when no running client has this function, and
         ``RetryReportError`` when a synchronous report was not taken."""
         request = self.build_report(args, kwargs)
+        if in_replay() and not self.force_report:
+            logger.info("%s (scene %s) not reported: called inside a server replay, whose outcome the server "
+                        "already gets (force_report=True reports it anyway)", self.executor_name, self.scene)
+            return request.idempotentId
         sink = self._sink()
         if sink is None:
             raise SnailJobError(
@@ -457,7 +445,10 @@ def retryable(scene: str, *,
               throw: bool = True, fallback: Any = None,
               executor_name: Optional[str] = None,
               retry_if_result: Optional[Callable[[Any], bool]] = None,
-              report_timeout: Optional[float] = None) -> Callable[[Callable[P, R]], Retryable[P, R]]:
+              report_timeout: Optional[float] = None,
+              propagation: Union[Propagation, str] = Propagation.REQUIRED,
+              retry_with: Optional[Callable[..., Any]] = None,
+              force_report: bool = False) -> Callable[[Callable[P, R]], Retryable[P, R]]:
     """Make a function retryable under the server's retry ``scene``.
 
     ``include`` / ``exclude``: exception types to retry and not to retry,
@@ -489,6 +480,16 @@ def retryable(scene: str, *,
     the server took it, or gets ``RetryReportError`` (chained to the
     call's own exception) when it did not within that time; default: in
     the background, batched, kept while the server is away.
+    ``propagation``: ``"required"`` (default) runs a retryable called inside
+    another's call once, leaving the retry to the outer call;
+    ``"requires_new"`` gives it a retry of its own (``Propagation``).
+    ``retry_with`` (Java's ``retryMethod``): a function taking the same
+    arguments that the local retries and the server's replays call instead
+    of the decorated one (the first attempt is the decorated function; a
+    coroutine function needs a coroutine function).  ``force_report``:
+    ``report()`` called inside a server replay sends the report (default:
+    it is skipped, as the Java client does, since the replay's own outcome
+    reaches the server).
     """
 
     def decorator(func: Callable[P, R]) -> Retryable[P, R]:
@@ -497,7 +498,8 @@ def retryable(scene: str, *,
                          max_interval=max_interval, jitter=jitter, idempotent_id=idempotent_id,
                          biz_no=biz_no, on_success=on_success, on_max_count=on_max_count, throw=throw,
                          fallback=fallback, executor_name=executor_name, retry_if_result=retry_if_result,
-                         report_timeout=report_timeout)
+                         report_timeout=report_timeout, propagation=propagation, retry_with=retry_with,
+                         force_report=force_report)
 
     return decorator
 
@@ -537,6 +539,7 @@ def exception_text(exc: BaseException, limit: int = 2000) -> str:
 
 __all__ = [
     "Backoff",
+    "Propagation",
     "RetryCall",
     "RetryRegistry",
     "RetryResult",
@@ -544,6 +547,7 @@ __all__ = [
     "Retryable",
     "StopRetry",
     "default_idempotent_id",
+    "in_replay",
     "in_retry",
     "retryable",
 ]

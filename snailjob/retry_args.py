@@ -334,3 +334,40 @@ def _check_text(value: Any, what: str, limit: int, error: Type[SnailJobError] = 
 def _qualified_name(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", None) or "?"
     return f"{module}.{getattr(func, '__qualname__', getattr(func, '__name__', repr(func)))}"
+
+
+def retry_target(retry_with: Callable[..., Any], func: Callable[..., Any], signature: inspect.Signature,
+                  is_async: bool, scene: str) -> Callable[..., Any]:
+    """``retry_with``, checked: callable, of the same kind (coroutine or
+    not) as the decorated function, and accepting its parameters."""
+    where = f"@retryable({scene!r}) of {getattr(func, '__qualname__', func)!r}: retry_with"
+    if not callable(retry_with):
+        raise RetryDefinitionError(f"{where} must be a function, got {retry_with!r}")
+    if inspect.iscoroutinefunction(retry_with) != is_async:
+        kind = "a coroutine function" if is_async else "a plain function"
+        raise RetryDefinitionError(f"{where} must be {kind}, like the function it stands in for")
+    try:
+        target_signature = inspect.signature(retry_with)
+    except (TypeError, ValueError):
+        return retry_with  # a builtin without a signature: trust it
+    args, kwargs = _placeholders(signature)
+    try:
+        target_signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise RetryDefinitionError(f"{where} does not take the function's arguments "
+                                   f"{list(signature.parameters)}: {exc}") from None
+    return retry_with
+
+
+def _placeholders(signature: inspect.Signature) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """Arguments shaped like a call of ``signature``: positional-only
+    parameters by position, the others by name (``*args``/``**kwargs``
+    left empty)."""
+    args: List[Any] = []
+    kwargs: Dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if param.kind is param.POSITIONAL_ONLY:
+            args.append(None)
+        elif param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            kwargs[name] = None
+    return tuple(args), kwargs

@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from snailjob.context import RetryContext, enter_retry, leave_retry
 from snailjob.errors import TaskInterrupted
 from snailjob.log import log_exception
-from snailjob.retry import RetryResult, StopRetry, _in_retry, exception_text
+from snailjob.retry import REPLAY, RetryResult, StopRetry, _in_retry, exception_text
 from snailjob.wire.codec import dumps
 from snailjob.wire.enums import RetryTaskStatusEnum
 from snailjob.work import Work
@@ -72,7 +72,7 @@ class RetryWork(Work):
         return self.context.stop_event
 
     def enter(self) -> Tuple[contextvars.Token, contextvars.Token]:
-        return enter_retry(self.context), _in_retry.set(True)
+        return enter_retry(self.context), _in_retry.set((REPLAY, None))
 
     def leave(self, token: Tuple[contextvars.Token, contextvars.Token]) -> None:
         _in_retry.reset(token[1])
