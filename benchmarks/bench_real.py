@@ -22,6 +22,13 @@ Scenarios:
        task itself), every item run exactly once (one marker
        line per run, plus the ``sj_job_task`` status counts).
 
+Scenarios 1 and 2 (``real_pairs.py``) are measured so that neither client profits
+from the server's JIT warm-up: both node sets start, the server is warmed with
+rounds of cluster jobs on each set in turn until two consecutive rounds of each
+agree within 10 % (``--steady-tolerance``, at most ``--steady-rounds``), then
+``--reps`` repetitions (default 3) run both sets with the order alternating, and
+the summary gives medians and ranges, with the server's CPU per job or item.
+
 For each measurement: wall time; CPU seconds and peak RSS (sampled every 0.5 s)
 of the server JVM, of PostgreSQL (all its processes) and of the client nodes
 (sum, and per node for the scale-out); the machine's busy CPU; and a verdict on
@@ -62,14 +69,12 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -79,7 +84,8 @@ REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 sys.path.insert(0, str(BENCH_DIR))
 
-from common import machine_busy_seconds  # noqa: E402
+from real_meter import NCPU, Meter  # noqa: E402
+from real_pairs import run_pairs, summary_table  # noqa: E402
 
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.clients import ClientProcess, client_env  # noqa: E402
@@ -92,183 +98,12 @@ EXECUTORS = {  # kind -> (executorType, echo executor, map executor)
     "java": (EXECUTOR_TYPE_JAVA, "echoExecutor", "benchMap"),
 }
 BLOCK_PARALLEL = 3  # block strategy: run a new batch next to a running one
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TICK = os.sysconf("SC_CLK_TCK")
-NCPU = os.cpu_count() or 1
-
-SERVER_ERRORS = {  # server log lines counted per measurement (none in a clean run)
-    "dispatch_failed": "Task scheduling failed.",
-    "node_call_error": "request client I/O error",
-    "node_call_timeout": "java.util.concurrent.TimeoutException: Waited",
-    "no_node": "client node is null",
-}
-
 FULL = {"jobs": 300, "map_items": 10_000, "scale_nodes": 50, "scale_items": 100_000}
 QUICK = {"jobs": 100, "map_items": 1_000, "scale_nodes": 5, "scale_items": 5_000}
 
 
 def say(text: str) -> None:
     print(f"[bench-real {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-# ---------------------------------------------------------------------------
-# /proc: CPU and RSS of process trees
-
-
-def _proc_table() -> Dict[int, List[str]]:
-    """pid -> the fields of /proc/<pid>/stat after the command name (state is [0], ppid [1])."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                table[int(entry)] = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-    return table
-
-
-def _tree(table: Dict[int, List[str]], root: int) -> List[int]:
-    children = collections.defaultdict(list)
-    for pid, fields in table.items():
-        children[int(fields[1])].append(pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            out.append(pid)
-            todo.extend(children.get(pid, ()))
-    return out
-
-
-def tree_usage(table: Dict[int, List[str]], root: int) -> Dict[str, float]:
-    """CPU seconds (user + system, with reaped children's) and RSS bytes of a process and its descendants."""
-    cpu = rss = 0.0
-    for pid in _tree(table, root):
-        f = table[pid]
-        cpu += sum(int(x) for x in f[11:15]) / TICK
-        rss += int(f[21]) * PAGE
-    return {"cpu_s": cpu, "rss_b": rss}
-
-
-def own_cpu() -> float:
-    """This process's CPU plus its reaped children's (the psql calls)."""
-    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-
-
-class Meter:
-    """CPU deltas and peak RSS (sampled) of named process trees over one measurement.
-
-    ``parties``: name -> list of root pids (e.g. {"server": [jvm], "postgres": [postmaster],
-    "clients": [node pids]}). The peak of a party is the peak of its summed RSS;
-    per root, the peak and the CPU are kept too (per-node figures)."""
-
-    def __init__(self, parties: Dict[str, List[int]], interval: float = 0.5, server_log: Optional[Path] = None):
-        self.parties = parties
-        self.server_log = server_log
-        self.interval = interval
-        self.peak = {name: 0.0 for name in parties}
-        self.peak_root: Dict[int, float] = collections.defaultdict(float)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-meter")
-
-    def _sample(self) -> Dict[str, Dict[int, Dict[str, float]]]:
-        table = _proc_table()
-        out = {}
-        for name, roots in self.parties.items():
-            per = {root: tree_usage(table, root) for root in roots}
-            out[name] = per
-            self.peak[name] = max(self.peak[name], sum(u["rss_b"] for u in per.values()))
-            for root, u in per.items():
-                self.peak_root[root] = max(self.peak_root[root], u["rss_b"])
-        return out
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> Meter:
-        self.t0 = time.monotonic()
-        self.busy0 = machine_busy_seconds()
-        self.own0 = own_cpu()
-        self.log0 = self._log_size()
-        self.first = self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.last = self._sample()
-        self.wall = time.monotonic() - self.t0
-        self.busy = machine_busy_seconds() - self.busy0
-        self.own = own_cpu() - self.own0
-        self.log1 = self._log_size()
-
-    def _log_size(self) -> int:
-        try:
-            return self.server_log.stat().st_size if self.server_log else 0
-        except OSError:
-            return 0
-
-    def server_errors(self) -> Dict[str, int]:
-        """What the server logged during the measurement that says it could not reach a node:
-        dispatches that failed, gRPC calls to nodes that timed out or failed, "no client" picks."""
-        if not self.server_log or self.log1 <= self.log0:
-            return {}
-        with open(self.server_log, "rb") as fh:
-            fh.seek(self.log0)
-            text = fh.read(self.log1 - self.log0).decode(errors="replace")
-        counts = {key: text.count(pattern) for key, pattern in SERVER_ERRORS.items()}
-        return {k: v for k, v in counts.items() if v}
-
-    def figures(self) -> Dict[str, Any]:
-        """CPU seconds, cores busy and peak RSS (MB) per party, the machine's busy cores, a verdict.
-        Cores are CPU seconds per second of the meter's span (a little longer than the wall time)."""
-        span = self.wall
-        out: Dict[str, Any] = {"meter_s": round(span, 2)}
-        cores = {}
-        for name in self.parties:
-            cpu_per = {root: self.last[name].get(root, {"cpu_s": 0.0})["cpu_s"] - u["cpu_s"]
-                       for root, u in self.first[name].items()}
-            cpu = sum(cpu_per.values())
-            cores[name] = cpu / span
-            out[name] = {"cpu_s": round(cpu, 2), "cores": round(cpu / span, 3),
-                         "peak_rss_mb": round(self.peak[name] / 2**20, 1)}
-            if len(cpu_per) > 1:
-                per_cpu = sorted(cpu_per.values())
-                per_rss = sorted(self.peak_root[r] / 2**20 for r in cpu_per)
-                out[name]["per_node"] = {
-                    "n": len(per_cpu),
-                    "cpu_s_min_median_max": [round(per_cpu[0], 2), round(statistics.median(per_cpu), 2),
-                                             round(per_cpu[-1], 2)],
-                    "peak_rss_mb_min_median_max": [round(per_rss[0], 1), round(statistics.median(per_rss), 1),
-                                                   round(per_rss[-1], 1)]}
-        out["bench_process"] = {"cpu_s": round(self.own, 2), "cores": round(self.own / span, 3)}
-        other = self.busy - sum(c * span for c in cores.values()) - self.own
-        out["machine"] = {"busy_cpu_s": round(self.busy, 2), "busy_cores": round(self.busy / span, 3),
-                          "ncpu": NCPU, "other_cores": round(max(other, 0.0) / span, 3)}
-        out["bottleneck"] = verdict(cores, self.busy / span, max(other, 0.0) / span)
-        out["server_errors"] = self.server_errors()
-        return out
-
-
-def verdict(cores: Dict[str, float], busy: float, other: float) -> str:
-    parts = ", ".join(f"{name} {c:.2f}" for name, c in cores.items())
-    top = max(cores, key=lambda k: cores[k]) if cores else "?"
-    if busy >= 0.85 * NCPU:
-        note = f"; other work on the machine {other:.2f} cores" if other >= 0.25 else ""
-        return f"CPU-bound: the machine's {NCPU} cores are busy, most of it the {top} ({parts}){note}"
-    if cores.get(top, 0) >= 0.85:
-        return f"the {top} keeps about one core busy or more ({parts}); the machine is not saturated"
-    return (f"not CPU-bound ({parts} cores; machine {busy:.2f}/{NCPU}): waiting on the server's "
-            "dispatch and round trips")
-
-
-# ---------------------------------------------------------------------------
-# nodes
 
 
 class JavaUnavailableHere(Exception):
@@ -460,8 +295,10 @@ class Bench:
             f"{'all SUCCESS' if ok else 'NOT all SUCCESS: ' + str(rounds[-1]['statuses'])})")
         return {"ok": ok, "seconds": round(time.monotonic() - t0, 1), "rounds": rounds}
 
-    def rate(self, kind: str, group: str, nodes: List[Node]) -> Dict[str, Any]:
-        n = self.args.jobs
+    say = staticmethod(say)
+
+    def rate(self, kind: str, group: str, nodes: List[Node], count: Optional[int] = None) -> Dict[str, Any]:
+        n = count or self.args.jobs
         job = self.job(kind, group, "echo", TaskType.CLUSTER, args_str="bench", block_strategy=BLOCK_PARALLEL,
                        executor_timeout=60)
         timeout = max(120.0, n / 2.0)
@@ -682,27 +519,6 @@ def head_commit() -> str:
         return "?"
 
 
-def run_pair_scenario(bench: Bench, report: Report, scenario: str, count: int, kinds: List[str]) -> None:
-    for kind in kinds:
-        if kind == "java" and bench.java_reason:
-            report.skip(scenario, kind, bench.java_reason)
-            continue
-        group = bench.group(f"bench_{kind}_{count}")
-        try:
-            nodes = bench.start_nodes(kind, count, group)
-        except Exception as exc:  # the other kind and scenarios still run
-            report.skip(scenario, kind, f"nodes did not start: {exc}")
-            bench.failures.append(f"{scenario} {kind}: nodes did not start")
-            continue
-        try:
-            warm = bench.warm_up(kind, group, nodes)
-            report.add(f"{scenario}a", {**bench.rate(kind, group, nodes), "warm_up": warm})
-            report.add(f"{scenario}b", bench.map_run(kind, group, nodes, bench.args.map_items))
-        finally:
-            for node in nodes:
-                node.stop()
-
-
 def run_scale_scenario(bench: Bench, report: Report) -> None:
     count = bench.args.scale_nodes
     group = bench.group("bench_scale")
@@ -741,7 +557,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup-items", type=int, default=200, help="items of the warm-up map (default 200)")
     p.add_argument("--warmup-rounds", type=int, default=3,
                    help="warm-up rounds at most, until one ends all SUCCESS (default 3)")
-    p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--no-warmup", action="store_true", help="no node or server warm-up")
+    p.add_argument("--reps", type=int, default=3,
+                   help="repetitions of scenarios 1-2, the client order alternating (default 3)")
+    p.add_argument("--warmup-jobs", type=int, default=None,
+                   help="cluster jobs per node set in each server warm-up round (default: --jobs)")
+    p.add_argument("--steady-rounds", type=int, default=8,
+                   help="server warm-up rounds at most (default 8)")
+    p.add_argument("--steady-tolerance", type=float, default=0.10,
+                   help="the server is warm when two consecutive rounds of each client agree within this "
+                        "(default 0.10)")
     p.add_argument("--min-rate", type=float, default=10.0,
                    help="map items/s below which a map is given up (timeout = items / this; default 10)")
     p.add_argument("--online-timeout", type=float, default=None,
@@ -756,6 +581,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.java_version = args.java_version or args.version
+    args.warmup_jobs = args.warmup_jobs or args.jobs
     args.java_opts = tuple(args.java_opts.split())
     args.scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -793,7 +619,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for scenario, count in (("1", 1), ("2", 3)):
                     if scenario in args.scenarios:
                         with timed(report, scenario):
-                            run_pair_scenario(bench, report, scenario, count, args.kinds)
+                            run_pairs(bench, report, scenario, count, args.kinds)
                 if "3" in args.scenarios:
                     with timed(report, "3"):
                         run_scale_scenario(bench, report)
@@ -809,6 +635,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         report.save()
         print()
         print(report.table())
+        if report.data.get("summary"):
+            print("\nmedians (ranges) over the repetitions:")
+            print(summary_table(report.data["summary"]))
+        for scenario, warm in report.data.get("server_warm_up", {}).items():
+            rates = ", ".join(f"{r['kind']} {r['per_s']}" for r in warm["rounds"])
+            print(f"server warm-up of scenario {scenario}: {'steady' if warm['steady'] else 'NOT steady'} "
+                  f"after {len(warm['rounds'])} runs ({rates} /s)")
         print(f"\nresults: {out} (total {report.data['total_s']:.0f}s)")
         if failed or args.keep:
             print(f"client logs and markers kept in {workdir}")
