@@ -61,8 +61,16 @@ from snailjob.wire.enums import ROOT_MAP
 from snailjob.wire.models import ExecuteResult
 
 if _TYPE_CHECKING:
-    from snailjob.retry import (Backoff, Propagation, Retryable, RetryCall, RetryResult, RetryStrategy, StopRetry,
-                                retryable)
+    from snailjob.retry import (
+        Backoff,
+        Propagation,
+        Retryable,
+        RetryCall,
+        RetryResult,
+        RetryStrategy,
+        StopRetry,
+        retryable,
+    )
 
 # Loaded on first access, so that a job client does not load them: name -> module.
 _LAZY = {name: "snailjob.retry" for name in ("Backoff", "Propagation", "Retryable", "RetryCall", "RetryResult",

@@ -205,6 +205,9 @@ class Client:
         else:
             self._transport = FailoverTransport(targets, lambda: self._headers, self._transport_factory)
         transport = self._transport
+        use_loop = getattr(transport, "use_loop", None)
+        if callable(use_loop):
+            use_loop(self._inbound.loop)
         self._reports = Reports(
             s, transport,
             ResultOutbox(transport, s.snail_rpc_timeout, max_pending=s.snail_result_queue_max, store=store),
@@ -223,7 +226,8 @@ class Client:
     def _abandon_start(self) -> None:
         """Undo a ``start()`` that failed: nothing is left listening or open,
         and the client can be started again."""
-        for closer in (self._inbound.stop if self._inbound is not None else None,
+        for closer in (self._detach_loop,
+                       self._inbound.stop if self._inbound is not None else None,
                        self._transport.close if self._transport is not None else None,
                        getattr(self._store, "close", None)):
             if closer is not None:
@@ -235,6 +239,12 @@ class Client:
         self._reports = self._router = None
         with self._lock:
             self._state = "new"
+
+    def _detach_loop(self) -> None:
+        """Results stop using the inbound server's loop, which is about to stop."""
+        detach = getattr(self._transport, "detach_loop", None)
+        if callable(detach):
+            detach()
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Stop the node: refuse new dispatches, wait up to ``grace`` seconds
@@ -260,6 +270,7 @@ class Client:
                 reports.retry_reports.close(timeout=closing)
                 reports.outbox.close(timeout=closing)
                 reports.logs.close(timeout=closing)
+            self._detach_loop()
             if self._inbound is not None:
                 self._inbound.stop(grace=0.5)
             self._heartbeat.join(timeout=self.settings.snail_rpc_timeout + 1)

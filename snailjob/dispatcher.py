@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Deque, Dict, Hashable, List, Optional, Tuple
 
 from snailjob.errors import TaskInterrupted
-from snailjob.threads import LoopThread, TimerWheel
+from snailjob.threads import LoopThread, StopEvent, TimerWheel
 from snailjob.work import DONE as _DONE
 from snailjob.work import QUEUED as _QUEUED
 from snailjob.work import RUNNING as _RUNNING
@@ -74,7 +74,7 @@ def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
 class _Batch:
     batch_id: Hashable
     parallel: int
-    stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_event: threading.Event = field(default_factory=StopEvent)
     queue: Deque[Work] = field(default_factory=deque)
     tasks: Dict[int, Work] = field(default_factory=dict)
     workers: int = 0

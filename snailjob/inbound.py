@@ -285,6 +285,11 @@ class InboundServer:
             self._close_loop()
             raise
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on (in its own thread)."""
+        return self._loop
+
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()

@@ -30,6 +30,7 @@ from snailjob.retry_args import SERIALIZER_NAME
 from snailjob.retry_registry import RetryRegistry
 from snailjob.retry_work import RetryOutcome, RetryWork
 from snailjob.settings import Settings
+from snailjob.threads import StopEvent
 from snailjob.transport import Reply
 from snailjob.wire import enums
 from snailjob.wire.codec import BodyError, decode_body, encode_body, first_object, short, summarize
@@ -84,7 +85,7 @@ class RetryEndpoint:
             return accepted
         request, retryable, args, kwargs = accepted
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
-                           request.retryCount or 0, "retry", threading.Event(), self._reports)
+                           request.retryCount or 0, "retry", StopEvent(), self._reports)
         func: Callable[[], Any] = retryable.replay(tuple(args), dict(kwargs))
         with self._lock:
             stopped = self._stopped.get(request.retryId) if request.retryId is not None else None
@@ -105,7 +106,7 @@ class RetryEndpoint:
         callback = (retryable.on_success if status == enums.RetryStatusEnum.FINISH
                     else retryable.on_max_count if status == enums.RetryStatusEnum.MAX_COUNT else None)
         ctx = RetryContext(request.sceneName, request.executorName, request.retryId, request.retryTaskId,
-                           0, "callback", threading.Event(), self._reports,
+                           0, "callback", StopEvent(), self._reports,
                            retry_status=status)
         func = functools.partial(callback, call) if callback is not None else _no_callback
         return self._submit(RetryWork(func, ctx, request.executorTimeout, request))

@@ -30,6 +30,7 @@ from snailjob.log import build_entry
 from snailjob.observe import TaskObserver
 from snailjob.reporting import Reports
 from snailjob.settings import Settings
+from snailjob.threads import StopEvent
 from snailjob.transport import Reply
 from snailjob.wire import enums
 from snailjob.wire.codec import BodyError, decode_body, first_object, short, summarize
@@ -111,7 +112,7 @@ class Router:
             return self._refuse(1, found, request)
         func = found
         args, warnings, sentinel = build_args(request)
-        ctx = TaskContext(request, args, threading.Event(), self._reports, sentinel=sentinel)
+        ctx = TaskContext(request, args, StopEvent(), self._reports, sentinel=sentinel)
         if warnings:
             ctx.extra["warnings"] = warnings
         pool = self._process_pool() if isolation_of(func, self._settings.snail_isolation) == "process" else None

@@ -17,9 +17,58 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
+
+
+class StopEvent(threading.Event):
+    """A ``threading.Event`` that costs a flag until somebody waits on it.
+
+    Every task and batch has a stop event, and nearly all of them end
+    without anyone waiting on it: ``threading.Event()`` builds a
+    ``Condition`` (a lock and a waiter list, in Python) each time, a
+    measurable share of a trivial task's cost.  This one builds its
+    ``Condition`` on the first ``wait``; ``set``, ``is_set`` and ``clear``
+    read and write a flag.  It is an ``Event`` for ``isinstance`` and every
+    method behaves as ``Event``'s."""
+
+    _create = threading.Lock()  # held only while a waiter builds its condition
+
+    def __init__(self) -> None:  # no super().__init__(): that is the cost avoided
+        self._flag = False
+        self._cond: Optional[threading.Condition] = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    isSet = is_set
+
+    def set(self) -> None:
+        self._flag = True  # written before the condition is read: see wait()
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._flag:
+            return True
+        cond = self._cond
+        if cond is None:
+            with StopEvent._create:
+                if self._cond is None:
+                    self._cond = threading.Condition(threading.Lock())
+                cond = self._cond
+        with cond:
+            # a set() that read no condition yet wrote the flag first: seen here
+            if self._flag:
+                return True
+            cond.wait(timeout)
+            return self._flag
 
 
 class LoopThread:
@@ -90,7 +139,8 @@ class TimerWheel:
     """One thread running callbacks at monotonic deadlines (started lazily)."""
 
     def __init__(self) -> None:
-        self._heap: List[TimerHandle] = []
+        # (when, seq, handle): tuples compare in C, a dataclass's __lt__ in Python
+        self._heap: List[Tuple[float, int, TimerHandle]] = []
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
@@ -101,13 +151,13 @@ class TimerWheel:
         with self._cond:
             if len(self._heap) > 1024 and handle.seq % 1024 == 0:
                 # drop cancelled handles so long timeouts do not pile up
-                self._heap = [h for h in self._heap if not h.cancelled]
+                self._heap = [e for e in self._heap if not e[2].cancelled]
                 heapq.heapify(self._heap)
-            heapq.heappush(self._heap, handle)
+            heapq.heappush(self._heap, (when, handle.seq, handle))
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="snailjob-timeouts", daemon=True)
                 self._thread.start()
-            if self._heap[0] is handle:  # only an earlier deadline needs the thread awake
+            if self._heap[0][2] is handle:  # only an earlier deadline needs the thread awake
                 self._cond.notify()
         return handle
 
@@ -117,14 +167,14 @@ class TimerWheel:
                 while True:
                     if self._closed:
                         return
-                    while self._heap and self._heap[0].cancelled:
+                    while self._heap and self._heap[0][2].cancelled:
                         heapq.heappop(self._heap)
                     now = time.monotonic()
-                    if self._heap and self._heap[0].when <= now:
-                        handle = heapq.heappop(self._heap)
+                    if self._heap and self._heap[0][0] <= now:
+                        handle = heapq.heappop(self._heap)[2]
                         break
                     # bounded wait: a far deadline must not overflow the lock's timeout
-                    self._cond.wait(min(self._heap[0].when - now, 3600.0) if self._heap else None)
+                    self._cond.wait(min(self._heap[0][0] - now, 3600.0) if self._heap else None)
             try:
                 handle.callback()
             except Exception:

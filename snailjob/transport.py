@@ -12,6 +12,7 @@ not with this module: a program that only defines jobs does not load them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import itertools
@@ -71,6 +72,7 @@ def _load_grpc() -> None:
     """Import grpcio and the generated messages into this module's globals."""
     if pb is None:
         globals()["grpc"] = importlib.import_module("grpc")
+        importlib.import_module("grpc.aio")
         globals()["pb"] = importlib.import_module("snailjob.wire.snailjob_pb2")
 
 
@@ -105,6 +107,9 @@ class GrpcTransport:
         self._meta_headers: Dict[str, str] = {}
         self._meta: Dict[str, bytes] = {}
         self._calls: Set[Any] = set()  # calls started by call_async (a dropped future cancels its call)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None  # set by use_loop
+        self._aio_method: Any = None
+        self._aio_channel: Any = None
         self._closed = False
         self.state: Optional[grpc.ChannelConnectivity] = None
 
@@ -146,9 +151,38 @@ class GrpcTransport:
             raise TransportError(f"{uri}: {exc}") from None
         return Reply(result.status, result.message, decode_data(result.data))
 
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``call_async`` start its calls on ``loop`` (an event loop
+        running in another thread: the inbound server's), over a ``grpc.aio``
+        channel of its own.  Without it, ``call_async`` uses the synchronous
+        channel's futures, whose completion thread grpcio starts anew each
+        time the channel goes from no call in flight to one: once per result
+        when results go one at a time."""
+        self._loop = loop
+
+    def detach_loop(self) -> None:
+        """Undo ``use_loop`` before that loop stops: close the ``grpc.aio``
+        channel on it (calls still in flight on it end as cancelled); later
+        calls use the synchronous channel."""
+        channel, loop = self._aio_channel, self._loop
+        self._loop = self._aio_channel = self._aio_method = None
+        if channel is not None and loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(channel.close(), loop).result(2.0)
+            except Exception as exc:  # the loop ended meanwhile: grpcio frees the channel itself
+                logger.debug("closing the results channel: %r", exc)
+
     def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
         """Start one call with a deadline and return at once; ``done`` is
-        called when it ends, on gRPC's thread (on this one if it cannot start)."""
+        called when it ends, on gRPC's thread or the loop of ``use_loop``
+        (on this one if it cannot start)."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._start_on_loop, uri, self._request(uri, body), timeout, done)
+            except RuntimeError as exc:  # the loop is closed
+                done(None, TransportError(f"{uri}: {exc}", code="CANCELLED"))
+            return
         try:
             future = self._method.future(self._request(uri, body), timeout=timeout)
         except ValueError as exc:  # channel closed
@@ -156,6 +190,30 @@ class GrpcTransport:
             return
         self._calls.add(future)
         future.add_done_callback(functools.partial(self._call_ended, uri, done))
+
+    def _start_on_loop(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
+        if self._closed:
+            done(None, TransportError(f"{uri}: channel closed", code="CANCELLED"))
+            return
+        if self._aio_method is None:
+            self._aio_channel = grpc.aio.insecure_channel(self._target, options=_channel_options())
+            self._aio_method = self._aio_channel.unary_unary(
+                METHOD, request_serializer=_identity, response_deserializer=pb.GrpcResult.FromString)
+        task = asyncio.get_running_loop().create_task(self._aio_call(uri, request, timeout, done))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _aio_call(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
+        try:
+            result = await self._aio_method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            done(None, _transport_error(uri, exc))
+        except asyncio.CancelledError:
+            done(None, TransportError(f"{uri}: cancelled", code="CANCELLED"))
+        except Exception as exc:
+            done(None, TransportError(f"{uri}: {type(exc).__name__}", code="CANCELLED"))
+        else:
+            done(Reply(result.status, result.message, decode_data(result.data)), None)
 
     def _call_ended(self, uri: str, done: Done, future: Any) -> None:
         self._calls.discard(future)
@@ -171,6 +229,7 @@ class GrpcTransport:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self.detach_loop()
             if self.state is not None:
                 self._channel.unsubscribe(self._on_state)
             self._channel.close()
@@ -258,6 +317,18 @@ class FailoverTransport:
         except TransportError as exc:
             self._failed(index, exc)
             raise
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        for member in self._members:
+            use = getattr(member, "use_loop", None)
+            if callable(use):
+                use(loop)
+
+    def detach_loop(self) -> None:
+        for member in self._members:
+            detach = getattr(member, "detach_loop", None)
+            if callable(detach):
+                detach()
 
     def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
         """``call`` without waiting (when ``can_call_async``: every member has it)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import threading
@@ -178,11 +179,22 @@ def _log_warnings(task: Task) -> None:
 
 
 def is_async_callable(func: Callable[..., Any]) -> bool:
-    """True for ``async def`` functions (and objects with an async ``__call__``)."""
+    """True for ``async def`` functions (and objects with an async ``__call__``).
+    Asked for every task: the answer for a function is kept."""
+    try:
+        return _is_async_cached(func)
+    except TypeError:  # not hashable
+        return _is_async(func)
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
     if inspect.iscoroutinefunction(func):
         return True
     method = None if inspect.isroutine(func) else vars(type(func)).get("__call__")
     return method is not None and inspect.iscoroutinefunction(method)
+
+
+_is_async_cached = functools.lru_cache(maxsize=1024)(_is_async)
 
 
 def _failure(exc: BaseException) -> ExecuteResult:
