@@ -616,7 +616,9 @@ class LoadGen:
         return {"warmup": warm, "runs": runs, "paced": paced, "after": self.status()}
 
     async def phase_leak(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        """10,000 batches of each type; RSS and threads after each."""
+        """10,000 batches of each type, twice (``rounds``); RSS and threads
+        after each round: the first shows the steady state, the second any
+        growth left."""
         out: Dict[str, Any] = {"fresh": self.status()}
         cluster = BATCH_TYPES["CLUSTER"]["tasks"]
         out["warmup"] = await self.closed_loop(64, cfg["warmup"], 60, lambda: cluster, False)
@@ -624,11 +626,15 @@ class LoadGen:
         types: Dict[str, Any] = {}
         for name in cfg["types"]:
             specs: List[Dict[str, Any]] = BATCH_TYPES[name]["tasks"]
-            run = await self.closed_loop(cfg["k"], cfg["batches"], cfg["max_seconds"], functools.partial(list, specs),
-                                         True,
-                                         guard=lambda: self.status().get("threads", 0) < cfg["thread_guard"])
-            run["status"] = await self.settle(cfg.get("settle_min", 2.5), cfg.get("settle_max", 10.0))
-            types[name] = run
+            rounds = []
+            for _ in range(cfg.get("rounds", 1)):
+                run = await self.closed_loop(cfg["k"], cfg["batches"], cfg["max_seconds"],
+                                             functools.partial(list, specs), True,
+                                             guard=lambda: self.status().get("threads", 0) < cfg["thread_guard"])
+                run["status"] = await self.settle(cfg.get("settle_min", 2.5), cfg.get("settle_max", 10.0))
+                rounds.append(run)
+            types[name] = {**rounds[-1], "rounds": [{"batches": r["batches"], "status": r["status"]}
+                                                     for r in rounds]}
         out["types"] = types
         if cfg.get("nostop_batches"):
             specs = BATCH_TYPES["BROADCAST"]["tasks"]

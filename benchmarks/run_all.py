@@ -58,7 +58,7 @@ def plan(quick: bool) -> Dict[str, Any]:
             "throughput": {"warmup": 100, "reps": 2, "ks": [1, 16, 64], "tasks": {"1": 150, "16": 600, "64": 800},
                            "max_seconds": 1.2, "paced_rate": 150, "paced_seconds": 1.5},
             "java_warmup": {"warmup": 2000, "warmup_seconds": 20},
-            "leak": {"warmup": 100, "k": 32, "batches": 300, "types": LEAK_TYPES, "max_seconds": 30,
+            "leak": {"warmup": 100, "k": 32, "batches": 300, "rounds": 2, "types": LEAK_TYPES, "max_seconds": 30,
                      "thread_guard": 3000, "nostop_batches": 150, "settle_min": 1.3, "settle_max": 4},
             "logs": {"reps": 2, "records": 2000, "timeout": 30, "drain_timeout": 1.5},
             "map": {"reps": 2, "children": 1000, "k": 64, "timeout": 60},
@@ -69,7 +69,7 @@ def plan(quick: bool) -> Dict[str, Any]:
                        "max_seconds": 2.5, "paced_rate": 250, "paced_seconds": 2.0},
         # the JVM compiles hot code only after thousands of calls: a longer warm-up for the Java client
         "java_warmup": {"warmup": 5000, "warmup_seconds": 45},
-        "leak": {"warmup": 500, "k": 32, "batches": 10000, "types": LEAK_TYPES, "max_seconds": 120,
+        "leak": {"warmup": 500, "k": 32, "batches": 10000, "rounds": 2, "types": LEAK_TYPES, "max_seconds": 120,
                  "thread_guard": 3000, "nostop_batches": 1000, "settle_min": 2.0, "settle_max": 8},
         "logs": {"reps": 3, "records": 10000, "timeout": 60, "drain_timeout": 11},
         "map": {"reps": 3, "children": 10000, "k": 64, "timeout": 120},
@@ -242,8 +242,12 @@ def summarize(raw: Dict[str, List[Dict[str, Any]]], cfg: Dict[str, Any]) -> Dict
             types = {}
             for name, r in leak["types"].items():
                 st = r.get("status", {})
+                first = (r.get("rounds") or [{"status": st}])[0]["status"]
                 types[name] = {"batches": r["batches"], "tasks": r["tasks"], "errors": sum(r["errors"].values()),
                                "rss_mb": st.get("rss_kb", math.nan) / 1024, "threads": st.get("threads"),
+                               "rss_mb_first_round": first.get("rss_kb", math.nan) / 1024,
+                               "growth_second_round_mb": (st.get("rss_kb", math.nan)
+                                                          - first.get("rss_kb", math.nan)) / 1024,
                                "peak_threads": r.get("peak", {}).get("threads"),
                                "batches_per_s": r["batches"] / r["seconds"] if r["seconds"] else math.nan}
             last = list(leak["types"].values())[-1].get("status", {}) if leak["types"] else {}
@@ -297,41 +301,38 @@ def summarize(raw: Dict[str, List[Dict[str, Any]]], cfg: Dict[str, Any]) -> Dict
 
 
 def verdicts(s: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Each target of issue 7 with the measured value and met / missed."""
-    ours, old, floor = s.get("ours", {}), s.get("v013", {}), s.get("floor", {})
+    """Each current target (issue 29) with the measured value and met /
+    missed; ``None`` where this run did not measure it."""
+    ours, floor, go = s.get("ours", {}), s.get("floor", {}), s.get("go", {})
 
     def med(d: Any) -> float:
         """The median of a ``median_spread`` dict, NaN when missing."""
         return float(d["median"]) if isinstance(d, dict) and d.get("n") else math.nan
 
-    tp = med(_get(ours, "throughput", "64", "tasks_per_s"))
-    tp_old = med(_get(old, "throughput", "64", "tasks_per_s"))
-    tp_floor = med(_get(floor, "throughput", "64", "tasks_per_s"))
-    reply = med(_get(ours, "throughput", "64", "reply_p99_ms"))
-    growth = {t: (ours.get("leak", {}).get("types", {}).get(t, {}).get("rss_mb", math.nan)
-                  - ours.get("leak", {}).get("baseline", {}).get("rss_kb", math.nan) / 1024) for t in LEAK_TYPES}
-    base_threads = ours.get("leak", {}).get("baseline", {}).get("threads")
-    threads_after = {t: ours.get("leak", {}).get("types", {}).get(t, {}).get("threads") for t in LEAK_TYPES}
-    idle, idle_old = med(ours.get("idle_rss_mb")), med(old.get("idle_rss_mb"))
-    log_remote = med(_get(ours, "logs", "remote", "mean_us"))
-    log_default = med(_get(ours, "logs", "default", "mean_us"))
-    max_growth = max((g for g in growth.values() if not math.isnan(g)), default=math.nan)
-    rows = [
-        {"target": "throughput K=64 >= 2x 0.1.3", "value": f"{tp / tp_old:.2f}x" if tp_old else "n/a",
-         "met": tp >= 2 * tp_old},
-        {"target": "throughput K=64 >= 60% of floor", "value": f"{tp / tp_floor:.0%}" if tp_floor else "n/a",
-         "met": tp >= 0.6 * tp_floor},
-        {"target": "dispatch reply p99 under K=64 <= 5 ms", "value": f"{reply:.1f} ms", "met": reply <= 5.0},
-        {"target": "RSS growth <= 5 MB after 10,000 batches of each type",
-         "value": f"max {max_growth:+.1f} MB over baseline", "met": max_growth <= 5.0},
-        {"target": "threads back to idle after each type",
-         "value": f"baseline {base_threads}, after: {sorted(set(threads_after.values()), key=str)}",
-         "met": (all(v == base_threads for v in threads_after.values()) if base_threads is not None else None)},
-        {"target": "idle RSS <= 0.1.3's", "value": f"{idle:.1f} MB vs {idle_old:.1f} MB", "met": idle <= idle_old},
-        {"target": "remote logging caller cost <= 20 us/record",
-         "value": f"{log_remote:.1f} us (remote handler only); {log_default:.1f} us with client_main's console handler",
-         "met": log_remote <= 20.0},
-    ]
+    def at(d: Dict[str, Any], k: str, what: str) -> float:
+        return med(_get(d, "throughput", k, what))
+
+    rows: List[Dict[str, Any]] = []
+    for k in ("1", "16", "64"):
+        tp, tp_floor, tp_go = at(ours, k, "tasks_per_s"), at(floor, k, "tasks_per_s"), at(go, k, "tasks_per_s")
+        rows.append({"target": f"tasks/s K={k} >= 0.95x the floor's",
+                     "value": f"{tp / tp_floor:.2f}x ({tp:.0f} vs {tp_floor:.0f})", "met": tp >= 0.95 * tp_floor})
+        rows.append({"target": f"tasks/s K={k} >= the Go client's",
+                     "value": f"{tp / tp_go:.2f}x ({tp:.0f} vs {tp_go:.0f})", "met": tp >= tp_go})
+    reply, reply_floor = at(ours, "64", "reply_p99_ms"), at(floor, "64", "reply_p99_ms")
+    rows.append({"target": "dispatch reply p99 K=64 <= 1.3x the floor's",
+                 "value": f"{reply / reply_floor:.2f}x ({reply:.1f} vs {reply_floor:.1f} ms)",
+                 "met": reply <= 1.3 * reply_floor})
+    cpu, cpu_floor = at(ours, "64", "client_cpu_us"), at(floor, "64", "client_cpu_us")
+    rows.append({"target": "client CPU per task K=64 <= 1.25x the floor's",
+                 "value": f"{cpu / cpu_floor:.2f}x ({cpu:.0f} vs {cpu_floor:.0f} us)", "met": cpu <= 1.25 * cpu_floor})
+    types = ours.get("leak", {}).get("types", {})
+    peak = max((t["rss_mb"] for t in types.values()), default=math.nan)
+    growth = max((t.get("growth_second_round_mb", math.nan) for t in types.values()), default=math.nan)
+    rows.append({"target": "RSS after the batches of every type <= 64 MB", "value": f"max {peak:.1f} MB",
+                 "met": peak <= 64.0})
+    rows.append({"target": "no RSS growth across the second round of batches (<= 1 MB)",
+                 "value": f"max {growth:+.1f} MB", "met": growth <= 1.0})
     for r in rows:
         if "nan" in str(r["value"]):
             r["met"] = None  # not measured in this run
@@ -351,7 +352,9 @@ def _leak_cell(d: Dict[str, Any], kind: str, wanted: int) -> Optional[str]:
     if t is None:
         return None
     done = "" if t["batches"] >= wanted else f" (only {t['batches']} done)"
-    return f"{t['rss_mb']:.1f} / {t['threads']}{done}"
+    first = t.get("rss_mb_first_round")
+    rounds = f"{first:.1f} -> " if first is not None and not math.isnan(first) else ""
+    return f"{rounds}{t['rss_mb']:.1f} / {t['threads']}{done}"
 
 
 def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
@@ -398,7 +401,7 @@ def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
                    if "leak" in d else None))
     n = cfg["leak"]["batches"]
     for t in LEAK_TYPES:
-        row(f"after {n} {t} batches: RSS MB / threads",
+        row(f"after {n} {t} batches (then {n} more): RSS MB / threads",
             lambda d, t=t: _leak_cell(d, t, n))
     row("peak threads during those batches",
         lambda d: (str(max(t.get("peak_threads") or 0 for t in d["leak"]["types"].values()))
