@@ -130,7 +130,8 @@ def _from_proxy(binary: str, into: Path) -> str:
             error = " ".join(str(info.get("Error") or "no Dir").split())  # one line: it is printed as a reason
             raise GoUnavailable(f"go mod download: {error[:300]}")
         shutil.copytree(info["Dir"], into)
-    return f"Go module proxy ({info.get('Origin', {}).get('URL') or 'GOPROXY'}), {MODULE}@{VERSION}"
+    proxy = os.environ.get("GOPROXY") or "the default GOPROXY"
+    return f"Go module proxy ({proxy}), {MODULE}@{VERSION}"
 
 
 def _from_git(url: str, into: Path) -> str:

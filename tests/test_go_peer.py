@@ -14,6 +14,7 @@ import json
 import shutil
 import stat
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,38 @@ def test_reason_names_both_sources_when_nothing_can_be_fetched(monkeypatch: pyte
     assert reason is not None
     assert "go mod download" in reason and "no-such-repo" in reason and "\n" not in reason
     assert not go_peer.SOURCE.exists()
+
+
+@needs_source
+def test_fetch_through_a_module_proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The proxy path, against a file:// proxy made of the fetched source
+    (the public proxy refuses this module on the benchmark machine)."""
+    pristine = go_peer.SOURCE
+    proxy = tmp_path / "proxy" / go_peer.MODULE / "@v"
+    proxy.mkdir(parents=True)
+    (proxy / f"{go_peer.VERSION}.info").write_text(json.dumps({"Version": go_peer.VERSION,
+                                                               "Time": "2024-11-30T00:00:00Z"}))
+    (proxy / f"{go_peer.VERSION}.mod").write_bytes((pristine / "go.mod").read_bytes())
+    with zipfile.ZipFile(proxy / f"{go_peer.VERSION}.zip", "w") as archive:
+        for path in sorted(p for p in pristine.rglob("*") if p.is_file() and p.name != ".fetched.json"):
+            archive.write(path, f"{go_peer.MODULE}@{go_peer.VERSION}/{path.relative_to(pristine)}")
+    root = tmp_path / "build"
+    monkeypatch.setattr(go_peer, "BUILD_ROOT", root)
+    monkeypatch.setattr(go_peer, "SOURCE", root / "src")
+    monkeypatch.setenv("GOPROXY", f"file://{tmp_path / 'proxy'}")
+    monkeypatch.setenv("GONOSUMDB", go_peer.MODULE)  # our home-made zip is not in the checksum database
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
+    monkeypatch.setenv("BENCH_GO_CLIENT_GIT", str(tmp_path / "no-such-repo"))  # so only the proxy can succeed
+    try:
+        assert go_peer.fetch_source() == root / "src"
+        origin = go_peer.source_origin()
+        assert origin is not None and "module proxy" in origin and "file://" in origin
+        assert (root / "src" / "dto" / "dto.go").read_bytes() == (pristine / "dto" / "dto.go").read_bytes()
+        go_peer.apply_patch(root / "src", tmp_path / "patched")  # the copy from the read-only cache is writable
+    finally:  # the module cache is read-only: make it removable
+        for path in (tmp_path / "modcache").rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 @needs_source
