@@ -47,6 +47,7 @@ import grpc.aio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import go_peer  # noqa: E402
 import java_peer  # noqa: E402
 from common import (  # noqa: E402
     BENCH_DIR,
@@ -65,7 +66,7 @@ from common import (  # noqa: E402
     proc_status,
 )
 
-KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202")
+KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202", "go")
 JAVA_VERSIONS = {"java110": "1.10.0", "java202": "2.0.2"}
 """Kinds played by SnailJob's own Java client (``java_peer.py``): the version of each."""
 JAVA_EXECUTORS = {"bench": "echoExecutor"}
@@ -317,7 +318,9 @@ class LoadGen:
             env["BENCH_CENSUS_FILE"] = str(self.workdir / "census.jsonl")
         if self.kind == "ours":
             env["PYTHONPATH"] = self.pythonpath
-        if self.kind.startswith("floor"):
+        if self.kind == "go":  # SnailJob's Go client: our program on it (go_peer.py), built or found in the cache
+            cmd = [str(go_peer.build())]
+        elif self.kind.startswith("floor"):
             cmd = [self.python, str(BENCH_DIR / "floor_client.py")] + (["--aio"] if self.kind == "floor_aio" else [])
         else:
             cmd = [self.python, str(BENCH_DIR / "bench_client.py")]
@@ -327,8 +330,8 @@ class LoadGen:
         """Start the client process (output to ``client.log`` in its working directory).
 
         ``spawned_at`` is taken just before the process is spawned: the
-        start-up figures count from there.  A Java kind's jar is built (or
-        found in the cache) before that.
+        start-up figures count from there.  A Java kind's jar (the Go kind's
+        program) is built, or found in the cache, before that.
         """
         cmd, env, cwd = self.client_command()
         if self.java_version is not None:
@@ -415,6 +418,8 @@ class LoadGen:
             body["executorType"] = 1
             body["jobBizId"] = f"bench-{batch_id}"
             body["executorInfo"] = JAVA_EXECUTORS.get(body["executorInfo"], body["executorInfo"])
+        elif self.kind == "go":
+            body["executorType"] = 3  # GO, as the server sends for a Go executor (the Go client does not check it)
         return self.pb.GrpcSnailJobRequest(reqId=next(self.req_ids),
                                       metadata=self.pb.Metadata(uri="/job/dispatch/v1", headers=self.headers),
                                       body=json.dumps([body], separators=(",", ":")))

@@ -1,5 +1,5 @@
 """Run every benchmark: this client, snail-job-python 0.1.3, the gRPC
-floor and SnailJob's own Java client (1.10.0 and 2.0.2), side by side.
+floor and SnailJob's own Java (1.10.0 and 2.0.2) and Go clients, side by side.
 
     .venv/bin/python benchmarks/run_all.py            # full run, about 10 minutes
     .venv/bin/python benchmarks/run_all.py --quick    # smaller counts, about 4 minutes
@@ -13,7 +13,9 @@ from the working tree) on first use, then starts one load generator process (``l
 measurement; each load generator starts the client process it measures.
 The Java client is built with Maven by ``java_peer.py`` (cached in
 ``benchmarks/.java-build/``); a Java version that cannot be built or run
-here is skipped, and the reason is printed and kept in the JSON.
+here is skipped, and the reason is printed and kept in the JSON. So is
+SnailJob's Go client, built with ``go`` by ``go_peer.py`` (cached in
+``benchmarks/.go-build/``) from its pinned source and our local fix.
 It prints a table and writes the raw figures and the summary to
 ``benchmarks/results/<timestamp>.json`` (and ``results/latest.json``).
 
@@ -36,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import go_peer  # noqa: E402
 import java_peer  # noqa: E402
 from common import BENCH_DIR, REPO_DIR, fmt_spread, median_spread  # noqa: E402
 
@@ -43,11 +46,14 @@ VENV_013 = BENCH_DIR / ".venv013"
 VENV_OURS = BENCH_DIR / ".venv-ours"
 RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "python-dotenv")
 RESULTS = BENCH_DIR / "results"
-KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202")
+KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202", "go")
 LABELS = {"ours": "this client", "v013": "0.1.3", "floor": "floor", "floor_aio": "floor (aio)",
-          "java110": "Java 1.10.0", "java202": "Java 2.0.2"}
+          "java110": "Java 1.10.0", "java202": "Java 2.0.2", "go": f"Go client ({go_peer.VERSION})"}
 JAVA_KINDS = {"java110": "1.10.0", "java202": "2.0.2"}
 LEAK_TYPES = ["CLUSTER", "BROADCAST", "SHARDING", "MAP_ROOT", "MR_REDUCE"]
+GO_NOT_RUN = {"logs": "the logging phase measures the Python clients' logging handlers (SnailLog with and "
+                      "without the console handler); the Go client logs through logrus, with no such modes"}
+"""Phases the Go column leaves out, and why (kept in the JSON under ``not_run``)."""
 
 
 def plan(quick: bool) -> Dict[str, Any]:
@@ -391,7 +397,8 @@ def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
     rate = cfg["throughput"]["paced_rate"]
     row(f"paced {rate}/s: reply p99 ms", lambda d: _get(d, "paced", "reply_p99_ms"), 1)
     row(f"paced {rate}/s: dispatch->report p99 ms", lambda d: _get(d, "paced", "report_p99_ms"), 1)
-    row("client CPU us/task, K=64", lambda d: _get(d, "throughput", "64", "client_cpu_us"))
+    for k in cfg["throughput"]["ks"]:
+        row(f"client CPU us/task, K={k}", lambda d, k=k: _get(d, "throughput", str(k), "client_cpu_us"))
     row("client CPU us/task, paced", lambda d: _get(d, "paced", "client_cpu_us"))
     row("other processes' cores during K=64", lambda d: _get(d, "throughput", "64", "other_cores"), 2)
     row("idle RSS MB", lambda d: d["idle_rss_mb"], 1)
@@ -421,9 +428,10 @@ def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
         row(f"last record delivered s after job ({label})", lambda d, m=mode: _get(d, "logs", m, "lag_s"), 2,
             kinds=both)
     c = cfg["map"]["children"]
-    row(f"map: ROOT_MAP emits {c} sub-tasks, s", lambda d: _get(d, "map", "emit_s"), 2, kinds=both)
-    row(f"map: all {c} sub-tasks reported, s", lambda d: _get(d, "map", "all_s"), 2, kinds=both)
-    row("map reports sent", lambda d: _get(d, "map", "map_reports"), kinds=both)
+    mappers = (*both, "go")
+    row(f"map: ROOT_MAP emits {c} sub-tasks, s", lambda d: _get(d, "map", "emit_s"), 2, kinds=mappers)
+    row(f"map: all {c} sub-tasks reported, s", lambda d: _get(d, "map", "all_s"), 2, kinds=mappers)
+    row("map reports sent", lambda d: _get(d, "map", "map_reports"), kinds=mappers)
 
     header = ["figure (median (min-max))", *(LABELS[k] for k in shown)]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -466,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     # the Java kinds ignore the interpreter (their client is the JVM)
     pythons = {"ours": python_ours, "v013": python_013, "floor": python_ours, "floor_aio": python_ours,
-               "java110": python_ours, "java202": python_ours}
+               "java110": python_ours, "java202": python_ours, "go": python_ours}
     info = machine_info(python_ours, python_013)
     print(f"{info['cores']} cores, {info['cpu']}; load average {info['loadavg_start']}; results in {work}")
     skipped: Dict[str, str] = {}
@@ -483,6 +491,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         java_builds[kind] = {"version": version, "jar": str(jar), "seconds": time.perf_counter() - t0,
                              "java": java_peer.java_binary(version)}
         print(f"{LABELS[kind]}: {jar} ({java_builds[kind]['seconds']:.1f} s to build or find)", flush=True)
+    if "go" in selected:
+        t0 = time.perf_counter()
+        try:
+            go_binary = go_peer.build()
+        except go_peer.GoUnavailable as exc:
+            skipped["go"] = str(exc)
+            print(f"{LABELS['go']}: skipped: {exc}", flush=True)
+        else:
+            info["go"] = {"module": go_peer.MODULE, "version": go_peer.VERSION, "commit": go_peer.COMMIT,
+                          "patch": go_peer.PATCH.name, "source": go_peer.source_origin(), "binary": str(go_binary),
+                          "go": go_peer.go_version(go_peer.go_binary() or "go"),
+                          "seconds": time.perf_counter() - t0}
+            print(f"{LABELS['go']}: {go_binary} ({info['go']['seconds']:.1f} s to build or find)", flush=True)
     selected = [k for k in selected if k not in skipped]
     info["java"] = java_builds
     raw: Dict[str, List[Dict[str, Any]]] = {k: [] for k in KINDS}
@@ -504,15 +525,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 go(kind, "throughput", {"throughput": java_tp if kind in JAVA_KINDS else cfg["throughput"]})
     if "leak" in parts:
         print(f"resources ({cfg['leak']['batches']} batches of each type):")
-        for kind in [k for k in ("ours", "v013") if k in selected]:
+        for kind in [k for k in ("ours", "v013", "go") if k in selected]:
             go(kind, "leak", {"leak": cfg["leak"]})
         # the floor has no task types (every dispatch gets one report): one type is enough
         if "floor" in selected:
             go("floor", "leak", {"leak": dict(cfg["leak"], types=["CLUSTER"])})
-    if parts & {"logs", "map"} and {"ours", "v013"} & set(selected):
+    if parts & {"logs", "map"} and {"ours", "v013", "go"} & set(selected):
         print("remote logging and map fan-out:")
-    for kind in [k for k in ("ours", "v013") if k in selected]:
-        if "logs" in parts:
+    for kind in [k for k in ("ours", "v013", "go") if k in selected]:
+        if "logs" in parts and kind != "go":
             for mode in ("default", "remote"):
                 go(kind, "logs", {"logs": cfg["logs"]}, log_level="INFO", log_mode=mode)
         if "map" in parts:
@@ -532,7 +553,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failures = [r.get("failure") for rs in raw.values() for r in rs if r.get("failure")]
     for kind, reason in skipped.items():
         print(f"{LABELS[kind]} not measured: {reason.splitlines()[0] if reason else ''}")
+    not_run = {"go": {p: why for p, why in GO_NOT_RUN.items() if p in parts}} if "go" in selected else {}
+    for kind, phases in not_run.items():
+        for phase, why in phases.items():
+            print(f"{LABELS[kind]}: no {phase} phase: {why}")
     doc = {"plan": cfg, "quick": opts.quick, "machine": info, "kinds": selected, "skipped": skipped,
+           "not_run": not_run,
            "summary": summary, "targets": checks, "table": table, "failures": failures, "raw": raw}
     text = json.dumps(doc, indent=1, default=str)
     (RESULTS / f"{stamp}.json").write_text(text, encoding="utf-8")
