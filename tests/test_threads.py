@@ -41,7 +41,7 @@ def test_set_racing_the_first_wait_is_never_lost():
     for _ in range(300):
         event = StopEvent()
         result: List[bool] = []
-        waiter = threading.Thread(target=lambda: result.append(event.wait(5)))
+        waiter = threading.Thread(target=lambda e=event, r=result: r.append(e.wait(5)))
         waiter.start()
         event.set()
         waiter.join(6)
