@@ -417,3 +417,31 @@ def test_send_test_alarm_reports_each_recipient(make_client, receiver):
         assert "test alarm" in receiver.json()["text"]
     finally:
         broken.close()
+
+
+def test_cli_alarm_test_reports_each_recipient(snailjob_emulator, receiver):
+    import subprocess
+
+    from .test_cli import command, emu_env
+
+    emu = snailjob_emulator
+    broken = Receiver(status=404)
+    try:
+        emu.config = config((5, {"webhookUrl": receiver.url("/ok"), "secret": "cli-secret"}),
+                            (1, {"webhookUrl": broken.url("/robot/send?access_token=cli-ding-token")}), version=5)
+        done = subprocess.run(command("alarm-test", "--timeout", "10"), env=emu_env(emu), capture_output=True,
+                              text=True, timeout=60)
+        lines = done.stdout.splitlines()
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert lines[0].startswith("group config version 5 of group ")
+        assert lines[1] == f"ok    JOB_CLIENT_ERROR via webhook to {receiver.url('/ok')}"
+        assert lines[2].startswith("FAIL  JOB_CLIENT_ERROR via DingTalk to ") and "HTTP 404" in lines[2]
+        assert "access_token=***" in lines[2]
+        assert "cli-ding-token" not in done.stdout + done.stderr and emu.token not in done.stdout + done.stderr
+        assert receiver.requests[0][1]["secret"] == "cli-secret" and "test alarm" in receiver.json()["text"]
+        emu.config = config(version=6)
+        done = subprocess.run(command("alarm-test", "--timeout", "10"), env=emu_env(emu), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "FAIL  no notify recipient for a client scene" in done.stdout
+    finally:
+        broken.close()
