@@ -102,7 +102,8 @@ class Client:
         self._heartbeat = Heartbeat(s, self.registry, self.host_id, self.warn_again)
         self.config = ConfigCache()
         """The group's config from the server (``scene_ddl(scene)``: a retry scene's deadline in ms)."""
-        self._config_sync = ConfigSync(self.config, s.snail_config_sync_interval, s.snail_rpc_timeout)
+        self._config_sync = ConfigSync(self.config, s.snail_config_sync_interval, s.snail_rpc_timeout,
+                                       redact=self._heartbeat.redact)
         self._alarms: Optional[Alarms] = None  # built by start()
         self._heartbeat.on_connected = self._config_sync.pull_soon
         # built by start(): the port, the channel, the outbound queues and their users

@@ -184,8 +184,10 @@ class ConfigSync:
     heartbeat connects, then every ``interval`` seconds) and takes the
     server's pushes."""
 
-    def __init__(self, cache: ConfigCache, interval: float, rpc_timeout: float) -> None:
+    def __init__(self, cache: ConfigCache, interval: float, rpc_timeout: float,
+                 redact: Callable[[str], str] = lambda text: text) -> None:
         self.cache = cache
+        self._redact = redact  # the token out of the server's texts (it echoes it in refusals)
         self._interval = interval
         self._rpc_timeout = rpc_timeout
         self._transport: Optional[Transport] = None
@@ -232,10 +234,11 @@ class ConfigSync:
         try:
             reply = transport.call(enums.URI_SYNC_VERSION, "[]", self._rpc_timeout)
         except TransportError as exc:
-            self._problem(f"could not pull the group config: {clean(str(exc))}")
+            self._problem(f"could not pull the group config: {clean(self._redact(str(exc)))}")
             return False
         if not reply.ok:
-            self._problem(f"the server refused the config pull: {clean(reply.message) or 'no reason given'}")
+            self._problem(f"the server refused the config pull: "
+                          f"{clean(self._redact(reply.message)) or 'no reason given'}")
             return False
         self.pulls += 1
         self._last_problem = ""
@@ -254,12 +257,14 @@ class ConfigSync:
             logger.debug("%s", text)
 
     def accept_push(self, body: str) -> Reply:
-        """The server's push (``[ConfigRequest]``): taken, or refused with the reason."""
+        """The server's push (``[ConfigRequest]``): taken, or ignored (logged,
+        the reason in the answer's message).  Answered with status 1 either
+        way, as every call of the server is (it only logs the answer)."""
         try:
             data = first_object(decode_body(body), "config")
         except BodyError as exc:
             self.cache.reject("the server's push", str(exc))
-            return Reply(0, f"invalid config: {exc}", None)
+            return Reply(1, f"config ignored: {exc}", None)
         if not self.cache.update(data, "the server's push"):
-            return Reply(0, "invalid config (see the client's log)", None)
+            return Reply(1, "config ignored (see the client's log)", None)
         return Reply(1, "", None)
