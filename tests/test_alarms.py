@@ -459,3 +459,84 @@ def test_golden_config_reply_of_the_real_server():
     [report] = parsed.recipients[REPORT_ERR]
     assert report.notify_type == 1 and parsed.thresholds[REPORT_ERR] == 3
     assert "py-e2e" not in parsed.describe() and "access_token" not in parsed.describe()
+
+
+# --- the other client scenes, end to end in one node ------------------------------------
+
+
+def _serve(answer: Dict[str, Any], **special: Any) -> Any:
+    """A responder: the group config, ``special[uri]`` (a Reply or an exception), else success."""
+    from snailjob.transport import Reply
+
+    def respond(uri: str, body: Any) -> Any:
+        if uri == "/sync/version":
+            return Reply(1, "", answer)
+        if uri in special:
+            outcome = special[uri]
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return Reply(1, "", "PONG" if uri == "/beat" else True)
+
+    return respond
+
+
+def _retry_report() -> Any:
+    from snailjob.wire.models import RetryTaskRequest
+
+    return RetryTaskRequest(groupName="g", sceneName="orders", idempotentId="id-1", executorName="charge",
+                            argsStr="[]", serializerName="jackson")
+
+
+def test_retry_reports_the_server_refuses_or_cannot_take_raise_client_report_error(make_client, receiver):
+    from snailjob.errors import TransportError
+    from snailjob.transport import Reply
+
+    client, transport = make_client(snail_retry_report_interval=0.05)
+    answer = config((5, {"webhookUrl": receiver.url("/report")}), job=0, retry=3)
+    transport.responder = _serve(answer, **{"/batch/report": Reply(1, "scene orders is closed", False)})
+    assert client.sync_config()
+    client._reports.queue_retry_report(_retry_report())
+    wait_for(lambda: client.stats()["alarms_sent"] == 1, timeout=10)
+    text = receiver.json()["text"]
+    assert "CLIENT_REPORT_ERROR" in text and "scene orders is closed" in text and "id-1" in text
+    transport.responder = _serve(answer, **{"/batch/report": TransportError("UNAVAILABLE: down",
+                                                                           code="UNAVAILABLE")})
+    client._reports.queue_retry_report(_retry_report())
+    wait_for(lambda: client.stats()["alarms_sent"] == 2, timeout=15)
+    assert "could not be sent (3 attempts): UNAVAILABLE: down; kept and tried again" in receiver.json(1)["text"]
+
+
+def test_an_internal_error_answering_the_server_raises_client_component_error(make_client, receiver):
+    client, transport = make_client()
+    transport.responder = _serve(config((5, {"webhookUrl": receiver.url("/component")}), job=0, retry=4))
+    assert client.sync_config()
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    client._router.handle = broken  # type: ignore[union-attr, method-assign]
+    reply = call_inbound(client.host_port, "/job/stop/v1", "[]")
+    assert reply.status == 0  # the inbound server answers the failure
+    wait_for(lambda: client.stats()["alarms_sent"] == 1, timeout=10)
+    text = receiver.json()["text"]
+    assert "CLIENT_COMPONENT_ERROR" in text and "'/job/stop/v1': RuntimeError" in text
+
+
+def test_a_map_report_the_server_refuses_raises_job_client_error(make_client, receiver):
+    import snailjob as sj
+    from snailjob.transport import Reply
+
+    root = sj.MapExecutor("mapJob")
+    root.map()(lambda args: sj.mr_do_map([1, 2], "NEXT"))
+
+    from .conftest import dispatch, dispatch_body
+
+    client, transport = make_client([root])
+    transport.responder = _serve(config((5, {"webhookUrl": receiver.url("/map")})),
+                                 **{"/batch/report/job/map/task/v1": Reply(0, "Job config not existed", False)})
+    assert client.sync_config()
+    dispatch(client.host_port, dispatch_body("mapJob", task_type=4, taskName="ROOT_MAP"))
+    wait_for(lambda: client.stats()["alarms_sent"] == 1, timeout=10)
+    text = receiver.json()["text"]
+    assert "JOB_CLIENT_ERROR" in text and "refused 2 sub-task(s) of 'NEXT'" in text and "Job config not existed" in text
