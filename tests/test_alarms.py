@@ -540,3 +540,16 @@ def test_a_map_report_the_server_refuses_raises_job_client_error(make_client, re
     wait_for(lambda: client.stats()["alarms_sent"] == 1, timeout=10)
     text = receiver.json()["text"]
     assert "JOB_CLIENT_ERROR" in text and "refused 2 sub-task(s) of 'NEXT'" in text and "Job config not existed" in text
+
+
+def test_alarm_counters_are_metrics(make_client, receiver):
+    pytest.importorskip("prometheus_client")
+    from snailjob.ops.metrics import Metrics
+
+    client, transport = make_client()
+    transport.responder = _serve(config((5, {"webhookUrl": receiver.url()})))
+    assert client.sync_config()
+    client.raise_alarm(JOB_ERR, "x")
+    wait_for(lambda: client.stats()["alarms_sent"] == 1)
+    text = Metrics(client).render()[0].decode()
+    assert "snailjob_alarms_sent_total 1.0" in text and "snailjob_alarms_dropped_total 0.0" in text
