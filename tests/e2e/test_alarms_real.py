@@ -21,8 +21,9 @@ from tests.test_alarms import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-JOB = 3  # SyetemTaskTypeEnum.JOB
+RETRY, JOB = 1, 3  # SyetemTaskTypeEnum
 JOB_CLIENT_ERROR, JOB_TASK_ERROR = 2, 1  # JobNotifySceneEnum
+MAX_RETRY_ERROR, CLIENT_REPORT_ERROR = 2, 3  # RetryNotifySceneEnum
 
 
 def pull_raw(srv, group, token):
@@ -35,6 +36,32 @@ def pull_raw(srv, group, token):
         return transport.call("/sync/version", "[]", 10.0)
     finally:
         transport.close()
+
+
+def create_alarm(srv, group, url, name, scene, system_task_type):
+    saved, srv.group = srv.group, group  # the harness makes them for its srv.group
+    try:
+        return srv.create_webhook_alarm(url, name, scene=scene, system_task_type=system_task_type)
+    finally:
+        srv.group = saved
+
+
+def test_the_reply_names_scenes_by_number_only(run):
+    """Retry configs: the client's CLIENT_REPORT_ERROR (3) arrives as retryNotifyScene 3; the
+    server's MAX_RETRY_ERROR (2) arrives as jobNotifyScene 2, the number of the job client scene:
+    the reply carries no task type (AbstractConfigAccess.getConfigInfo)."""
+    srv = run.srv
+    group, token = new_group(srv, "scenes")
+    create_alarm(srv, group, "http://127.0.0.1:9/report", f"py-report-{uid()}", CLIENT_REPORT_ERROR, RETRY)
+    create_alarm(srv, group, "http://127.0.0.1:9/max", f"py-max-{uid()}", MAX_RETRY_ERROR, RETRY)
+    reply = pull_raw(srv, group, token)
+    assert reply.status == 1, reply
+    entries = sorted((n.get("jobNotifyScene"), n.get("retryNotifyScene"),
+                      json.loads(n["recipients"][0]["notifyAttribute"])["webhookUrl"])
+                     for n in reply.data["notifyList"])
+    assert entries == [(0, CLIENT_REPORT_ERROR, "http://127.0.0.1:9/report"),
+                       (JOB_CLIENT_ERROR, None, "http://127.0.0.1:9/max")], entries
+    run.note("a Retry MAX_RETRY_ERROR config arrives as jobNotifyScene 2 (the job client scene's number)")
 
 
 def wait_requests(receiver, n, timeout):
@@ -51,14 +78,8 @@ def test_client_alarm_when_the_node_cannot_report_a_result(run):
     try:
         # the console's two forms: a webhook recipient, a notify config of the client scene;
         # and one of a server scene, which the reply lists too (with jobNotifyScene 0)
-        saved, srv.group = srv.group, group  # the harness makes them for its srv.group
-        try:
-            srv.create_webhook_alarm(receiver.url("/client"), f"py-client-{uid()}", scene=JOB_CLIENT_ERROR,
-                                     system_task_type=JOB)
-            srv.create_webhook_alarm(receiver.url("/server"), f"py-server-{uid()}", scene=JOB_TASK_ERROR,
-                                     system_task_type=JOB)
-        finally:
-            srv.group = saved
+        create_alarm(srv, group, receiver.url("/client"), f"py-client-{uid()}", JOB_CLIENT_ERROR, JOB)
+        create_alarm(srv, group, receiver.url("/server"), f"py-server-{uid()}", JOB_TASK_ERROR, JOB)
         reply = pull_raw(srv, group, token)
         assert reply.status == 1, reply
         data = reply.data
