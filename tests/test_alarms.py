@@ -553,3 +553,12 @@ def test_alarm_counters_are_metrics(make_client, receiver):
     wait_for(lambda: client.stats()["alarms_sent"] == 1)
     text = Metrics(client).render()[0].decode()
     assert "snailjob_alarms_sent_total 1.0" in text and "snailjob_alarms_dropped_total 0.0" in text
+
+
+def test_the_emulator_pushes_its_config(snailjob_emulator, run_client):
+    emu = snailjob_emulator
+    client = run_client([])
+    emu.wait_for_clients(1)
+    emu.config = config((5, {"webhookUrl": "http://h/a"}), version=11, scenes=[("pay", 2500)])
+    status, _, _ = emu.push_config()
+    assert status == 1 and client.config.version == 11 and client.scene_ddl("pay") == 2500
