@@ -36,6 +36,7 @@ TITLES = {
     ClientScene.CLIENT_COMPONENT_ERROR: "client component error",
 }
 WINDOW = 60.0  # seconds of the rate limit
+MIN_SECRET = 4  # shorter values are not scrubbed from texts (they would garble them, and hide nothing)
 _STOP = object()
 
 
@@ -193,7 +194,7 @@ class Alarms:
         except ChannelError:
             pass
         for secret in secrets:
-            if secret:
+            if len(secret) >= MIN_SECRET:
                 text = text.replace(secret, "***")
         return text
 
@@ -211,7 +212,7 @@ class Alarms:
             lines.append(f"> also: {held} more alarm(s) of this scene held back by the rate limit")
         text = "\n".join(lines)
         for secret in me.secrets:
-            if secret:
+            if len(secret) >= MIN_SECRET:
                 text = text.replace(secret, "***")
                 title = title.replace(secret, "***")
         return Message(title, text)
