@@ -118,6 +118,22 @@ MUTANTS: List[Mutant] = [
     Mutant("replay-reports-unforced", "a manual report inside a server replay sent without force_report",
            "        if in_replay() and not self.force_report:", "        if False:",
            ("tests/test_retry_nesting.py::test_a_manual_report_inside_a_replay_is_sent_only_when_forced",)),
+    Mutant("alarm-rate-limit-off-by-one", "one alarm more a minute than SNAIL_ALARM_RATE_LIMIT allows",
+           "        if len(sent) >= self._rate_limit:", "        if len(sent) > self._rate_limit:",
+           ("tests/test_alarms.py::test_rate_limit_per_scene_and_recipient_then_the_held_back_are_counted",)),
+    Mutant("alarm-token-not-scrubbed", "the group token left in an alarm's text",
+           '                text = text.replace(secret, "***")\n                title = ', "                title = ",
+           ("tests/test_alarms.py::test_webhook_posts_title_and_text_with_its_secret_header",)),
+    Mutant("config-push-ignored", "the server's pushed group config answered but not taken",
+           'return self._sync_config(body) if self._sync_config is not None else Reply(1, "", None)',
+           'return Reply(1, "", None)',
+           ("tests/test_alarms.py::test_the_server_push_is_taken_and_a_bad_one_ignored",)),
+    Mutant("config-never-pulled", "the group config never pulled from the server",
+           'reply = transport.call(enums.URI_SYNC_VERSION, "[]", self._rpc_timeout)', 'reply = Reply(1, "", None)',
+           ("tests/test_alarms.py::test_the_node_pulls_after_connecting",)),
+    Mutant("held-results-no-alarm", "no alarm when an outage starts holding results",
+           'self.on_problem(f"could not deliver {len(held)}', '(lambda problem: None)(f"could not deliver {len(held)}',
+           ("tests/test_alarms.py::test_a_result_the_node_cannot_deliver_raises_an_alarm",)),
 ]
 
 

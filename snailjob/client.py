@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 from snailjob._version import __version__
 from snailjob.address import AddressChoice, BindChoice, choose_advertised, choose_bind, join_host_port
 from snailjob.advice import WARN_AGAIN
+from snailjob.alarms import AlarmDelivery, Alarms, ClientScene, Identity
+from snailjob.config_sync import ConfigCache, ConfigSync
 from snailjob.delivery import LogShipper, OutboxStore, ResultOutbox, RetryReporter
 from snailjob.dispatcher import Dispatcher
 from snailjob.errors import SnailJobError
@@ -48,6 +50,8 @@ def live_clients() -> List[Client]:
     """Clients started and not yet stopped in this process."""
     return list(_live_clients)
 
+
+_ALARM_STATS = ("alarms_raised", "alarms_sent", "alarms_failed", "alarms_dropped", "alarms_rate_limited")
 
 TransportFactory = Callable[[str, Callable[[], Dict[str, str]]], Transport]
 
@@ -96,6 +100,12 @@ class Client:
                                      max_queued_bytes=s.snail_max_queued_bytes,
                                      refuse_when_full=s.snail_when_busy == "refuse")
         self._heartbeat = Heartbeat(s, self.registry, self.host_id, self.warn_again)
+        self.config = ConfigCache()
+        """The group's config from the server (``scene_ddl(scene)``: a retry scene's deadline in ms)."""
+        self._config_sync = ConfigSync(self.config, s.snail_config_sync_interval, s.snail_rpc_timeout,
+                                       redact=self._heartbeat.redact)
+        self._alarms: Optional[Alarms] = None  # built by start()
+        self._heartbeat.on_connected = self._config_sync.pull_soon
         # built by start(): the port, the channel, the outbound queues and their users
         self._transport: Optional[Transport] = None
         self._inbound: Optional[InboundServer] = None
@@ -168,6 +178,7 @@ class Client:
         inbound.start()
         self._accepting = True
         self._heartbeat.start(transport)
+        self._config_sync.start(transport)
         with self._lock:
             self._state = "running"
         _live_clients.add(self)
@@ -219,7 +230,9 @@ class Client:
         self._router = Router(s, self.registry, self.dispatcher, self._reports, host_id=self.host_id,
                               address=join_host_port(self.host_ip, self.host_port),
                               accepting=lambda: self._accepting, observers=lambda: self._observers,
-                              process_pool=self._process_pool, retry_calls=self._retry_calls)
+                              process_pool=self._process_pool, retry_calls=self._retry_calls,
+                              sync_config=self._config_sync.accept_push)
+        self._alarms = self._wire_alarms(self._reports)
         self.bind_host = bind.host
         return bind, choice
 
@@ -264,6 +277,7 @@ class Client:
                 self.dispatcher.stop_all("shutdown")
                 self.dispatcher.wait_idle(2.0)
             self._heartbeat.stop()
+            self._config_sync.stop()
             reports, closing = self._reports, max(2.0, self.settings.snail_rpc_timeout)
             if reports is not None:
                 self.retries.detach(reports)
@@ -274,6 +288,9 @@ class Client:
             if self._inbound is not None:
                 self._inbound.stop(grace=0.5)
             self._heartbeat.join(timeout=self.settings.snail_rpc_timeout + 1)
+            self._config_sync.join(timeout=self.settings.snail_rpc_timeout + 1)
+            if self._alarms is not None:  # last: alarms of undelivered results still go out
+                self._alarms.close(timeout=min(5.0, self.settings.snail_alarm_timeout))
         finally:
             self.dispatcher.close()
             if self._pool is not None:
@@ -397,6 +414,10 @@ class Client:
             "inbound_refused": inbound.refused if inbound else 0,
             "inbound_evicted": inbound.evicted if inbound else 0,
             "inbound_timed_out": inbound.timed_out if inbound else 0,
+            **(self._alarms.stats() if self._alarms is not None else dict.fromkeys(_ALARM_STATS, 0)),
+            "config_version": self.config.version,
+            "config_updates": self.config.updates,
+            "config_rejected": self.config.rejected,
         }
 
     def held_batches(self) -> List[Any]:
@@ -433,7 +454,68 @@ class Client:
     def _route(self, uri: str, headers: Dict[str, str], body: str) -> Reply:
         """The inbound server's handler (built before the router, which needs the port it binds)."""
         assert self._router is not None
-        return self._router.handle(uri, headers, body)
+        try:
+            return self._router.handle(uri, headers, body)
+        except Exception as exc:  # the inbound server logs it and answers the server
+            self.raise_alarm(ClientScene.CLIENT_COMPONENT_ERROR,
+                             f"internal error answering the server's {uri.split('?', 1)[0]!r}: {type(exc).__name__}")
+            raise
+
+    def _wire_alarms(self, reports: Reports) -> Alarms:
+        """The node's alarms, told of what its parts could not do."""
+        s = self.settings
+        mail = None
+        if s.snail_mail_host:
+            from snailjob.alarms.channels import MailSettings
+
+            mail = MailSettings(s.snail_mail_host, s.snail_mail_port or (465 if s.snail_mail_ssl else 25),
+                                s.snail_mail_user, s.snail_mail_password, s.snail_mail_from,
+                                s.snail_mail_ssl, s.snail_mail_starttls)
+        alarms = Alarms(self.config, Identity(s.snail_namespace, s.snail_group_name, self.host_id,
+                                              join_host_port(self.host_ip, self.host_port),
+                                              secrets=tuple(x for x in (s.snail_token, s.snail_mail_password) if x)),
+                        enabled=s.snail_alarms, rate_limit=s.snail_alarm_rate_limit,
+                        queue_max=s.snail_alarm_queue_max, timeout=s.snail_alarm_timeout, mail=mail)
+        raise_alarm = alarms.raise_alarm
+        reports.alarm = raise_alarm
+        reports.outbox.on_problem = lambda problem: raise_alarm(ClientScene.JOB_CLIENT_ERROR, problem)
+        reports.retry_reports.on_problem = lambda problem: raise_alarm(ClientScene.CLIENT_REPORT_ERROR, problem)
+        component = lambda problem: raise_alarm(ClientScene.CLIENT_COMPONENT_ERROR, problem)  # noqa: E731
+        self.dispatcher.on_internal_error = component
+        self._heartbeat.on_internal_error = component
+        return alarms
+
+    # --- alarms and the group config -------------------------------------------
+
+    def raise_alarm(self, scene: ClientScene, problem: str) -> None:
+        """Raise a client-side alarm of ``scene`` with ``problem`` (what
+        failed) to the recipients the group config names for it; returns at
+        once (queued, rate-limited).  Nothing happens before ``start()``,
+        with ``SNAIL_ALARMS=false`` or without recipients for the scene."""
+        alarms = self._alarms
+        if alarms is not None:
+            alarms.raise_alarm(scene, problem)
+
+    def scene_ddl(self, scene: str) -> int:
+        """The call-chain deadline of retry scene ``scene`` in milliseconds, from
+        the group config (60 000 until the server names the scene)."""
+        return self.config.scene_ddl(scene)
+
+    def sync_config(self) -> bool:
+        """Pull the group config now (it is pulled every ``SNAIL_CONFIG_SYNC_INTERVAL``
+        seconds anyway); True when the server answered with a config that was taken."""
+        return self._config_sync.pull_once()
+
+    def send_test_alarm(self) -> List[AlarmDelivery]:
+        """Pull the group config, then send a test alarm to every recipient of
+        every client scene now, on this thread (no rate limit); one
+        ``AlarmDelivery`` per recipient saying whether it went out (and why
+        not).  An empty list: no recipient configured for a client scene."""
+        alarms = self._alarms
+        if alarms is None or self._state != "running":
+            raise SnailJobError("start the client before sending a test alarm")
+        self.sync_config()
+        return alarms.test()
 
     def _retry_calls(self) -> RetryEndpoint:
         """The endpoint of the retry server's calls, created (and the retry

@@ -42,7 +42,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Hashable, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
 from snailjob.errors import TaskInterrupted
 from snailjob.threads import LoopThread, StopEvent, TimerWheel
@@ -53,6 +53,10 @@ from snailjob.work import STOPPED as _STOPPED
 from snailjob.work import Done, W, Work, is_async_callable
 
 logger = logging.getLogger(__name__)
+
+
+def _ignore_error(problem: str) -> None:
+    """The default ``on_internal_error``: nobody listens."""
 
 _STOP_MEMORY = 4096  # stopped batches remembered for event_is_set()
 _STOPPED_EVENT = threading.Event()  # what a stopped batch that has left reports
@@ -107,6 +111,8 @@ class Dispatcher:
         tasks waiting at once (0: no limit);
         ``refuse_when_full``: refuse, rather than queue, a task of a batch
         that has no thread while ``max_running`` threads are busy."""
+        self.on_internal_error: Callable[[str], None] = _ignore_error
+        """Told (without blocking) of an internal error: the client's alarms."""
         self._linger = linger
         self._interrupt_delay = interrupt_delay
         self._max_running = max_running
@@ -370,6 +376,7 @@ class Dispatcher:
             pass  # stopped or timed out: no report
         except Exception:
             logger.exception("internal error running coroutine of batch %s", batch.batch_id)
+            self.on_internal_error(f"internal error running a coroutine of batch {batch.batch_id}")
         finally:
             with self._lock:
                 task.finished = True
@@ -460,6 +467,8 @@ class Dispatcher:
             except BaseException:  # never let a worker die with a task RUNNING
                 logger.exception("internal error in worker of batch %s",
                                  slot.batch.batch_id if slot.batch else None)
+                self.on_internal_error(f"internal error in a worker of batch "
+                                       f"{slot.batch.batch_id if slot.batch else None}")
 
     def _execute(self, task: Work) -> None:
         token = task.enter()

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from snailjob.advice import FIX_SERVER, REFUSED, LastingProblem, fix_for_kind, kind_of
 from snailjob.delivery import backoff
@@ -50,6 +50,11 @@ class Heartbeat:
         self._register_trouble = LastingProblem(logger, "executor registration", warn_again)
         self._registry_version = 0
         self._register_after = 0.0
+        self.on_internal_error: Callable[[str], None] = lambda problem: None
+        """Told (without blocking) of an internal error: the client's alarms."""
+        self.on_connected: Callable[[], None] = lambda: None
+        """Called when a heartbeat is answered after none or after a failure (the config pull)."""
+        """Told (without blocking) of an internal error: the client's alarms."""
         self._problem: Optional[str] = None
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.server_up = False
@@ -114,6 +119,7 @@ class Heartbeat:
                 ok = self.beat_once()
             except Exception:  # the heartbeat must survive anything
                 logger.exception("heartbeat failed unexpectedly")
+                self.on_internal_error("the heartbeat failed unexpectedly (see the client's log)")
                 ok = False
             if ok:
                 attempt = 0
@@ -141,6 +147,7 @@ class Heartbeat:
             logger.info("connected to SnailJob server %s as %s%s", self.server_in_use, self._host_id,
                         f" ({recovered})" if recovered else "")
             self.server_up = True
+            self.on_connected()
             self._problem = None
             self.registered = False
             self._register_after = 0.0

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from snailjob.args import JobArgs
+from snailjob.config_sync import ClientScene
 from snailjob.context import TaskContext
 from snailjob.delivery import LogShipper, ResultOutbox, RetryReporter, backoff, call_with_retry
 from snailjob.errors import MapError, RetryReportError, SnailJobError, TransportError
@@ -51,6 +52,8 @@ class Reports:
         s = settings
         self._identity = {"namespace": s.snail_namespace, "group": s.snail_group_name,
                           "host": host_ip, "port": str(host_port)}
+        self.alarm: Callable[[ClientScene, str], None] = lambda scene, problem: None
+        """Raises a client-side alarm without blocking (the client's ``Alarms``)."""
 
     # --- TaskServices ---------------------------------------------------------
 
@@ -87,9 +90,14 @@ class Reports:
                                     s.snail_map_report_timeout, s.snail_report_retry_seconds, stop=task.stop_event)
         except TransportError as exc:
             unsure = "" if exc.code == "UNAVAILABLE" else " (the server may have created some of them)"
+            self.alarm(ClientScene.JOB_CLIENT_ERROR, f"could not report {len(items)} sub-task(s) of "
+                       f"{next_task_name!r} (task {req.taskId}, batch {req.taskBatchId}){unsure}: {exc}")
             raise MapError(f"could not report {len(items)} sub-task(s) of {next_task_name!r}{unsure}: "
                            f"{exc}") from None
         if not reply.accepted:
+            self.alarm(ClientScene.JOB_CLIENT_ERROR, f"the server refused {len(items)} sub-task(s) of "
+                       f"{next_task_name!r} (task {req.taskId}, batch {req.taskBatchId}): "
+                       f"{reply.message or 'no reason given'}")
             raise MapError(f"server refused {len(items)} sub-task(s) of {next_task_name!r}: "
                            f"{reply.message or 'no reason given'}")
         logger.debug("reported %d sub-task(s) %r of task %s", len(items), next_task_name, req.taskId)
@@ -156,10 +164,14 @@ class Reports:
                 pause = backoff(attempt)
                 if exc.code != "UNAVAILABLE" or time.monotonic() + pause >= deadline:
                     unsure = "" if exc.code == "UNAVAILABLE" else " (it may have it)"
+                    self.alarm(ClientScene.CLIENT_REPORT_ERROR, f"the server did not take the report of {what} "
+                               f"within {timeout:g}s{unsure}: {exc}")
                     raise RetryReportError(f"the server did not take the report of {what} within {timeout:g}s"
                                            f"{unsure}: {exc}") from None
                 time.sleep(pause)
         if not reply.accepted:
+            self.alarm(ClientScene.CLIENT_REPORT_ERROR, f"the server refused the report of {what}: "
+                       f"{reply.message or 'no reason given'}")
             raise RetryReportError(f"the server refused the report of {what}: {reply.message or 'no reason given'}")
         self.retry_reports.count_sent(1)
 

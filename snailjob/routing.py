@@ -4,7 +4,8 @@ which handler answers each URI, and the job calls themselves.
 A dispatch is parsed and validated, matched to an executor, turned into a
 ``Task`` and handed to the dispatcher with the node's result handler; a stop
 stops its batch and drops its undelivered results; the retry server's calls
-go to the retry endpoint (loaded on the first one).  A refused dispatch is
+go to the retry endpoint (loaded on the first one); a pushed group config
+to the config sync.  A refused dispatch is
 answered with the reason, logged here at most once a minute per reason and
 put in the task's log in the console (``RefusalEntries``), since the server
 shows such a task as failed with no result.
@@ -66,7 +67,8 @@ class Router:
     def __init__(self, settings: Settings, registry: ExecutorRegistry, dispatcher: Dispatcher,
                  reports: Reports, *, host_id: str, address: str, accepting: Callable[[], bool],
                  observers: Callable[[], Tuple[TaskObserver, ...]], process_pool: Callable[[], ProcessPool],
-                 retry_calls: Callable[[], RetryEndpoint]) -> None:
+                 retry_calls: Callable[[], RetryEndpoint],
+                 sync_config: Optional[Callable[[str], Reply]] = None) -> None:
         self._settings = settings
         self._registry = registry
         self._dispatcher = dispatcher
@@ -77,6 +79,7 @@ class Router:
         self._observers = observers
         self._process_pool = process_pool
         self._retry_calls = retry_calls
+        self._sync_config = sync_config
         self._builtins = Builtins(settings)
         self._refusals = RefusalLog(logger, per="reason")
         self.refusal_entries = RefusalEntries()
@@ -88,8 +91,8 @@ class Router:
             return self.dispatch(body)
         if path == enums.URI_STOP:
             return self.stop(body)
-        if path == enums.URI_SYNC_VERSION:
-            return Reply(1, "", None)
+        if path == enums.URI_SYNC_VERSION:  # the server pushes the group config
+            return self._sync_config(body) if self._sync_config is not None else Reply(1, "", None)
         if path in _RETRY_URIS:
             return self._retry_calls().handlers[path](body)
         logger.debug("unsupported server call %s answered with null", short(path))

@@ -36,6 +36,7 @@ DEFAULT_TOKEN = "SJ_Wyz3dmsdbDOkDujOTSSoBjGQP1BMsVnj"
 BUILTIN_KINDS = ("http", "shell", "cmd", "powershell")  # SNAIL_BUILTIN_EXECUTORS, in this order
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_FILE_NAME = ".env"
+_SECRET_SETTINGS = ("SNAIL_TOKEN", "SNAIL_MAIL_PASSWORD")  # their values never go into an error message
 
 
 class Settings(BaseModel):
@@ -163,6 +164,21 @@ class Settings(BaseModel):
         return value
     # --- end of the OpenAPI client block ---
 
+    # --- group config sync and client alarms (snailjob.config_sync, snailjob.alarms) ---
+    snail_alarms: bool = True
+    snail_config_sync_interval: float = Field(60.0, gt=0)
+    snail_alarm_rate_limit: int = Field(5, ge=0)  # per minute, scene and recipient; 0: no limit
+    snail_alarm_queue_max: int = Field(100, ge=1)
+    snail_alarm_timeout: float = Field(10.0, gt=0)
+    snail_mail_host: Optional[str] = None  # None: email recipients get nothing
+    snail_mail_port: Optional[int] = Field(None, ge=1, le=65535)  # None: 465 with SSL, else 25
+    snail_mail_user: Optional[str] = None
+    snail_mail_password: Optional[str] = Field(None, repr=False)
+    snail_mail_from: Optional[str] = None
+    snail_mail_ssl: bool = False
+    snail_mail_starttls: bool = False
+    # --- end of the alarms block ---
+
     @field_validator("snail_log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -256,7 +272,7 @@ class Settings(BaseModel):
             for err in exc.errors():
                 name = str(err["loc"][0]).upper() if err["loc"] else "?"
                 problems.append(f"{name}={err.get('input')!r}: {err['msg']}"
-                                if name != "SNAIL_TOKEN" else f"{name}: {err['msg']}")
+                                if name not in _SECRET_SETTINGS else f"{name}: {err['msg']}")
             raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
         settings._env_file_searched_from = searched_from
         return settings

@@ -40,6 +40,8 @@ class RecordingTransport:
             self.calls.append((uri, parsed, dict(self.headers())))
         if self.responder is not None:
             return self.responder(uri, parsed)
+        if uri == "/sync/version":  # the group config: none (as a server without the group's config)
+            return Reply(1, "", None)
         return Reply(1, "", "PONG" if uri == "/beat" else True)
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:

@@ -6,6 +6,7 @@
     snailjob check                    # settings, server, address, port, token: one line each
     snailjob jobs jobs --json         # what jobs.py declares
     snailjob try jobs echoJob --params hi   # run one job against an in-process server emulator
+    snailjob alarm-test               # a test alarm to each notify recipient of the group's client scenes
     snailjob trigger 42               # OpenAPI: run job 42 now
     snailjob status 42                # OpenAPI: job 42's definition and status
 
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds the batch may take (default 30)")
     try_.add_argument("-v", "--verbose", action="store_true", help="show the client's log on stderr")
 
+    alarm = commands.add_parser("alarm-test", parents=[server, node], allow_abbrev=False,
+                                help="send a test alarm to every notify recipient of the group's client scenes",
+                                description="Pull the group config from the server and send a test alarm to "
+                                            "each recipient it names for client-side scenes; one line each.")
+    alarm.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the server (default 10)")
+
     remote = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     remote.add_argument("--openapi-url", metavar="URL", help="OpenAPI base URL (SNAIL_OPENAPI_URL)")
     trigger = commands.add_parser("trigger", parents=[server, remote], allow_abbrev=False,
@@ -105,6 +113,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from snailjob.cli.discover import jobs_command
 
         return jobs_command(ns)
+    if ns.command == "alarm-test":
+        from snailjob.cli.alarm_test import alarm_test_command
+
+        return alarm_test_command(ns)
     if ns.command == "try":
         from snailjob.cli.try_job import try_command
 

@@ -23,6 +23,12 @@ from snailjob.wire.codec import clean
 
 logger = logging.getLogger("snailjob.delivery")  # the name its lines have always had (docs/deploying.md)
 
+
+
+def _no_alarm(problem: str) -> None:
+    """The default ``on_problem``: nobody listens."""
+
+
 # when a sentinel's result is sent again after its delivery (seconds; the last repeats)
 REPEAT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -97,6 +103,10 @@ class ResultOutbox:
         self.retries = 0  # failed attempts that were tried again
         self.late = 0  # results delivered after at least one failed attempt
         self._holding = False  # an outage is being logged
+        self.on_problem: Callable[[str], None] = _no_alarm
+        """Told (without blocking; possibly under this outbox's lock) when a
+        result is refused, dropped, or held after a failed attempt: the
+        client's alarms."""
 
     def start(self) -> None:
         if self._store is not None:
@@ -130,6 +140,7 @@ class ResultOutbox:
                 store.remove(row)
                 self.dropped += 1
                 logger.error("dropped stored %s: older than its task's timeout allows", describe)
+                self.on_problem(f"dropped the stored {describe}: older than its task's timeout allows")
                 continue
             self._enqueue(_Pending(time.monotonic(), 0, key, uri, body, expires, describe=describe, row=row))
             self.restored += 1
@@ -162,6 +173,8 @@ class ResultOutbox:
                 self.dropped += 1
                 logger.error("dropped %s: more than %d results waiting for the server",
                              oldest.describe or oldest.uri, self._max_pending)
+                self.on_problem(f"dropped the {oldest.describe or oldest.uri}: more than {self._max_pending} "
+                                "results waiting for the server")
             if self._call_async is not None:
                 starts = self._take_ready()
                 if delayed or self._flushing:
@@ -295,6 +308,7 @@ class ResultOutbox:
         if left:
             kept = f"; kept in {self._store.path}" if self._store is not None else ""
             logger.error("%d task result(s) not delivered before shutdown%s", left, kept)
+            self.on_problem(f"{left} task result(s) not delivered before shutdown{kept}")
         if self._store is not None:
             self._store.close()
         return flushed
@@ -356,6 +370,8 @@ class ResultOutbox:
                 else:
                     self.refused += 1
                     logger.error("server refused %s: %s", item.describe or item.uri, clean(reply.message))
+                    self.on_problem(f"the server refused the {item.describe or item.uri}: "
+                                    f"{clean(reply.message) or 'no reason given'}")
             else:
                 item.attempts += 1
                 self.retries += 1
@@ -370,6 +386,8 @@ class ResultOutbox:
                     self.dropped += 1
                     logger.error("gave up delivering %s after %d attempts (its task's timeout has "
                                  "passed): %s", item.describe or item.uri, item.attempts, error)
+                    self.on_problem(f"gave up delivering the {item.describe or item.uri} after {item.attempts} "
+                                    f"attempts (its task's timeout has passed): {clean(str(error))}")
                 elif self._closed:
                     forget = False  # stays in the outbox file, if any
                 else:
@@ -398,6 +416,8 @@ class ResultOutbox:
             shown = ", ".join(map(str, batches[:10])) + (" ..." if len(batches) > 10 else "")
             logger.warning("holding %d task result(s) until the server takes them (batches %s): %s",
                            len(held), shown, clean(str(error)))
+            self.on_problem(f"could not deliver {len(held)} task result(s) (batches {shown}): {clean(str(error))}; "
+                            "held and tried again until their task's timeout")
         elif not held and self._holding and self._in_flight == 0 and \
                 not any(p.held_since is not None for p in self._queue):
             self._holding = False

@@ -95,3 +95,6 @@ class RetryReporter(BufferedShipper):
         logger.error("server refused %d retry report(s) of scene %s (idempotent ids %s%s): %s",
                      len(part), part[0].get("sceneName"), ids, "..." if len(part) > 5 else "",
                      clean(reply.message) or "no reason given")
+        self.on_problem(f"the server refused {len(part)} retry report(s) of scene {part[0].get('sceneName')} "
+                        f"(idempotent ids {ids}{'...' if len(part) > 5 else ''}): "
+                        f"{clean(reply.message) or 'no reason given'}")

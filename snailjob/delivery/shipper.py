@@ -10,7 +10,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from snailjob.delivery.backoff import backoff
 from snailjob.errors import TransportError
@@ -18,6 +18,13 @@ from snailjob.transport import Reply, Transport
 from snailjob.wire.codec import clean, encode_body
 
 logger = logging.getLogger("snailjob.delivery")  # the name its lines have always had
+
+ALARM_AFTER_ATTEMPTS = 3
+"""Failed sends of one parcel in a row before ``on_problem`` is told (once per outage)."""
+
+
+def _no_alarm(problem: str) -> None:
+    """The default ``on_problem``: nobody listens."""
 
 
 class BufferedShipper:
@@ -52,6 +59,10 @@ class BufferedShipper:
         self.shipped = 0
         self.refused = 0
         self.calls = 0  # calls the server answered
+        self.on_problem: Callable[[str], None] = _no_alarm
+        """Told (without blocking) when entries are refused, dropped, or
+        could not be sent for a while: the client's alarms."""
+        self._last_error = ""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
@@ -127,7 +138,11 @@ class BufferedShipper:
                     self._sending = 0
                     self._cond.notify_all()
                     logger.error("%d %s not delivered before shutdown%s", len(unsent), self.what, self.kept_note())
+                    self.on_problem(f"{len(unsent)} {self.what} not delivered before shutdown{self.kept_note()}")
                     continue
+                if attempt == ALARM_AFTER_ATTEMPTS:
+                    self.on_problem(f"{len(unsent)} {self.what} could not be sent ({attempt} attempts): "
+                                    f"{self._last_error or 'no answer'}; kept and tried again")
                 self._requeue(unsent)
                 self._cond.wait(backoff(attempt))
 
@@ -159,6 +174,8 @@ class BufferedShipper:
             self._cond.notify_all()
         if lost:
             logger.warning("%d %s were dropped while the server could not take them", lost, self.what)
+            self.on_problem(f"{lost} {self.what} were dropped while the server could not take them "
+                            "(buffer full)")
         return unsent
 
     def _send(self, part: List[Dict[str, Any]]) -> bool:
@@ -167,6 +184,7 @@ class BufferedShipper:
             reply = self._transport.call(self.uri, encode_body(part), self._rpc_timeout)
         except TransportError as exc:
             logger.debug("sending %s failed: %s", self.what, clean(str(exc)))
+            self._last_error = clean(str(exc))
             return False
         except Exception:
             logger.exception("sending %s failed", self.what)

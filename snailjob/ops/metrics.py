@@ -16,6 +16,8 @@ Series (every name starts with ``snailjob_``):
   ``results_late_total``, ``results_dropped_total``
 - ``heartbeat_failures_total``, ``server_up`` (0/1), ``registered`` (0/1)
 - ``log_entries_dropped_total``, ``log_entries_shipped_total``
+- ``alarms_sent_total``, ``alarms_failed_total``, ``alarms_dropped_total``,
+  ``alarms_rate_limited_total`` (client-side alarms, docs/alarms.md)
 
 Only executor names and task types are labels (bounded sets); ids never are.
 """
@@ -58,6 +60,12 @@ _FROM_STATS = (
     ("logs_dropped", "snailjob_log_entries_dropped", "Job-log entries dropped (buffer full or refused).",
      "counter"),
     ("logs_shipped", "snailjob_log_entries_shipped", "Job-log entries the server accepted.", "counter"),
+    ("alarms_sent", "snailjob_alarms_sent", "Client-side alarm messages a receiver took.", "counter"),
+    ("alarms_failed", "snailjob_alarms_failed", "Client-side alarm messages that did not go out.", "counter"),
+    ("alarms_dropped", "snailjob_alarms_dropped", "Client-side alarm messages dropped (queue full, shutdown).",
+     "counter"),
+    ("alarms_rate_limited", "snailjob_alarms_rate_limited",
+     "Client-side alarm messages held back by SNAIL_ALARM_RATE_LIMIT.", "counter"),
 )
 
 

@@ -32,6 +32,7 @@ name it always had.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -81,6 +82,7 @@ from snailjob.testing.records import RETRY_RUNNING as RETRY_RUNNING
 from snailjob.testing.records import RETRY_SUSPEND as RETRY_SUSPEND
 from snailjob.testing.records import SERVER_GROUP as SERVER_GROUP
 from snailjob.testing.retries import EmulatedRetry, EmulatedRetryTask, RetryScene
+from snailjob.wire.enums import URI_SYNC_VERSION
 
 __all__ = [
     "ClientNode",
@@ -226,7 +228,8 @@ class ServerEmulator(_Queries):
     port: _Forward[int] = _Forward()
     server_host_id: _Forward[str] = _Forward()
     config: _Forward[Dict[str, Any]] = _Forward()
-    """The ``ConfigRequest`` answered to ``/sync/version``."""
+    """The ``ConfigRequest`` answered to ``/sync/version`` (a node pulls it;
+    ``push_config()`` sends it as the server pushes it)."""
     init_scene: _Forward[bool] = _Forward()
     """The group's ``initScene``: create an unknown scene (server defaults)
     when a report names it, instead of refusing the report."""
@@ -442,6 +445,12 @@ class ServerEmulator(_Queries):
     def server_headers(self, node: Optional[ClientNode] = None) -> Dict[str, str]:
         """The headers the server sends on a server -> client call."""
         return self._transport.server_headers(node)
+
+    def push_config(self, node: Union[ClientNode, str, None] = None) -> Tuple[int, str, str]:
+        """Send ``config`` to a node's ``/sync/version`` (``[ConfigRequest]``),
+        as the server does when a notify config's status changes; returns
+        ``(status, message, data)`` of the node's answer."""
+        return self.call_client(URI_SYNC_VERSION, json.dumps([self.config]), node=node)
 
     def call_client(self, uri: str, body: str, headers: Optional[Dict[str, str]] = None,
                     node: Union[ClientNode, str, None] = None,

@@ -283,3 +283,40 @@ class DispatchRetryResultRequest(DispatchCallbackResultRequest):
     plus ``result`` (the replay's return value as JSON text)."""
 
     result: Optional[str] = None
+
+
+# --- group config (/sync/version, both directions) --------------------------
+
+
+class ConfigRecipient(_Incoming):
+    """``ConfigRequest.Notify.Recipient``: a channel (``notifyType``: 1 DingTalk,
+    2 email, 3 WeCom, 4 Lark, 5 webhook) and its settings, a JSON text
+    (``notifyAttribute``) the channel parses."""
+
+    notifyType: Optional[Int] = None
+    notifyAttribute: Optional[str] = None
+
+
+class ConfigNotify(_Incoming):
+    """``ConfigRequest.Notify``: who is told of one client scene."""
+
+    recipients: Optional[List[ConfigRecipient]] = None
+    notifyThreshold: Optional[Int] = None
+    retryNotifyScene: Optional[Int] = None
+    jobNotifyScene: Optional[Int] = None
+
+
+class ConfigScene(_Incoming):
+    """``ConfigRequest.Scene``: a retry scene's call-chain deadline (ms)."""
+
+    sceneName: str
+    ddl: Long = 60_000
+
+
+class ConfigRequest(_Incoming):
+    """The group's config: the ``data`` of the ``/sync/version`` reply and
+    the body element of the server's ``/sync/version`` push."""
+
+    version: Optional[Int] = None
+    sceneList: Optional[List[ConfigScene]] = None
+    notifyList: Optional[List[ConfigNotify]] = None
