@@ -32,6 +32,10 @@ Limits, stated plainly:
   (local or server-driven) is in progress in the same thread or asyncio
   task runs once, without retries or reports.  The state is a context
   variable: other threads and other asyncio tasks are independent.
+* Across services (``snailjob.retry_site``): HTTP calls an attempt sends
+  through the propagation hooks carry the ``snail-job`` header; a retryable
+  run while serving such a request runs once; one whose call was answered
+  ``snail-job-status: 519`` is neither retried nor reported.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Dict, Generic, Iterable, Optional, Tuple, Type, TypeVar, Union
 
-from snailjob import retry_args
+from snailjob import retry_args, retry_site
 from snailjob.context import current_task_or_none
 from snailjob.errors import RetryDefinitionError, RetryReportError, SnailJobError
 from snailjob.retry_args import (  # noqa: F401  (re-exported: snailjob.retry names them as before)
@@ -208,7 +212,7 @@ class Retryable(RetryableBase, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.is_async:
             return self._call_async(args, kwargs)  # type: ignore[return-value]
-        if _in_retry.get():
+        if _in_retry.get() or retry_site.in_retry_flow():  # the caller's service owns the retry
             return self.func(*args, **kwargs)
         token = _in_retry.set(True)
         try:
@@ -235,21 +239,23 @@ class Retryable(RetryableBase, Generic[P, R]):
         """``(True, value)`` or ``(False, exception to retry)``; an exception
         not to retry is raised."""
         try:
-            value = self.func(*args, **kwargs)
+            with retry_site.attempt(retry_site.scene_ddl_ms(self._sink(), self.scene)) as site:
+                value = self.func(*args, **kwargs)
         except StopRetry:
             raise
         except Exception as exc:
-            if not self.should_retry(exc):
+            if not self.should_retry(exc) or site.refused:  # a downstream owns the retry
                 raise
             return False, exc
-        return self._checked(value)
+        return self._checked(value, site)
 
-    def _checked(self, value: Any) -> Tuple[bool, Any]:
+    def _checked(self, value: Any, site: Optional[retry_site.RetrySite] = None) -> Tuple[bool, Any]:
         """``(True, value)``, or ``(False, RetryResult(value))`` when
-        ``retry_if_result`` asks for a retry.  A predicate that raises is
+        ``retry_if_result`` asks for a retry (and no downstream of the
+        attempt ``site`` answered 519).  A predicate that raises is
         logged and the value kept (a bug in it must not turn results into
         retries)."""
-        if self.retry_if_result is None:
+        if self.retry_if_result is None or (site is not None and site.refused):
             return True, value
         try:
             again = bool(self.retry_if_result(value))
@@ -281,7 +287,7 @@ class Retryable(RetryableBase, Generic[P, R]):
         return value
 
     async def _call_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
-        if _in_retry.get():
+        if _in_retry.get() or retry_site.in_retry_flow():
             return await self.func(*args, **kwargs)  # type: ignore[misc]
         token = _in_retry.set(True)
         try:
@@ -303,14 +309,15 @@ class Retryable(RetryableBase, Generic[P, R]):
     async def _attempt_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
         """``_attempt_sync`` for coroutine functions."""
         try:
-            value = await self.func(*args, **kwargs)  # type: ignore[misc]
+            with retry_site.attempt(retry_site.scene_ddl_ms(self._sink(), self.scene)) as site:
+                value = await self.func(*args, **kwargs)  # type: ignore[misc]
         except StopRetry:
             raise
         except Exception as exc:
-            if not self.should_retry(exc):
+            if not self.should_retry(exc) or site.refused:  # a downstream owns the retry
                 raise
             return False, exc
-        return self._checked(value)
+        return self._checked(value, site)
 
     def _give_up(self, last: BaseException, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """Local attempts are over: report (unless local only), then raise
@@ -381,6 +388,7 @@ class Retryable(RetryableBase, Generic[P, R]):
             sink.send_retry_report(request, self.report_timeout)
         else:
             sink.queue_retry_report(request)
+        retry_site.mark_reported()  # the request being served answers 519: its caller does not retry too
         logger.info("handed %s (scene %s, idempotent id %s) to the server",
                     self.executor_name, self.scene, request.idempotentId)
         return request.idempotentId
