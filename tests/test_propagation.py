@@ -10,6 +10,7 @@ whose downstream answered 519.  Retries go to the emulator."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import socket
@@ -196,10 +197,23 @@ def test_no_call_is_sent_once_the_chain_deadline_passed(downstream):
     assert header["retryId"] == "r-1" and 4000 < header["ddl"] <= 4700  # the incoming budget, less 0.3 s
 
 
-def test_install_takes_only_the_clients_it_knows() -> None:
+def test_install_takes_only_the_clients_it_knows(downstream) -> None:
     with pytest.raises(TypeError, match="request_headers"):
         propagation.install(object())
     assert propagation.request_headers() == {}
+
+    class Mine(httpx.Client):  # a subclass in the user's module
+        pass
+
+    mine = propagation.install(Mine())
+    assert propagation.install(mine).event_hooks["request"].count(propagation.httpx_event_hooks()["request"][0]) == 1
+    adapter = requests.Session().adapters["http://"]
+    wrapped = propagation.RetryHeadersAdapter(adapter)
+    assert wrapped.max_retries is adapter.max_retries and copy.copy(wrapped).inner is adapter
+    with retry_site.attempt(ddl_ms=5000, retry_id="x"):
+        mine.get(downstream.url)
+        assert json.loads(propagation.request_headers()["snail-job"])["retryId"] == "x"
+    assert downstream.sent()[0]["retryId"] == "x"
 
 
 # --- incoming: the retry flow and the 519 answer ---------------------------------------
@@ -439,3 +453,15 @@ def test_django_middleware_retry_flow_519_and_relay(mode, snailjob_emulator, dow
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_519_answer_is_kept_over_later_statuses_and_goes_up_to_the_request() -> None:
+    with retry_site.serving(None) as request:
+        with retry_site.attempt() as attempt:
+            retry_site.record_status("519")
+            retry_site.record_status("200")
+            assert attempt.refused
+        retry_site.record_status("")  # empty: ignored
+    assert request.response_status() == "519"
+    with retry_site.serving(None) as other:
+        assert other.response_status() is None and retry_site.outgoing_header() is None

@@ -127,6 +127,8 @@ class RetryHeadersAdapter:
         self.inner.close()
 
     def __getattr__(self, name: str) -> Any:  # max_retries, proxy_manager, ... of the wrapped adapter
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 
@@ -135,8 +137,8 @@ def install(client: T) -> T:
     ``requests.Session`` (in place; installing twice changes nothing);
     returns it."""
     target: Any = client
-    module = type(client).__module__.split(".")[0]
-    if module == "httpx":
+    packages = {cls.__module__.split(".")[0] for cls in type(client).__mro__}  # subclasses too
+    if "httpx" in packages:
         import httpx
 
         asynchronous = isinstance(client, httpx.AsyncClient)
@@ -149,7 +151,7 @@ def install(client: T) -> T:
             present.extend(h for h in added if h not in present)
         target.event_hooks = hooks
         return client
-    if module == "requests":
+    if "requests" in packages:
         import requests
 
         if not isinstance(client, requests.Session):

@@ -74,9 +74,13 @@ def build_jar(version: str) -> Path:
     if jar.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return jar
     src = peer.source_dir()
+    if work.exists():
+        for path in [work, *work.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work, ignore=shutil.ignore_patterns("target"))
-    for path in work.rglob("*"):  # the shared folder may be read-only
+    for path in [work, *work.rglob("*")]:  # the shared folder may be read-only
         path.chmod(0o755 if path.is_dir() else 0o644)
     pom = work / str(peer.VERSIONS[version]["pom"])
     text = pom.read_text(encoding="utf-8")
@@ -99,7 +103,7 @@ def build_jar(version: str) -> Path:
     return jar
 
 
-def start(version: str, env: Mapping[str, str], http_port: int, log_path: Path) -> "subprocess.Popen[bytes]":
+def start(version: str, env: Mapping[str, str], http_port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """Start the service (its SnailJob node and its web server on ``http_port``)."""
     peer = _peer()
     jar = build_jar(version)

@@ -21,6 +21,9 @@ from snailjob.retry_site import HEADER, STATUS_HEADER, RetrySite, serving
 
 
 class RetryHeadersMiddleware:
+    """Django middleware (sync and async): the retry flow for a request that
+    came with the ``snail-job`` header, ``snail-job-status`` on the response."""
+
     sync_capable = True
     async_capable = True
 
