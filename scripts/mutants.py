@@ -111,6 +111,15 @@ MUTANTS: List[Mutant] = [
     Mutant("builtin-on-when-off", "a built-in executor run although SNAIL_BUILTIN_EXECUTORS leaves it off",
            "        if kind not in self._settings.builtin_kinds:", "        if False:",
            ("tests/test_builtin.py::test_a_builtin_that_is_off_is_refused_naming_the_setting",)),
+    Mutant("retry-flow-ignored", "a request that came with the snail-job header not put in the retry flow",
+           "return site is not None and site.retry_flow", "return False",
+           ("tests/test_propagation.py::test_a_request_in_the_retry_flow_runs_a_retryable_once_and_a_reported_retry_answers_519",)),
+    Mutant("status-519-overwritten", "a downstream's 519 overwritten by a later status",
+           "if site.status != NO_RETRY:", "if True:",
+           ("tests/test_propagation.py::test_a_519_answer_is_kept_over_later_statuses_and_goes_up_to_the_request",)),
+    Mutant("replay-519-not-stopped", "a replay whose downstream answered 519 reported as a plain failure",
+           "if self.site is not None and self.site.refused and not isinstance(exc, StopRetry):", "if False:",
+           ("tests/test_propagation.py::test_a_replay_whose_downstream_answered_519_stops_the_retry",)),
 ]
 
 
