@@ -40,6 +40,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ DEFAULT_DDL_MS = 60_000
 """A retry chain's time budget when the scene has none (Java's ``SystemConstants.DEFAULT_DDL``)."""
 MAX_HEADER = 4096  # longer incoming headers are ignored
 _MAX_DDL_MS = 7 * 24 * 3600 * 1000
-_MAX_STATUS = 32
+_TOKEN = re.compile(r"[0-9A-Za-z._:-]{1,64}")  # what a retryId or a status may be made of
 
 
 class CallChainTimeout(SnailJobError):
@@ -205,9 +206,11 @@ def parse_header(value: Optional[str]) -> Optional[Tuple[str, int]]:
         logger.debug("%s header ignored: ddl is not a number", HEADER)
         return None
     retry_id = data.get("retryId")
-    if not isinstance(retry_id, (str, int)) or isinstance(retry_id, bool):
+    retry_id = str(retry_id) if isinstance(retry_id, (str, int)) and not isinstance(retry_id, bool) else ""
+    if retry_id and not _TOKEN.fullmatch(retry_id):
+        logger.debug("%s header: retryId dropped (not an id)", HEADER)
         retry_id = ""
-    return str(retry_id)[:64], int(max(0, min(ddl, _MAX_DDL_MS)))
+    return retry_id, int(max(0, min(ddl, _MAX_DDL_MS)))
 
 
 def outgoing_header() -> Optional[str]:
@@ -226,11 +229,15 @@ def outgoing_header() -> Optional[str]:
 
 def record_status(value: Optional[str]) -> None:
     """Keep the ``snail-job-status`` a response carried (in this scope and
-    the enclosing ones); ``519`` is kept over later values."""
+    the enclosing ones); ``519`` is kept over later values.  A value that
+    is not a short token (letters, digits, ``._:-``) is ignored: it is
+    relayed upstream, so nothing else from the network goes through."""
     if value is None:
         return
-    value = value.strip()[:_MAX_STATUS]
-    if not value:
+    value = value.strip()
+    if not _TOKEN.fullmatch(value):
+        if value:
+            logger.debug("%s %r ignored: not a status code", STATUS_HEADER, value[:40])
         return
     site = _site.get()
     while site is not None:

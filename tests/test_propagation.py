@@ -351,6 +351,7 @@ def test_parse_header_takes_only_a_well_formed_retry_header() -> None:
     assert parse('{"retry":true,"retryId":"9","ddl":1500}') == ("9", 1500)
     assert parse('{"retry":true}') == ("", 60000)  # Java's defaults
     assert parse('{"retry":true,"retryId":12,"ddl":-5}') == ("12", 0)  # spent: onward calls refused
+    assert parse('{"retry":true,"retryId":"a b\\n","ddl":10}') == ("", 10)  # an odd id is dropped, not the flow
     for bad in (None, "", "  ", "{", "[]", '{"retry":"true"}', '{"retry":false}', '{"retry":true,"ddl":"x"}',
                 '{"retry":true,"ddl":true}', '{"retry":true,"ddl":NaN}', '{"retry":true,"x":"' + "a" * 5000 + '"}'):
         assert parse(bad) is None, bad
@@ -462,6 +463,10 @@ def test_a_519_answer_is_kept_over_later_statuses_and_goes_up_to_the_request() -
             retry_site.record_status("200")
             assert attempt.refused
         retry_site.record_status("")  # empty: ignored
+        for odd in ("5 19", "519\r\nX-Evil: 1", "é", "x" * 65):  # relayed upstream: only a short token is kept
+            with retry_site.serving(None) as other:
+                retry_site.record_status(odd)
+                assert other.status is None, odd
     assert request.response_status() == "519"
     with retry_site.serving(None) as other:
         assert other.response_status() is None and retry_site.outgoing_header() is None
