@@ -198,6 +198,33 @@ def run_retry(emu: ServerEmulator, runner: Runner) -> None:
         runner.check("retry_example.py", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
 
 
+def run_retry_chain(emu: ServerEmulator, runner: Runner) -> None:
+    """retry_chain.py: the shop's call to the stock service fails twice in
+    place; only the shop reports (the stock service ran once per request,
+    in the retry flow); the server's replays finish it."""
+    import socket
+
+    emu.add_retry_scene("exampleShop", max_retry_count=5, interval=0.5)
+    emu.add_retry_scene("exampleStock", max_retry_count=5, interval=0.5)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = start_program(emu, "retry_chain.py", RETRY_CHAIN_STATE=tempfile.mkdtemp(prefix="snailjob-retry-chain-"),
+                         RETRY_CHAIN_PORT=str(port))
+    try:
+        emu.wait_until(lambda: "retryChainCheckout" in emu.registered_executors, timeout=30)
+        b = emu.trigger("retryChainCheckout", 1, args_str="sku-7")
+        runner.check("retry_chain.py", "order (stock fails twice)", b.wait(15), 3, results(b)[0])
+        emu.wait_until(lambda: bool(emu.retries_for("exampleShop")), timeout=10)
+        status = emu.retries_for("exampleShop")[0].wait(20)
+        stock = len(emu.retries_for("exampleStock"))
+        runner.check("retry_chain.py", "one retry task for the chain", 3 if (status, stock) == (1, 0) else 4, 3,
+                     f"shop's retry {'FINISH' if status == 1 else status}; stock reported {stock}")
+    finally:
+        code = stop_program(proc)
+        runner.check("retry_chain.py", "SIGTERM", 3 if code == 0 else 4, 3, f"exit code {code}")
+
+
 def run_builtin(emu: ServerEmulator, runner: Runner) -> None:
     """builtin_jobs.py: the two jobs created through the OpenAPI client (a fake of its server), then
     triggered on the emulator as the server sends them, on the node it starts."""
@@ -361,6 +388,8 @@ def main() -> int:
         run_main(emu, runner)
     with ServerEmulator() as emu:
         run_retry(emu, runner)
+    with ServerEmulator() as emu:
+        run_retry_chain(emu, runner)
     with ServerEmulator() as emu:
         run_builtin(emu, runner)
     for script, go in [("readme_job.py", readme_job), ("readme_map.py", readme_map),

@@ -134,6 +134,15 @@ MUTANTS: List[Mutant] = [
     Mutant("held-results-no-alarm", "no alarm when an outage starts holding results",
            'self.on_problem(f"could not deliver {len(held)}', '(lambda problem: None)(f"could not deliver {len(held)}',
            ("tests/test_alarms.py::test_a_result_the_node_cannot_deliver_raises_an_alarm",)),
+    Mutant("retry-flow-ignored", "a request that came with the snail-job header not put in the retry flow",
+           "return site is not None and site.retry_flow", "return False",
+           ("tests/test_propagation.py::test_a_request_in_the_retry_flow_runs_a_retryable_once_and_a_reported_retry_answers_519",)),
+    Mutant("status-519-overwritten", "a downstream's 519 overwritten by a later status",
+           "if site.status != NO_RETRY:", "if True:",
+           ("tests/test_propagation.py::test_a_519_answer_is_kept_over_later_statuses_and_goes_up_to_the_request",)),
+    Mutant("replay-519-not-stopped", "a replay whose downstream answered 519 reported as a plain failure",
+           "if self.site is not None and self.site.refused and not isinstance(exc, StopRetry):", "if False:",
+           ("tests/test_propagation.py::test_a_replay_whose_downstream_answered_519_stops_the_retry",)),
 ]
 
 

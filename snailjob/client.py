@@ -478,6 +478,7 @@ class Client:
                         queue_max=s.snail_alarm_queue_max, timeout=s.snail_alarm_timeout, mail=mail)
         raise_alarm = alarms.raise_alarm
         reports.alarm = raise_alarm
+        reports.scene_ddl = self.config.scene_ddl
         reports.outbox.on_problem = lambda problem: raise_alarm(ClientScene.JOB_CLIENT_ERROR, problem)
         reports.retry_reports.on_problem = lambda problem: raise_alarm(ClientScene.CLIENT_REPORT_ERROR, problem)
         component = lambda problem: raise_alarm(ClientScene.CLIENT_COMPONENT_ERROR, problem)  # noqa: E731

@@ -54,6 +54,8 @@ class Reports:
                           "host": host_ip, "port": str(host_port)}
         self.alarm: Callable[[ClientScene, str], None] = lambda scene, problem: None
         """Raises a client-side alarm without blocking (the client's ``Alarms``)."""
+        self.scene_ddl: Callable[[str], int] = lambda scene: 60_000
+        """A retry scene's call-chain deadline in ms (the client's synced group config)."""
 
     # --- TaskServices ---------------------------------------------------------
 
@@ -141,6 +143,11 @@ class Reports:
             logger.debug("batch %s reached its reduce stage: the sentinel's repeats end", batch_id)
 
     # --- retry reports ------------------------------------------------------------
+
+    def retry_ddl_ms(self, scene: str) -> int:
+        """The deadline a retry of ``scene`` gives the calls it makes to other
+        services (``retry_site``): the scene's ``ddl`` in the group config."""
+        return self.scene_ddl(scene)
 
     def queue_retry_report(self, request: RetryTaskRequest) -> None:
         """Queue a call for ``/batch/report`` (what ``Retryable.report`` uses)."""

@@ -34,6 +34,10 @@ Limits, stated plainly:
   ``propagation="requires_new"`` it has its own retry when called inside
   another's *call* (never inside a server replay).  The state is a context
   variable: other threads and other asyncio tasks are independent.
+* Across services (``snailjob.retry_site``): HTTP calls an attempt sends
+  through the propagation hooks carry the ``snail-job`` header; a retryable
+  run while serving such a request runs once; one whose call was answered
+  ``snail-job-status: 519`` is neither retried nor reported.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import time
 import weakref
 from typing import Any, Callable, Dict, Generic, Iterable, Optional, Tuple, Type, TypeVar, Union
 
-from snailjob import retry_args
+from snailjob import retry_args, retry_site
 from snailjob.context import current_task_or_none
 from snailjob.errors import RetryDefinitionError, RetryReportError, SnailJobError
 from snailjob.retry_args import (  # noqa: F401  (re-exported: snailjob.retry names them as before)
@@ -179,7 +183,7 @@ class Retryable(RetryableBase, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.is_async:
             return self._call_async(args, kwargs)  # type: ignore[return-value]
-        if self._joins():
+        if retry_site.in_retry_flow() or self._joins():  # the caller's service or call owns the retry
             return self.func(*args, **kwargs)
         token = _in_retry.set((CALL, self))
         try:
@@ -216,21 +220,23 @@ class Retryable(RetryableBase, Generic[P, R]):
         """``(True, value)`` or ``(False, exception to retry)``; an exception
         not to retry is raised."""
         try:
-            value = func(*args, **kwargs)
+            with retry_site.attempt(retry_site.scene_ddl_ms(self._sink(), self.scene)) as site:
+                value = func(*args, **kwargs)
         except StopRetry:
             raise
         except Exception as exc:
-            if not self.should_retry(exc):
+            if not self.should_retry(exc) or site.refused:  # a downstream owns the retry
                 raise
             return False, exc
-        return self._checked(value)
+        return self._checked(value, site)
 
-    def _checked(self, value: Any) -> Tuple[bool, Any]:
+    def _checked(self, value: Any, site: Optional[retry_site.RetrySite] = None) -> Tuple[bool, Any]:
         """``(True, value)``, or ``(False, RetryResult(value))`` when
-        ``retry_if_result`` asks for a retry.  A predicate that raises is
+        ``retry_if_result`` asks for a retry (and no downstream of the
+        attempt ``site`` answered 519).  A predicate that raises is
         logged and the value kept (a bug in it must not turn results into
         retries)."""
-        if self.retry_if_result is None:
+        if self.retry_if_result is None or (site is not None and site.refused):
             return True, value
         try:
             again = bool(self.retry_if_result(value))
@@ -264,7 +270,7 @@ class Retryable(RetryableBase, Generic[P, R]):
         return value
 
     async def _call_async(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
-        if self._joins():
+        if retry_site.in_retry_flow() or self._joins():
             return await self.func(*args, **kwargs)  # type: ignore[misc]
         token = _in_retry.set((CALL, self))
         try:
@@ -287,14 +293,15 @@ class Retryable(RetryableBase, Generic[P, R]):
                              kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
         """``_attempt_sync`` for coroutine functions."""
         try:
-            value = await func(*args, **kwargs)
+            with retry_site.attempt(retry_site.scene_ddl_ms(self._sink(), self.scene)) as site:
+                value = await func(*args, **kwargs)
         except StopRetry:
             raise
         except Exception as exc:
-            if not self.should_retry(exc):
+            if not self.should_retry(exc) or site.refused:  # a downstream owns the retry
                 raise
             return False, exc
-        return self._checked(value)
+        return self._checked(value, site)
 
     def _give_up(self, last: BaseException, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """Local attempts are over: report (unless local only), then raise
@@ -369,6 +376,7 @@ class Retryable(RetryableBase, Generic[P, R]):
             sink.send_retry_report(request, self.report_timeout)
         else:
             sink.queue_retry_report(request)
+        retry_site.mark_reported()  # the request being served answers 519: its caller does not retry too
         logger.info("handed %s (scene %s, idempotent id %s) to the server",
                     self.executor_name, self.scene, request.idempotentId)
         return request.idempotentId

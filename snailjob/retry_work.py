@@ -19,6 +19,7 @@ from typing import Any, Callable, Hashable, Optional, Tuple
 
 from pydantic_core import to_jsonable_python
 
+from snailjob import retry_site
 from snailjob.context import RetryContext, enter_retry, leave_retry
 from snailjob.errors import TaskInterrupted
 from snailjob.log import log_exception
@@ -54,6 +55,7 @@ class RetryWork(Work):
         self.context = context
         self.request = request
         self._timeout = timeout
+        self.site: Optional[retry_site.RetrySite] = None  # a replay's scope, set when it runs
 
     @property
     def key(self) -> Hashable:
@@ -71,12 +73,25 @@ class RetryWork(Work):
     def stop_event(self) -> threading.Event:
         return self.context.stop_event
 
-    def enter(self) -> Tuple[contextvars.Token, contextvars.Token]:
-        return enter_retry(self.context), _in_retry.set((REPLAY, None))
+    def enter(self) -> Tuple[contextvars.Token, contextvars.Token, Optional[contextvars.Token]]:
+        site = None
+        if self.context.kind == "retry":  # calls sent from a replay carry the snail-job header
+            self.site, site = retry_site.enter(str(self.context.retry_id), self._ddl_ms())
+        return enter_retry(self.context), _in_retry.set((REPLAY, None)), site
 
-    def leave(self, token: Tuple[contextvars.Token, contextvars.Token]) -> None:
+    def leave(self, token: Tuple[contextvars.Token, contextvars.Token, Optional[contextvars.Token]]) -> None:
+        if token[2] is not None:
+            retry_site.leave(token[2])
         _in_retry.reset(token[1])
         leave_retry(token[0])
+
+    def _ddl_ms(self) -> int:
+        """The chain budget of a replay: the default (or the scene's ``ddl``
+        hook), at most the replay's own ``executorTimeout``.  (The server's
+        ``snail-job`` dispatch header carries that timeout in seconds as its
+        ``ddl``; the Java client does not read it.)"""
+        ddl = retry_site.DEFAULT_DDL_MS
+        return min(ddl, self._timeout * 1000) if self._timeout and self._timeout > 0 else ddl
 
     def run(self) -> RetryOutcome:
         try:
@@ -100,6 +115,11 @@ class RetryWork(Work):
 
     def _failure(self, exc: BaseException) -> RetryOutcome:
         text = exception_text(exc)
+        if self.site is not None and self.site.refused and not isinstance(exc, StopRetry):
+            # Java's STOP "Downstream marks no need for retry"; sent as a StopRetry (see StopRetry)
+            exc = StopRetry(f"a downstream service answered {retry_site.STATUS_HEADER}: {retry_site.NO_RETRY} "
+                            f"(it owns the retry); {text}")
+            text = exception_text(exc)
         if isinstance(exc, StopRetry) and self.context.kind == "retry":
             _remote.warning("%s asked to stop retrying: %s", self.describe(), text)
             return RetryOutcome(int(RetryTaskStatusEnum.FAIL), exception=text, stop=True)

@@ -21,7 +21,8 @@ COMMENT = re.compile(r"(?:^|\s+)#(?:\s.*)?$")  # a shell or Python comment: tran
 PAIRS = [("README.md", "README.zh-CN.md"), ("docs/getting-started.md", "docs/zh/getting-started.md"),
          ("CONFIGURATION.md", "docs/zh/configuration.md"),
          ("docs/builtin-executors.md", "docs/zh/builtin-executors.md"),
-         ("docs/from-java.md", "docs/zh/from-java.md"), ("docs/alarms.md", "docs/zh/alarms.md")]
+         ("docs/from-java.md", "docs/zh/from-java.md"), ("docs/alarms.md", "docs/zh/alarms.md"),
+         ("docs/guides/retry-across-services.md", "docs/zh/retry-across-services.md")]
 
 
 def without_comments(block: str) -> str:

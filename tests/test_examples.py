@@ -34,6 +34,8 @@ def test_run_examples_reports_every_outcome():
         ("retry_example.py", "checkout (charge fails twice)", "SUCCESS"),
         ("retry_example.py", "server replays of the charge", "SUCCESS"),
         ("retry_example.py", "completion callback", "SUCCESS"), ("retry_example.py", "SIGTERM", "SUCCESS"),
+        ("retry_chain.py", "order (stock fails twice)", "SUCCESS"),
+        ("retry_chain.py", "one retry task for the chain", "SUCCESS"), ("retry_chain.py", "SIGTERM", "SUCCESS"),
         ("django_site", "ORM job (daily)", "SUCCESS"), ("django_site", "ORM job (weekly)", "SUCCESS"),
         ("django_site", "SIGTERM", "SUCCESS"),
         ("fastapi_app.py", "async job on the app's loop", "SUCCESS"),
