@@ -1,8 +1,7 @@
-"""``GrpcTransport.call_async`` over real gRPC (the emulator as server):
-with ``use_loop`` the calls run on an event loop of the caller's and no
-thread is started per call; the synchronous channel's futures start a
-completion thread each time no call was in flight (grpcio's design), which
-is what results sent one at a time used to pay."""
+"""``GrpcTransport.call_async`` over real gRPC (the emulator as server): a
+call made alone goes at once over the synchronous channel, from the
+caller's thread; with ``use_loop``, calls made while others are in flight go
+over a ``grpc.aio`` channel on that loop (cheaper per call under load)."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ def server() -> Iterator[ServerEmulator]:
 @pytest.fixture()
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="test-loop")
     thread.start()
     try:
         yield loop
@@ -57,38 +56,46 @@ def beat_one(transport: GrpcTransport) -> Tuple[Optional[Reply], Optional[Transp
     return got[0], got[1], got[2]
 
 
-def thread_starts_during(fn: Any) -> int:
-    started: List[str] = []
-    original = threading.Thread.start
+def make(server: ServerEmulator) -> GrpcTransport:
+    return GrpcTransport(server.address, lambda: headers(server))
 
-    def counting(self: threading.Thread) -> None:
-        started.append(self.name)
-        original(self)
 
-    threading.Thread.start = counting  # type: ignore[method-assign]
+def test_a_call_alone_goes_at_once_over_the_synchronous_channel(server, loop):
+    transport = make(server)
+    transport.use_loop(loop)
     try:
-        fn()
+        for _ in range(5):
+            reply, error, thread = beat_one(transport)
+            assert error is None and reply is not None and reply.ok
+            assert thread != "test-loop"  # no hop to the loop: on the wire from the caller's thread
     finally:
-        threading.Thread.start = original  # type: ignore[method-assign]
-    return len(started)
+        transport.detach_loop()
+        transport.close()
 
 
 @pytest.mark.parametrize("on_loop", [True, False])
-def test_calls_one_at_a_time_start_threads_only_without_a_loop(server, loop, on_loop):
-    transport = GrpcTransport(server.address, lambda: headers(server))
+def test_calls_in_flight_together_go_over_the_loop(server, loop, on_loop):
+    transport = make(server)
     if on_loop:
         transport.use_loop(loop)
     try:
-        for _ in range(5):  # connect, and let the emulator's own pool threads start
-            reply, error, _ = beat_one(transport)
-            assert error is None and reply is not None and reply.ok
-        starts = thread_starts_during(lambda: [beat_one(transport) for _ in range(20)])
-        reply, error, thread = beat_one(transport)
-        assert error is None and reply is not None and reply.ok
-        if on_loop:
-            assert starts <= 1 and thread != threading.current_thread().name
-        else:
-            assert starts >= 15  # a completion thread for nearly every call
+        beat_one(transport)  # connected
+        ended: List[Tuple[Optional[Reply], Optional[TransportError], str]] = []
+        all_done = threading.Event()
+
+        def done(reply: Optional[Reply], error: Optional[TransportError]) -> None:
+            ended.append((reply, error, threading.current_thread().name))
+            if len(ended) == 20:
+                all_done.set()
+
+        for _ in range(20):
+            transport.call_async("/beat", '["PING"]', 5.0, done)
+        assert all_done.wait(10)
+        assert all(error is None and reply is not None and reply.ok for reply, error, _ in ended)
+        on_the_loop = sum(thread == "test-loop" for _, _, thread in ended)
+        # the first call finds none in flight and goes at once; the others join the loop
+        assert on_the_loop >= 15 if on_loop else on_the_loop == 0
+        assert transport._in_flight == 0
     finally:
         transport.detach_loop()
         transport.close()
