@@ -143,6 +143,15 @@ MUTANTS: List[Mutant] = [
     Mutant("replay-519-not-stopped", "a replay whose downstream answered 519 reported as a plain failure",
            "if self.site is not None and self.site.refused and not isinstance(exc, StopRetry):", "if False:",
            ("tests/test_propagation.py::test_a_replay_whose_downstream_answered_519_stops_the_retry",)),
+    Mutant("worker-always-waits", "a worker with queued work next also delivering its result itself",
+           "task.may_wait = not self._ring and (batch is None or not batch.queue)", "task.may_wait = True",
+           ("tests/test_dispatcher.py::test_a_worker_with_nothing_queued_next_may_wait_to_deliver",)),
+    Mutant("lone-result-not-waited", "a lone thread task's result always started in the background",
+           "wait=task.may_wait)", "wait=False)",
+           (_EMU + "test_a_lone_result_is_delivered_by_its_worker_and_a_busy_node_uses_the_loop",)),
+    Mutant("outbox-waits-in-company", "a result offered with wait delivered by its thread with others in flight",
+           "alone = wait and self._in_flight == 1 and starts == [item]", "alone = wait and starts == [item]",
+           ("tests/test_delivery.py::test_a_result_offered_with_wait_while_another_is_in_flight_does_not_wait",)),
 ]
 
 

@@ -482,6 +482,8 @@ class Dispatcher:
             if task.state != _RUNNING:
                 return  # stopped while finishing: no report
             task.state = _DONE
+            batch = self._batches.get(task.key)
+            task.may_wait = not self._ring and (batch is None or not batch.queue)
         _hand_back(task, outcome)
 
 

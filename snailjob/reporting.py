@@ -116,21 +116,23 @@ class Reports:
                           result_body(task, outcome, self._settings.snail_group_name), req.executorTimeout,
                           f"result of task {req.taskId} (batch {req.taskBatchId})",
                           repeat=sentinel and success,
-                          delay=SENTINEL_FAILURE_DELAY if sentinel and not success else 0.0)
+                          delay=SENTINEL_FAILURE_DELAY if sentinel and not success else 0.0,
+                          wait=task.may_wait)
 
     def queue_result(self, work: Work, uri: str, body: str, timeout: Optional[int], describe: str,
-                     repeat: bool = False, delay: float = 0.0) -> None:
+                     repeat: bool = False, delay: float = 0.0, wait: bool = False) -> None:
         """Queue a result; it expires when the server has given up on the work
         (its timeout plus ``SNAIL_REPORT_MARGIN``).  ``repeat``: sent again
         after delivery until then; ``delay``: sent no sooner (a map task's
-        sentinel, see ``mr_do_map``)."""
+        sentinel, see ``mr_do_map``); ``wait``: this thread may deliver it
+        itself (``ResultOutbox.offer``)."""
         s = self._settings
         if timeout and timeout > 0:
             expires = work.received_wall + timeout + s.snail_report_margin
         else:
             expires = time.time() + s.snail_report_retry_seconds
         self.outbox.offer(work.key, uri, body, expires=max(expires, time.time() + s.snail_rpc_timeout),
-                        describe=describe, repeat=repeat, delay=delay)
+                        describe=describe, repeat=repeat, delay=delay, wait=wait)
 
     def discard_results(self, key: Any) -> None:
         """Drop undelivered results of a stopped batch or retry."""

@@ -107,8 +107,6 @@ class GrpcTransport:
         self._meta_headers: Dict[str, str] = {}
         self._meta: Dict[str, bytes] = {}
         self._calls: Set[Any] = set()  # calls started by call_async (a dropped future cancels its call)
-        self._count_lock = threading.Lock()
-        self._in_flight = 0  # calls started by call_async and not ended
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set by use_loop
         self._aio_method: Any = None
         self._aio_channel: Any = None
@@ -156,16 +154,10 @@ class GrpcTransport:
     def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make ``call_async`` start its calls on ``loop`` (an event loop
         running in another thread: the inbound server's), over a ``grpc.aio``
-        channel of its own, while other ``call_async`` calls are in flight.
-
-        A call made when none is in flight still goes over the synchronous
-        channel, from the caller's thread: it is on the wire at once (no
-        hop to the loop), which keeps the latency of results sent one at a
-        time, and their order after the caller's own blocking calls (a map
-        root's result after its sub-tasks' report).  Under load the loop
-        takes the calls: grpcio's synchronous futures cost more CPU per call
-        (and start a completion thread whenever the channel goes from no
-        call in flight to one)."""
+        channel of its own: grpcio's synchronous futures cost more CPU per
+        call, and their channel starts a completion thread whenever it goes
+        from no call in flight to one.  (A result sent alone goes by ``call``
+        from the thread that has it: ``ResultOutbox.offer(wait=True)``.)"""
         self._loop = loop
 
     def detach_loop(self) -> None:
@@ -185,11 +177,7 @@ class GrpcTransport:
         called when it ends, on gRPC's thread or the loop of ``use_loop``
         (on this one if it cannot start)."""
         loop = self._loop
-        with self._count_lock:
-            busy = self._in_flight > 0
-            self._in_flight += 1
-        done = functools.partial(self._ended_one, done)
-        if loop is not None and busy:
+        if loop is not None:
             try:
                 loop.call_soon_threadsafe(self._start_on_loop, uri, self._request(uri, body), timeout, done)
             except RuntimeError as exc:  # the loop is closed
@@ -202,11 +190,6 @@ class GrpcTransport:
             return
         self._calls.add(future)
         future.add_done_callback(functools.partial(self._call_ended, uri, done))
-
-    def _ended_one(self, done: Done, reply: Optional[Reply], error: Optional[TransportError]) -> None:
-        with self._count_lock:
-            self._in_flight -= 1
-        done(reply, error)
 
     def _start_on_loop(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
         if self._closed:

@@ -40,7 +40,8 @@ W = TypeVar("W", bound="Work")
 Done = Callable[[W, Any], None]
 """A submitter's outcome handler: ``done(work, outcome)``, called on the
 thread that ran the work, never while a lock is held; it must not block on
-the network."""
+the network, except for one call delivering the outcome when
+``work.may_wait`` (the thread has nothing queued to run next)."""
 
 
 class Work:
@@ -65,6 +66,10 @@ class Work:
         self.in_process = False  # run by a worker process: never on the event loop
         self.size = 0  # bytes of arguments it holds while it waits (SNAIL_MAX_QUEUED_BYTES)
         self.done: Optional[Callable[[Any, Any], None]] = None  # the submitter's handler (Dispatcher.submit)
+        self.may_wait = False
+        """Set by the dispatcher as it hands the outcome back on a worker
+        thread with no queued work to run next: ``done`` may then deliver the
+        outcome with a blocking call (never on an event loop)."""
 
     @property
     def key(self) -> Hashable:

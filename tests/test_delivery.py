@@ -257,3 +257,64 @@ def test_calls_that_do_not_wait_are_limited_retried_and_flushed():
     wait_for(lambda: outbox.repeated >= 1, timeout=5)  # repeats are started by the results thread
     outbox.close(1)
     assert not outbox._threads[0].is_alive()
+
+
+class _CallOrStart(_AnsweringLater):
+    """``call_async`` answers after ``delay``; ``call`` answers at once on the
+    caller's thread, failing while ``call_fails`` is above 0."""
+
+    def __init__(self, delay=0.01, call_fails=0):
+        super().__init__()
+        self.delay = delay
+        self.call_fails = call_fails
+        self.blocking = []  # (thread name, body) of each blocking call
+
+    def call(self, uri, body, timeout):
+        self.blocking.append((threading.current_thread().name, body))
+        if self.call_fails > 0:
+            self.call_fails -= 1
+            raise TransportError("down", code="UNAVAILABLE")
+        return Reply(1, "", True)
+
+    def call_async(self, uri, body, timeout, done):
+        with self.lock:
+            self.calls.append(body)
+        threading.Timer(self.delay, done, args=(Reply(1, "", True), None)).start()
+
+
+def test_a_result_offered_alone_with_wait_is_delivered_by_the_offering_thread():
+    from snailjob.delivery import ResultOutbox
+
+    transport = _CallOrStart()
+    outbox = ResultOutbox(transport, rpc_timeout=1)
+    outbox.offer(1, REPORT, "a", expires=time.time() + 60, wait=True)
+    assert outbox.delivered == 1  # at the server when offer returned
+    assert transport.blocking == [(threading.current_thread().name, "a")] and transport.calls == []
+    outbox.offer(2, REPORT, "b", expires=time.time() + 60)  # no wait: started in the background
+    assert transport.calls == ["b"] and len(transport.blocking) == 1
+    assert outbox.flush(5) and outbox.delivered == 2
+    outbox.close(1)
+
+
+def test_a_result_offered_with_wait_while_another_is_in_flight_does_not_wait():
+    from snailjob.delivery import ResultOutbox
+
+    transport = _CallOrStart(delay=0.5)
+    outbox = ResultOutbox(transport, rpc_timeout=1)
+    outbox.offer(1, REPORT, "a", expires=time.time() + 60)
+    outbox.offer(2, REPORT, "b", expires=time.time() + 60, wait=True)
+    assert transport.blocking == [] and transport.calls == ["a", "b"]
+    assert outbox.flush(5) and outbox.delivered == 2
+    outbox.close(1)
+
+
+def test_a_failed_delivery_by_the_offering_thread_is_retried_not_lost():
+    from snailjob.delivery import ResultOutbox
+
+    transport = _CallOrStart(call_fails=1)
+    outbox = ResultOutbox(transport, rpc_timeout=1)
+    outbox.offer(1, REPORT, "a", expires=time.time() + 60, wait=True)
+    assert outbox.delivered == 0 and len(transport.blocking) == 1  # failed once, held for a retry
+    assert outbox.flush(10)
+    assert (outbox.delivered, outbox.retries, transport.calls) == (1, 1, ["a"])  # the retry went in the background
+    outbox.close(1)

@@ -5,6 +5,8 @@ import threading
 import time
 
 import snailjob as sj
+from snailjob.dispatcher import Dispatcher
+from snailjob.work import Work
 
 from .conftest import call_inbound, dispatch, dispatch_body, wait_for
 
@@ -171,3 +173,63 @@ def test_no_thread_growth_over_many_batches(make_client):
         wait_for(lambda: len(threads()) <= baseline and client.dispatcher.batch_count() == 0, timeout=10)
     except AssertionError:
         raise AssertionError(f"baseline {baseline}, now {threads()}") from None
+
+
+class _Note(Work):
+    """The smallest work: calls ``func`` in batch ``batch`` (``parallel`` 1)."""
+
+    def __init__(self, func, batch):
+        super().__init__(func)
+        self.batch = batch
+        self.event = threading.Event()
+
+    @property
+    def key(self):
+        return self.batch
+
+    def describe(self):
+        return f"note of {self.batch}"
+
+    @property
+    def stop_event(self):
+        return self.event
+
+    def enter(self):
+        return None
+
+    def leave(self, token):
+        pass
+
+    def run(self):
+        return self.func()
+
+    async def run_async(self):
+        return await self.func()
+
+
+def test_a_worker_with_nothing_queued_next_may_wait_to_deliver():
+    """``Work.may_wait`` (a result may then be delivered by a blocking call
+    on the worker's thread): only for the last thread task of its batch when
+    no other batch waits for a thread, never for a coroutine."""
+    dispatcher = Dispatcher()
+    release = threading.Event()
+    seen, all_done = {}, threading.Event()
+
+    def done(work, outcome):
+        seen[outcome] = work.may_wait
+        if len(seen) == 3:
+            all_done.set()
+
+    async def third():
+        return "coroutine"
+
+    try:
+        dispatcher.submit(_Note(lambda: release.wait(5) and "first", 1), done)
+        dispatcher.submit(_Note(lambda: "second", 1), done)  # queued behind the first (parallel 1)
+        release.set()
+        wait_for(lambda: len(seen) == 2)
+        dispatcher.submit(_Note(third, 2), done)
+        assert all_done.wait(5)
+        assert seen == {"first": False, "second": True, "coroutine": False}
+    finally:
+        dispatcher.close()

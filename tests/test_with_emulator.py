@@ -440,3 +440,37 @@ def test_a_sentinel_with_sub_tasks_of_its_own_is_reported_once(snailjob_emulator
     sentinel = batches[0].task(sentinel_ids[0])
     assert [t.parent_id for t in batches[0].tasks_named("DEEP")] == [sentinel.task_id]
     assert len(sentinel.reports) == 1, sentinel.reports
+
+
+def test_a_lone_result_is_delivered_by_its_worker_and_a_busy_node_uses_the_loop(snailjob_emulator, run_client):
+    """A thread job's result sent when no other is in flight goes out from
+    the job's own thread with one blocking call (no hop, no gRPC completion
+    thread started for it); results in flight together go over the loop."""
+    ran_on = []
+    together = threading.Barrier(8)
+
+    @sj.job("whereJob")
+    def where(args):
+        ran_on.append(threading.current_thread().name)
+        if args.job_params == "together":
+            together.wait(10)
+        return "ok"
+
+    client = run_client([where])
+    snailjob_emulator.wait_for_clients(1)
+    blocking = []
+    plain_call = client._transport.call
+
+    def call(uri, body, timeout):
+        blocking.append((uri, threading.current_thread().name))
+        return plain_call(uri, body, timeout)
+
+    client._transport.call = call
+    batch = snailjob_emulator.trigger("whereJob", 1, args_str="x")
+    assert batch.wait(10) == SUCCESS
+    assert ("/report/dispatch/result", ran_on[0]) in blocking
+    blocking.clear()
+    batches = [snailjob_emulator.trigger("whereJob", 1, args_str="together") for _ in range(8)]
+    assert [b.wait(10) for b in batches] == [SUCCESS] * 8
+    reported_here = sum(uri == "/report/dispatch/result" for uri, _ in blocking)
+    assert reported_here < 8  # the ones finishing together did not each wait

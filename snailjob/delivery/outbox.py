@@ -56,7 +56,8 @@ class _Pending:
 class ResultOutbox:
     """Delivers task results: with a transport that can start a call without
     waiting (``call_async``, as ``GrpcTransport``), from the thread that offers
-    the result, at most ``max_in_flight`` calls at once, with one thread for
+    the result (or by that thread's own blocking call: ``offer(wait=True)``),
+    at most ``max_in_flight`` calls at once, with one thread for
     the results whose time has not come yet (backoff, delays, repeats);
     otherwise on ``senders`` threads making blocking calls (so at most that
     many calls at once).
@@ -148,15 +149,22 @@ class ResultOutbox:
             logger.info("restored %d undelivered result(s) from %s", self.restored, store.path)
 
     def offer(self, key: Any, uri: str, body: str, expires: float, describe: str = "",
-              repeat: bool = False, delay: float = 0.0) -> None:
+              repeat: bool = False, delay: float = 0.0, wait: bool = False) -> None:
         """Queue a result; ``expires`` is the wall-clock time to give up (and,
         with ``repeat``, to stop sending it again); ``delay`` seconds before
-        it is first sent.  Never refused: when full, the oldest is dropped."""
+        it is first sent.  Never refused: when full, the oldest is dropped.
+
+        ``wait``: the calling thread may deliver the result itself when no
+        other result is in flight, with one blocking call (at most the RPC
+        timeout; a failure goes the usual way of backoff and retry).  Sent
+        alone, that is cheaper and quicker than a call started in the
+        background, and the result is at the server when ``offer`` returns.
+        Only for a thread that may block: never an event loop's."""
         row = self._store.add(key, uri, body, expires, describe) if self._store is not None else None
         self._enqueue(_Pending(time.monotonic() + delay, 0, key, uri, body, expires, describe=describe, row=row,
-                               repeats=0 if repeat else None))
+                               repeats=0 if repeat else None), wait)
 
-    def _enqueue(self, item: _Pending) -> None:
+    def _enqueue(self, item: _Pending, wait: bool = False) -> None:
         with self._cond:
             if not self._threads and not self._closed:
                 self._start_senders()
@@ -177,6 +185,7 @@ class ResultOutbox:
                                 "results waiting for the server")
             if self._call_async is not None:
                 starts = self._take_ready()
+                alone = wait and self._in_flight == 1 and starts == [item]
                 if delayed or self._flushing:
                     self._cond.notify_all()
             elif self._flushing:  # a flush() waiter must not take the wake-up meant for a sender
@@ -184,7 +193,22 @@ class ResultOutbox:
             else:
                 self._cond.notify()
         if self._call_async is not None:
-            self._start(starts)
+            if alone:
+                self._deliver_here(item)
+            else:
+                self._start(starts)
+
+    def _deliver_here(self, item: _Pending) -> None:
+        """Deliver ``item`` (counted as in flight) with a blocking call on
+        this thread; what is ready after it is started without waiting."""
+        try:
+            reply = self._transport.call(item.uri, item.body, self._rpc_timeout)
+        except TransportError as exc:
+            self._done(item, None, exc)
+        except Exception as exc:  # a broken transport must not lose the result
+            self._done(item, None, TransportError(repr(exc)))
+        else:
+            self._done(item, reply, None)
 
     def _take_ready(self) -> List[_Pending]:
         """The results to send now, within the limit of calls in flight
