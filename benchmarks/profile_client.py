@@ -23,7 +23,7 @@ import sys
 import time
 import venv
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,6 +85,46 @@ def _child_of(parent: int) -> Optional[int]:
     return None
 
 
+_OURS = BENCH_DIR / ".venv-ours" / "bin" / "python"
+PYTHONS = {"ours": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS, "floor_aio": _OURS}
+
+
+def start_load(kind: str, k: int, seconds: float, pythonpath: str, work: Path) -> Union[Tuple[Any, int], int]:
+    """Start the load generator with ``k`` tasks in flight for ``seconds``
+    (after a warm-up of 300 tasks) on a client of ``kind``; its process and
+    the client's pid, or an exit status when the client did not start."""
+    python = PYTHONS[kind]
+    if not python.exists():
+        print(f"{python} is missing: run benchmarks/run_all.py --quick once first", file=sys.stderr)
+        return 2
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = {"throughput": {"warmup": 300, "reps": 1, "ks": [k], "tasks": {str(k): 10 ** 7},
+                          "max_seconds": seconds, "paced_rate": 10, "paced_seconds": 0.1}}
+    env = dict(os.environ, GRPC_VERBOSITY="ERROR")
+    load = subprocess.Popen([sys.executable, str(BENCH_DIR / "loadgen.py"), "--kind", kind, "--python",
+                             str(python), "--phases", "throughput", "--config", json.dumps(cfg), "--out",
+                             str(work / "load.json"), "--workdir", str(work / "client"), "--pythonpath",
+                             pythonpath], env=env)
+    ident = work / "client" / "ident.json"
+    deadline = time.time() + 60
+    pid = None
+    while time.time() < deadline and load.poll() is None:
+        try:
+            pid = int(json.loads(ident.read_text())["pid"])
+            break
+        except (OSError, ValueError, KeyError):
+            if kind.startswith("floor"):  # the floor writes no ident file: take the load generator's child
+                pid = _child_of(load.pid)
+                if pid is not None:
+                    break
+            time.sleep(0.2)
+    if pid is None:
+        print("the client did not start (no ident.json); see", work, file=sys.stderr)
+        load.kill()
+        return 1
+    return load, pid
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the load, sample the client, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,38 +136,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--pythonpath", default=str(REPO_DIR), help="where this client's snailjob/ is")
     opts = parser.parse_args(argv)
     spy = ensure_py_spy()
-    python = {"ours": BENCH_DIR / ".venv-ours" / "bin" / "python", "v013": BENCH_DIR / ".venv013" / "bin" / "python",
-              "floor": BENCH_DIR / ".venv-ours" / "bin" / "python"}[opts.kind]
-    if not python.exists():
-        print(f"{python} is missing: run benchmarks/run_all.py --quick once first", file=sys.stderr)
-        return 2
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = RESULTS / f"profile-{stamp}-{opts.kind}"
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = {"throughput": {"warmup": 300, "reps": 1, "ks": [opts.k], "tasks": {str(opts.k): 10 ** 7},
-                          "max_seconds": opts.seconds + 8, "paced_rate": 10, "paced_seconds": 0.1}}
-    env = dict(os.environ, GRPC_VERBOSITY="ERROR")
-    load = subprocess.Popen([sys.executable, str(BENCH_DIR / "loadgen.py"), "--kind", opts.kind, "--python",
-                             str(python), "--phases", "throughput", "--config", json.dumps(cfg), "--out",
-                             str(work / "load.json"), "--workdir", str(work / "client"), "--pythonpath",
-                             opts.pythonpath], env=env)
-    ident = work / "client" / "ident.json"
-    deadline = time.time() + 60
-    pid = None
-    while time.time() < deadline and load.poll() is None:
-        try:
-            pid = int(json.loads(ident.read_text())["pid"])
-            break
-        except (OSError, ValueError, KeyError):
-            if opts.kind == "floor":  # the floor writes no ident file: take the load generator's child
-                pid = _child_of(load.pid)
-                if pid is not None:
-                    break
-            time.sleep(0.2)
-    if pid is None:
-        print("the client did not start (no ident.json); see", work, file=sys.stderr)
-        load.kill()
-        return 1
+    work = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}-{opts.kind}"
+    started = start_load(opts.kind, opts.k, opts.seconds + 8, opts.pythonpath, work)
+    if isinstance(started, int):
+        return started
+    load, pid = started
     time.sleep(4)  # start-up and warm-up
     for _ in range(10):  # a dump fails when a thread exits while it is read; try again
         dump = subprocess.run([str(spy), "dump", "-p", str(pid)], capture_output=True, text=True)
