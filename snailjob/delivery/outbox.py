@@ -185,7 +185,7 @@ class ResultOutbox:
                                 "results waiting for the server")
             if self._call_async is not None:
                 starts = self._take_ready()
-                alone = wait and self._in_flight == 1 and starts == [item]
+                alone = wait and self._in_flight == 1 and len(starts) == 1 and starts[0] is item
                 if delayed or self._flushing:
                     self._cond.notify_all()
             elif self._flushing:  # a flush() waiter must not take the wake-up meant for a sender
