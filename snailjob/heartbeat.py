@@ -54,7 +54,6 @@ class Heartbeat:
         """Told (without blocking) of an internal error: the client's alarms."""
         self.on_connected: Callable[[], None] = lambda: None
         """Called when a heartbeat is answered after none or after a failure (the config pull)."""
-        """Told (without blocking) of an internal error: the client's alarms."""
         self._problem: Optional[str] = None
         self._last_beat: Optional[float] = None  # monotonic time of the last accepted heartbeat
         self.server_up = False
