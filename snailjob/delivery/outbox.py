@@ -201,14 +201,16 @@ class ResultOutbox:
     def _deliver_here(self, item: _Pending) -> None:
         """Deliver ``item`` (counted as in flight) with a blocking call on
         this thread; what is ready after it is started without waiting."""
+        self._done(item, *self._call(item))
+
+    def _call(self, item: _Pending) -> Tuple[Optional[Reply], Optional[TransportError]]:
+        """One blocking call for ``item``: ``(reply, None)`` or ``(None, error)``."""
         try:
-            reply = self._transport.call(item.uri, item.body, self._rpc_timeout)
+            return self._transport.call(item.uri, item.body, self._rpc_timeout), None
         except TransportError as exc:
-            self._done(item, None, exc)
+            return None, exc
         except Exception as exc:  # a broken transport must not lose the result
-            self._done(item, None, TransportError(repr(exc)))
-        else:
-            self._done(item, reply, None)
+            return None, TransportError(repr(exc))
 
     def _take_ready(self) -> List[_Pending]:
         """The results to send now, within the limit of calls in flight
@@ -358,14 +360,7 @@ class ResultOutbox:
                 if item is None:
                     return
                 self._in_flight += 1
-            try:
-                reply: Optional[Reply] = self._transport.call(item.uri, item.body, self._rpc_timeout)
-                error: Optional[TransportError] = None
-            except TransportError as exc:
-                reply, error = None, exc
-            except Exception as exc:  # a broken transport must not kill the thread
-                reply, error = None, TransportError(repr(exc))
-            self._finished(item, reply, error)
+            self._finished(item, *self._call(item))
 
     def _finished(self, item: _Pending, reply: Optional[Reply],
                   error: Optional[TransportError]) -> List[_Pending]:
