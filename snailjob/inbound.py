@@ -68,7 +68,10 @@ class InboundLimits:
     """What one peer, or all of them together, can take from the port."""
 
     message_bytes: int = 10 * MiB  # as the Java client's inbound server
-    max_streams: int = 100  # concurrent calls per connection (HTTP/2 setting)
+    # concurrent calls per connection (HTTP/2 setting).  gRPC counts a call until the loop has
+    # released it, and the server may have 2 x 128 calls in flight, so a tight limit refuses a
+    # well-behaved server's burst whenever the loop falls behind.
+    max_streams: int = 1000
     max_connections: int = 4096  # open connections; the fd limit is raised to fit at start
     pending_calls: int = 4096  # calls waiting for their request message; beyond: the oldest is ended
     receive_timeout: float = 10.0  # seconds a call may take to send its request message
