@@ -152,6 +152,9 @@ MUTANTS: List[Mutant] = [
     Mutant("outbox-waits-in-company", "a result offered with wait delivered by its thread with others in flight",
            "alone = wait and self._in_flight == 1 and len(starts) == 1", "alone = wait and len(starts) == 1",
            ("tests/test_delivery.py::test_a_result_offered_with_wait_while_another_is_in_flight_does_not_wait",)),
+    Mutant("inbound-streams-100", "the inbound port back at 100 concurrent calls per connection",
+           "    max_streams: int = 1000\n", "    max_streams: int = 100\n",
+           ("tests/test_reliability.py::test_a_burst_the_server_can_send_is_never_refused_while_the_loop_is_busy",)),
 ]
 
 
