@@ -155,6 +155,12 @@ MUTANTS: List[Mutant] = [
     Mutant("inbound-streams-100", "the inbound port back at 100 concurrent calls per connection",
            "    max_streams: int = 1000\n", "    max_streams: int = 100\n",
            ("tests/test_reliability.py::test_a_burst_the_server_can_send_is_never_refused_while_the_loop_is_busy",)),
+    Mutant("acceptors-never-started", "the extra requests for new calls registered but never made",
+           "        for _ in range(self.count):\n", "        for _ in range(0):\n",
+           ("tests/test_inbound_accept.py::test_calls_taken_in_by_the_extra_requests_are_served_like_any_other",)),
+    Mutant("acceptors-skip-dry-run", "the signature check at start skipped",
+           "        problem = _dry_run(cygrpc, core, resolver, loop, self._name)\n", "        problem = None\n",
+           ("tests/test_inbound_accept.py::test_changed_call_handling_is_found_before_any_call_is_taken_in",)),
 ]
 
 

@@ -206,7 +206,8 @@ class Client:
         bind = choose_bind(s.snail_bind_host, choice)
         raise_fd_limit(InboundLimits().max_connections + 256)
         self._inbound = InboundServer(bind.host, s.snail_host_port, self._route,
-                                      workers=s.snail_inbound_workers, token=s.snail_token,
+                                      workers=s.snail_inbound_workers, acceptors=s.snail_inbound_acceptors,
+                                      token=s.snail_token,
                                       inline=INLINE_URIS.__contains__)
         self.host_port = self._inbound.port
         self._headers = self._build_headers()

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, ca
 
 from snailjob.address import is_loopback, join_host_port
 from snailjob.errors import TransportError
+from snailjob.inbound_accept import Acceptors
 from snailjob.settings import DEFAULT_TOKEN
 from snailjob.wire.codec import dumps, short
 
@@ -262,13 +263,16 @@ class InboundServer:
 
     def __init__(self, bind_host: str, port: int, handler: InboundHandler, workers: int = 16, *,
                  token: Optional[str] = None, inline: Callable[[str], bool] = lambda path: False,
-                 limits: Optional[InboundLimits] = None) -> None:
+                 limits: Optional[InboundLimits] = None, acceptors: int = 16) -> None:
         _load_grpc()
         self._handler = handler
         self._token = token
         self._inline = inline
         self.limits = limits or InboundLimits()
         self._workers = workers
+        self._acceptor_count = acceptors
+        self.acceptors: Optional[Acceptors] = None
+        """The extra requests for new calls (``inbound_accept``), when this grpcio allows them."""
         self._pool: Optional[futures.ThreadPoolExecutor] = None
         self._refusals = RefusalLog(logger)
         self._waiting: OrderedDict[asyncio.Task[Any], None] = OrderedDict()  # calls waiting for their message
@@ -306,6 +310,12 @@ class InboundServer:
             self._serve, request_deserializer=None,
             response_serializer=pb.GrpcResult.SerializeToString)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD_NAME: method}),))
+        acceptors = Acceptors(server, SERVICE, METHOD_NAME, method, self._acceptor_count)
+        why = acceptors.register()
+        if why is None:
+            self.acceptors = acceptors
+        else:
+            logger.debug("inbound server takes in one new call at a time: %s", why)
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -407,6 +417,14 @@ class InboundServer:
     def start(self) -> None:
         self._on_loop(self._server.start())
         self._started = True
+        if self.acceptors is not None:
+            why = self._on_loop(self._start_acceptors(self.acceptors))
+            if why is not None:
+                self.acceptors = None
+                logger.debug("inbound server takes in one new call at a time: %s", why)
+
+    async def _start_acceptors(self, acceptors: Acceptors) -> Optional[str]:
+        return acceptors.start(self._loop)
 
     def stop(self, grace: Optional[float] = None) -> None:
         if self._stopped.is_set():
@@ -416,6 +434,8 @@ class InboundServer:
             if not self._started:  # a gRPC server never started keeps its port until started and stopped
                 self._on_loop(self._server.start())
             self._on_loop(self._server.stop(grace), timeout=(grace or 0) + 5)
+            if self.acceptors is not None:
+                self._on_loop(self.acceptors.close())
         except Exception as exc:  # a loop that cannot stop in time still gets closed
             logger.debug("inbound server stop: %r", exc)
         self._close_loop()

@@ -76,6 +76,7 @@ class Settings(BaseModel):
     snail_map_batch_size: int = Field(200, ge=1, le=5000)
     snail_map_report_timeout: float = Field(60.0, gt=0)
     snail_inbound_workers: int = Field(16, ge=2, le=512)
+    snail_inbound_acceptors: int = Field(16, ge=0, le=256)  # 0: grpcio's one request at a time
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
     snail_interrupt_delay: float = Field(1.0, ge=0)
