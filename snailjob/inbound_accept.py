@@ -8,7 +8,7 @@ core for one turn of the loop each, behind everything else the loop runs,
 and the loop pays a turn per call.  ``Acceptors`` keeps ``count`` more
 requests pending for the node's one method, so that a burst of new calls is
 taken in within one turn (issue 29: at 64 dispatches in flight this halved
-the dispatch reply's p99 and cut the node's CPU per task by a sixth).
+the dispatch reply's p99 and cut the node's CPU per task by about a tenth).
 
 Limits, stated plainly:
 
