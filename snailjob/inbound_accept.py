@@ -15,11 +15,12 @@ Limits, stated plainly:
 * This drives grpcio's private parts (``AioServer._request_registered_call``,
   ``cygrpc._handle_rpc``, ``cygrpc._schedule_rpc_coro``,
   ``cygrpc._MethodResolver``), as grpcio's own accept loop calls them.
-  ``unsupported()`` checks that they exist and take the arguments this
-  module passes, without taking in a call; when they do not (grpcio older
-  than registered methods on ``grpc.aio``, or changed since), the server
-  keeps grpcio's own single request and says why at DEBUG.  grpcio's own
-  accept loop always runs as well.
+  ``register()`` checks that they exist and ``start()`` that they take the
+  arguments this module passes, without taking in a call; when they do not
+  (grpcio before 1.84, or changed since), the server keeps grpcio's own
+  single request and says why at DEBUG.  Checked: 1.84.0 and 1.85.3 take
+  the extra requests; 1.59.2 to 1.83 fall back.  grpcio's own accept loop
+  always runs as well.
 * A call taken in here runs the same handler, with the same defences
   (``InboundServer._receive``), as one grpcio's loop takes in; only the
   method registered here is served this way, and any other path still goes
