@@ -415,6 +415,7 @@ class Client:
             "inbound_refused": inbound.refused if inbound else 0,
             "inbound_evicted": inbound.evicted if inbound else 0,
             "inbound_timed_out": inbound.timed_out if inbound else 0,
+            "inbound_acceptors": inbound.acceptors.count if inbound and inbound.acceptors else 0,
             **(self._alarms.stats() if self._alarms is not None else dict.fromkeys(_ALARM_STATS, 0)),
             "config_version": self.config.version,
             "config_updates": self.config.updates,

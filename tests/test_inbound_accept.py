@@ -228,3 +228,21 @@ def test_a_failed_request_ends_only_its_own_acceptor() -> None:
 
     asyncio.run(run())
     assert Core.calls == 1 and acceptors.accepted == 0
+
+
+@needs_the_parts
+@pytest.mark.parametrize("setting", [16, 3, 0])
+def test_the_client_takes_the_setting_and_reports_it(setting: int) -> None:
+    from snailjob.testing import ServerEmulator
+
+    from .conftest import client_for
+
+    with ServerEmulator() as emu:
+        client = client_for(emu, [], snail_inbound_acceptors=setting).start()
+        try:
+            assert client.stats()["inbound_acceptors"] == setting
+            inbound = client._inbound
+            assert inbound is not None
+            assert (inbound.acceptors is None) == (setting == 0)
+        finally:
+            client.stop(grace=0)

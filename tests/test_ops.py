@@ -206,6 +206,7 @@ def test_metrics_count_tasks_outcomes_durations_and_client_counters(emu: ServerE
         assert ("snailjob_heartbeat_failures_total", ()) in found
         assert ("snailjob_log_entries_dropped_total", ()) in found
         assert ("snailjob_result_delivery_retries_total", ()) in found
+        assert found[("snailjob_inbound_acceptors", ())] == client.stats()["inbound_acceptors"]
     finally:
         client.stop(grace=0)
         health.close()

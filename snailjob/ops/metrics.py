@@ -47,6 +47,8 @@ _FROM_STATS = (
      "Inbound calls ended while waiting for their message, to make room for newer ones.", "counter"),
     ("inbound_timed_out", "snailjob_inbound_timed_out",
      "Inbound calls ended because their message did not come within 10 s.", "counter"),
+    ("inbound_acceptors", "snailjob_inbound_acceptors",
+     "Extra requests for new calls kept pending (SNAIL_INBOUND_ACCEPTORS; 0: grpcio's own only).", "gauge"),
     ("results_pending", "snailjob_results_pending", "Task results not yet delivered.", "gauge"),
     ("results_held", "snailjob_results_held", "Task results waiting for the server after a failed attempt.",
      "gauge"),
