@@ -22,6 +22,10 @@ nothing for a caller that has not proved who it is:
 * Refused calls are logged at most once a minute per peer, with a count,
   and every text taken from the call is quoted.
 
+New calls are taken in by grpcio's own request and, where this grpcio
+allows it, ``acceptors`` more kept pending beside it (``inbound_accept``):
+under load a burst is then taken in within one turn of the loop.
+
 Handlers are plain functions ``handler(uri, headers, body) -> Reply``.  Those
 of the URIs ``inline`` accepts run on the event-loop thread (they must only
 parse, validate and queue, as the dispatch and stop handlers do); the others
@@ -99,6 +103,10 @@ class InboundLimits:
             ("grpc.keepalive_timeout_ms", ms(self.keepalive_timeout)),
             ("grpc.so_reuseport", 0),
         ]
+
+
+def _one_at_a_time(why: str) -> None:
+    logger.debug("inbound server takes in one new call at a time: %s", why)
 
 
 def _load_grpc() -> None:
@@ -315,7 +323,7 @@ class InboundServer:
         if why is None:
             self.acceptors = acceptors
         else:
-            logger.debug("inbound server takes in one new call at a time: %s", why)
+            _one_at_a_time(why)
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -421,7 +429,7 @@ class InboundServer:
             why = self._on_loop(self._start_acceptors(self.acceptors))
             if why is not None:
                 self.acceptors = None
-                logger.debug("inbound server takes in one new call at a time: %s", why)
+                _one_at_a_time(why)
 
     async def _start_acceptors(self, acceptors: Acceptors) -> Optional[str]:
         return acceptors.start(self._loop)
