@@ -138,34 +138,26 @@ def grpcio_parts(**changed: Any) -> types.SimpleNamespace:
     return types.SimpleNamespace(**{k: v for k, v in parts.items() if v is not None})
 
 
+def _one_fewer(name: str, resolver: Any, state: Any, loop: Any, busy: bool) -> None:
+    raise AssertionError("never called with these arguments")
+
+
 @needs_the_parts
-def test_a_grpcio_without_the_parts_keeps_its_own_request(channel: Any, caplog: pytest.LogCaptureFixture,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inbound_accept, "_cygrpc", lambda: grpcio_parts(_schedule_rpc_coro=None))
+@pytest.mark.parametrize("changed, why", [
+    ({"_schedule_rpc_coro": None}, "this grpcio has no cygrpc._schedule_rpc_coro"),
+    # a signature that no longer fits shows in the dry run at start, so no
+    # caller's call is taken in by a request that could not serve it
+    ({"_handle_rpc": _one_fewer}, "grpcio's call handling has changed (TypeError"),
+], ids=["a-part-missing", "a-signature-changed"])
+def test_a_grpcio_without_the_parts_or_with_changed_ones_keeps_its_own_request(
+        changed: Dict[str, Any], why: str, channel: Any, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbound_accept, "_cygrpc", lambda: grpcio_parts(**changed))
     with caplog.at_level(logging.DEBUG, logger="snailjob.inbound"):
         server = serve()
     try:
         assert server.acceptors is None
-        assert "this grpcio has no cygrpc._schedule_rpc_coro" in caplog.text
-        assert call_many(channel(server), 32) == [str(i) for i in range(32)]
-    finally:
-        server.stop(0)
-
-
-@needs_the_parts
-def test_changed_call_handling_is_found_before_any_call_is_taken_in(
-        channel: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A signature that no longer fits shows in the dry run at start, so no
-    caller's call is taken in by a request that could not serve it."""
-    def one_fewer(name: str, resolver: Any, state: Any, loop: Any, busy: bool) -> None:
-        raise AssertionError("never called with these arguments")
-
-    monkeypatch.setattr(inbound_accept, "_cygrpc", lambda: grpcio_parts(_handle_rpc=one_fewer))
-    with caplog.at_level(logging.DEBUG, logger="snailjob.inbound"):
-        server = serve()
-    try:
-        assert server.acceptors is None
-        assert "grpcio's call handling has changed (TypeError" in caplog.text
+        assert why in caplog.text
         assert call_many(channel(server), 32) == [str(i) for i in range(32)]
     finally:
         server.stop(0)
