@@ -102,9 +102,7 @@ class Acceptors:
         while self._running:
             try:
                 rpc_state = await core._request_registered_call(method)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the server is shutting down: its core refuses new requests
+            except Exception as exc:  # the server is shutting down (a cancel is not an Exception)
                 logger.debug("inbound acceptor ends: %r", exc)
                 return
             self.accepted += 1
