@@ -21,64 +21,30 @@ same machine, not a model of either client.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import threading
 from concurrent import futures
-from typing import Any, Dict, Set
+from typing import Any
 
 import grpc
 import grpc.aio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import MAX_MESSAGE, METHOD, NAMESPACE, load_pb2  # noqa: E402
+from common import MAX_MESSAGE, METHOD  # noqa: E402
+from floor_base import FloorBase  # noqa: E402
 
 WORKERS = 16  # as this client's SNAIL_INBOUND_WORKERS default
 
 
-class FloorBase:
-    """Settings, headers and message building shared by both floors."""
-
-    def __init__(self) -> None:
-        env = os.environ
-        self.pb = load_pb2()
-        self.group = env.get("SNAIL_GROUP_NAME", "bench_group")
-        self.port = int(env.get("SNAIL_HOST_PORT", "17889"))
-        self.bind = f"{env.get('SNAIL_BIND_HOST', '127.0.0.1')}:{self.port}"
-        self.target = f"{env.get('SNAIL_SERVER_HOST', '127.0.0.1')}:{env.get('SNAIL_SERVER_PORT', '17888')}"
-        self.headers: Dict[str, str] = {
-            "host-id": "py-floor", "host-ip": "127.0.0.1", "host-port": str(self.port), "namespace": NAMESPACE,
-            "group-name": self.group, "token": env.get("SNAIL_TOKEN", ""), "executor-type": "2",
-        }
-        self.req_ids = 0
-        self.in_flight: Set[Any] = set()  # a dropped future cancels its call
-        self.lock = threading.Lock()
-
-    def request(self, uri: str, body: str) -> Any:
-        """A ``GrpcSnailJobRequest`` with this node's headers."""
-        self.req_ids += 1  # not atomic; the server does not care
-        return self.pb.GrpcSnailJobRequest(reqId=self.req_ids, metadata=self.pb.Metadata(uri=uri, headers=self.headers),
-                                           body=body)
-
-    def report_for(self, dispatch_body: str) -> Any:
-        """The success report of the task in a dispatch body."""
-        task = json.loads(dispatch_body)[0]
-        report = {
-            "jobId": task["jobId"], "taskBatchId": task["taskBatchId"], "taskId": task["taskId"],
-            "taskType": task["taskType"], "groupName": task.get("groupName") or self.group, "taskStatus": 3,
-            "executeResult": {"status": 1, "result": None, "message": ""}, "retry": False, "retryStatus": False,
-        }
-        return self.request("/report/dispatch/result", json.dumps([report]))
-
-    def handler(self, behaviour: Any) -> Any:
-        """The generic handler of ``/UnaryRequest/unaryRequest`` calling ``behaviour``."""
-        method = grpc.unary_unary_rpc_method_handler(
-            behaviour, request_deserializer=self.pb.GrpcSnailJobRequest.FromString,
-            response_serializer=self.pb.GrpcResult.SerializeToString)
-        return grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": method})
+def handler(floor: FloorBase, behaviour: Any) -> Any:
+    """The generic handler of ``/UnaryRequest/unaryRequest`` calling ``behaviour``."""
+    method = grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=floor.pb.GrpcSnailJobRequest.FromString,
+        response_serializer=floor.pb.GrpcResult.SerializeToString)
+    return grpc.method_handlers_generic_handler("UnaryRequest", {"unaryRequest": method})
 
 
 class SyncFloor(FloorBase):
@@ -104,7 +70,7 @@ class SyncFloor(FloorBase):
                                         response_deserializer=self.pb.GrpcResult.FromString)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS),
                              options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
-        server.add_generic_rpc_handlers((self.handler(self.serve),))
+        server.add_generic_rpc_handlers((handler(self, self.serve),))
         server.add_insecure_port(self.bind)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,7 +100,7 @@ class AioFloor(FloorBase):
         self.call = channel.unary_unary(METHOD, request_serializer=self.pb.GrpcSnailJobRequest.SerializeToString,
                                         response_deserializer=self.pb.GrpcResult.FromString)
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
-        server.add_generic_rpc_handlers((self.handler(self.serve),))
+        server.add_generic_rpc_handlers((handler(self, self.serve),))
         server.add_insecure_port(self.bind)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -9,7 +9,8 @@ floor and SnailJob's own Java (1.10.0 and 2.0.2) and Go clients, side by side.
 It creates ``benchmarks/.venv013`` (``snail-job-python==0.1.3`` from PyPI)
 and ``benchmarks/.venv-ours`` (this client's runtime dependencies at the
 versions of the interpreter running this script; this client itself runs
-from the working tree) on first use, then starts one load generator process (``loadgen.py``) per
+from the working tree) on first use (and ``benchmarks/.venv-h2``, protobuf
+and ``hpack``, when the floor without grpcio is measured), then starts one load generator process (``loadgen.py``) per
 measurement; each load generator starts the client process it measures.
 The Java client is built with Maven by ``java_peer.py`` (cached in
 ``benchmarks/.java-build/``); a Java version that cannot be built or run
@@ -44,12 +45,16 @@ from common import BENCH_DIR, REPO_DIR, fmt_spread, median_spread  # noqa: E402
 
 VENV_013 = BENCH_DIR / ".venv013"
 VENV_OURS = BENCH_DIR / ".venv-ours"
+VENV_H2 = BENCH_DIR / ".venv-h2"
+HPACK_PIN = "hpack==4.2.0"
 RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "python-dotenv")
 RESULTS = BENCH_DIR / "results"
-KINDS = ("ours", "v013", "floor", "floor_aio", "java110", "java202", "go")
+KINDS = ("ours", "v013", "floor", "floor_aio", "floor_h2", "java110", "java202", "go")
 LABELS = {"ours": "this client", "v013": "0.1.3", "floor": "floor", "floor_aio": "floor (aio)",
+          "floor_h2": "floor without grpcio",
           "java110": "Java 1.10.0", "java202": "Java 2.0.2", "go": f"Go client ({go_peer.VERSION})"}
 JAVA_KINDS = {"java110": "1.10.0", "java202": "2.0.2"}
+EXPERIMENTS = ("floor_aio", "floor_h2")  # measured only when asked for: references, not clients
 LEAK_TYPES = ["CLUSTER", "BROADCAST", "SHARDING", "MAP_ROOT", "MR_REDUCE"]
 GO_NOT_RUN = {"logs": "the logging phase measures the Python clients' logging handlers (SnailLog with and "
                       "without the console handler); the Go client logs through logrus, with no such modes"}
@@ -112,13 +117,26 @@ def ensure_venv_ours() -> Path:
     """
     from importlib import metadata
 
-    pins = sorted(f"{d}=={metadata.version(d)}" for d in RUNTIME_DEPS)
-    python = VENV_OURS / "bin" / "python"
-    marker = VENV_OURS / "bench-requirements.txt"
+    return _pinned_venv(VENV_OURS, sorted(f"{d}=={metadata.version(d)}" for d in RUNTIME_DEPS))
+
+
+def ensure_venv_h2() -> Path:
+    """The interpreter of the floor without grpcio: protobuf at the version
+    this client uses, and ``hpack`` to decode the peer's headers."""
+    from importlib import metadata
+
+    return _pinned_venv(VENV_H2, [f"protobuf=={metadata.version('protobuf')}", HPACK_PIN])
+
+
+def _pinned_venv(where: Path, pins: List[str]) -> Path:
+    """A virtual environment at ``where`` holding exactly ``pins``, made once
+    and again only when the pins change."""
+    python = where / "bin" / "python"
+    marker = where / "bench-requirements.txt"
     if python.exists() and marker.exists() and marker.read_text().split() == pins:
         return python
-    print(f"creating {VENV_OURS} with {' '.join(pins)} ...", flush=True)
-    venv.EnvBuilder(with_pip=True, clear=True).create(str(VENV_OURS))
+    print(f"creating {where} with {' '.join(pins)} ...", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(str(where))
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins], check=True)
     marker.write_text("\n".join(pins) + "\n")
     return python
@@ -452,8 +470,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "point it at a patched copy to compare a change")
     parser.add_argument("--only", choices=("throughput", "leak", "logs", "map"), action="append",
                         help="run only this part (repeatable); e.g. --only logs is the remote-logging benchmark")
-    parser.add_argument("--kinds", default=",".join(k for k in KINDS if k != "floor_aio"),
-                        help="comma-separated clients to measure (default: all but floor_aio); "
+    parser.add_argument("--kinds", default=",".join(k for k in KINDS if k not in EXPERIMENTS),
+                        help="comma-separated clients to measure (default: all but the experiments "
+                             f"{' and '.join(EXPERIMENTS)}); "
                              f"known: {', '.join(KINDS)}")
     parser.add_argument("--no-java", action="store_true", help="leave out the Java client columns")
     opts = parser.parse_args(argv)
@@ -473,8 +492,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = RESULTS / stamp
     work.mkdir(parents=True, exist_ok=True)
     # the Java kinds ignore the interpreter (their client is the JVM)
+    python_h2 = str(ensure_venv_h2()) if "floor_h2" in selected else python_ours
     pythons = {"ours": python_ours, "v013": python_013, "floor": python_ours, "floor_aio": python_ours,
-               "java110": python_ours, "java202": python_ours, "go": python_ours}
+               "floor_h2": python_h2, "java110": python_ours, "java202": python_ours, "go": python_ours}
     info = machine_info(python_ours, python_013)
     print(f"{info['cores']} cores, {info['cpu']}; load average {info['loadavg_start']}; results in {work}")
     skipped: Dict[str, str] = {}
