@@ -47,7 +47,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _split_target(target: str) -> Tuple[str, int]:
+def split_target(target: str) -> Tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) as ``(host, port)``."""
     host, _, port = target.rpartition(":")
     return host.strip("[]"), int(port)
 
@@ -133,7 +134,7 @@ def choose_advertised(configured: Optional[str], targets: Iterable[str]) -> Addr
     interface's); else loopback.  A loopback address advertised to a
     server that is not on loopback comes with a warning.
     """
-    servers = [_split_target(t) for t in targets]
+    servers = [split_target(t) for t in targets]
     remote = [host for host, _ in servers if not is_loopback(host)]
     if configured:
         choice = AddressChoice(configured, "SNAIL_HOST_IP")

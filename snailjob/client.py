@@ -28,6 +28,7 @@ from snailjob.executors import Executor, ExecutorRegistry
 from snailjob.heartbeat import Heartbeat
 from snailjob.inbound import InboundLimits, InboundServer, default_token_warning, raise_fd_limit
 from snailjob.log import install_remote_handler
+from snailjob.native_transport import NativeTransport
 from snailjob.observe import TaskObserver
 from snailjob.reporting import Reports, delivery_stats
 from snailjob.retry_registry import RetryRegistry, is_retryable
@@ -86,7 +87,8 @@ class Client:
                     self.retries.register(cast("Retryable[Any, Any]", executor))
                 else:
                     self.registry.register(executor)
-        self._transport_factory = transport_factory or GrpcTransport
+        self._transport_factory = transport_factory or (
+            NativeTransport if self.settings.snail_transport == "native" else GrpcTransport)
         self.host_id = self.settings.snail_host_id or new_host_id()
         self.host_port = self.settings.snail_host_port
         self.host_ip = self.settings.snail_host_ip or ""  # chosen at start() when unset
@@ -182,9 +184,11 @@ class Client:
         with self._lock:
             self._state = "running"
         _live_clients.add(self)
-        logger.info("snailjob client %s listening on %s (%s), advertised as %s (%s), server %s, group %s",
+        logger.info("snailjob client %s listening on %s (%s), advertised as %s (%s), server %s%s, group %s",
                     self.host_id, join_host_port(bind.host, self.host_port), bind.why,
-                    join_host_port(self.host_ip, self.host_port), choice.how, s.server_target, s.snail_group_name)
+                    join_host_port(self.host_ip, self.host_port), choice.how, s.server_target,
+                    " (native transport)" if self._transport_factory is NativeTransport else "",
+                    s.snail_group_name)
         for warning in (choice.warning, bind.warning, default_token_warning(s.snail_token, bind.host)):
             if warning:
                 logger.warning("%s", warning)

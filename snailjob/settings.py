@@ -77,6 +77,7 @@ class Settings(BaseModel):
     snail_map_report_timeout: float = Field(60.0, gt=0)
     snail_inbound_workers: int = Field(16, ge=2, le=512)
     snail_inbound_acceptors: int = Field(16, ge=0, le=256)  # 0: grpcio's one request at a time
+    snail_transport: str = "grpc"  # the client's calls to the server: grpc (grpcio) or native (snailjob.http2)
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
     snail_interrupt_delay: float = Field(1.0, ge=0)
@@ -101,6 +102,14 @@ class Settings(BaseModel):
         value = value.strip().lower()
         if value not in ("queue", "refuse"):
             raise ValueError(f"must be 'queue' or 'refuse', not {value!r}")
+        return value
+
+    @field_validator("snail_transport")
+    @classmethod
+    def _transport(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("grpc", "native"):
+            raise ValueError(f"must be 'grpc' or 'native', not {value!r}")
         return value
 
     @field_validator("snail_isolation")

@@ -3,7 +3,9 @@ the SnailJob server calls back into is ``snailjob.inbound``).
 
 Both directions use the single method ``/UnaryRequest/unaryRequest``.  Every
 outbound call carries a deadline.  ``Transport`` is the seam tests can swap:
-anything with ``call`` and ``close`` will do.
+anything with ``call`` and ``close`` will do; ``snailjob.native_transport``
+is the other implementation (``SNAIL_TRANSPORT=native``: HTTP/2 of its own,
+no grpcio), and builds its requests with the same ``RequestEncoder``.
 
 grpcio and the generated messages (about 20 MB of RSS and the largest part
 of the import time) are imported when the first channel or server is made,
@@ -70,10 +72,39 @@ and return without waiting (``ResultOutbox`` uses it when present)."""
 
 def _load_grpc() -> None:
     """Import grpcio and the generated messages into this module's globals."""
-    if pb is None:
+    if grpc is None:
         globals()["grpc"] = importlib.import_module("grpc")
         importlib.import_module("grpc.aio")
+    load_messages()
+
+
+def load_messages() -> Any:
+    """The generated messages (protobuf only), imported on first use."""
+    if pb is None:
         globals()["pb"] = importlib.import_module("snailjob.wire.snailjob_pb2")
+    return pb
+
+
+class RequestEncoder:
+    """Serialized ``GrpcSnailJobRequest`` bytes with ``headers()``; the
+    ``metadata`` field is serialized once per URI and kept while the
+    headers stay equal."""
+
+    def __init__(self, headers: Callable[[], Dict[str, str]]) -> None:
+        load_messages()
+        self._headers = headers
+        self._meta_headers: Dict[str, str] = {}
+        self._meta: Dict[str, bytes] = {}
+
+    def __call__(self, uri: str, body: str) -> bytes:
+        headers = self._headers()
+        if headers != self._meta_headers:
+            self._meta_headers, self._meta = dict(headers), {}
+        meta = self._meta.get(uri)
+        if meta is None:
+            meta = _field(2, pb.Metadata(uri=uri, headers=headers).SerializeToString())
+            self._meta[uri] = meta
+        return encode_request(next(_req_ids), meta, body)
 
 
 def _channel_options() -> list:
@@ -96,16 +127,13 @@ class GrpcTransport:
     def __init__(self, target: str, headers: Callable[[], Dict[str, str]]) -> None:
         _load_grpc()
         self._target = target
-        self._headers = headers
         self._channel = grpc.insecure_channel(target, options=_channel_options())
         self._method = self._channel.unary_unary(
             METHOD,
             request_serializer=_identity,  # ``_request`` builds the bytes
             response_deserializer=pb.GrpcResult.FromString,
         )
-        # (uri, headers) -> the serialized ``Metadata`` field, for the last headers seen
-        self._meta_headers: Dict[str, str] = {}
-        self._meta: Dict[str, bytes] = {}
+        self._request = RequestEncoder(headers)
         self._calls: Set[Any] = set()  # calls started by call_async (a dropped future cancels its call)
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # set by use_loop
         self._aio_method: Any = None
@@ -128,18 +156,6 @@ class GrpcTransport:
     @property
     def failing(self) -> bool:
         return self.state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
-
-    def _request(self, uri: str, body: str) -> bytes:
-        """The serialized ``GrpcSnailJobRequest``; its ``metadata`` field is
-        serialized once per URI and kept while the headers stay equal."""
-        headers = self._headers()
-        if headers != self._meta_headers:
-            self._meta_headers, self._meta = dict(headers), {}
-        meta = self._meta.get(uri)
-        if meta is None:
-            meta = _field(2, pb.Metadata(uri=uri, headers=headers).SerializeToString())
-            self._meta[uri] = meta
-        return encode_request(next(_req_ids), meta, body)
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
         """One call with a deadline; ``TransportError`` on any gRPC failure."""

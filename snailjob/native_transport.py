@@ -1,0 +1,419 @@
+"""The native transport (``SNAIL_TRANSPORT=native``): the client's calls to
+the server as gRPC unary calls over one HTTP/2 connection this module
+writes itself (``snailjob.http2``), on an asyncio event loop, instead of
+through grpcio's channel.  It does the same work with a fraction of the
+CPU (BENCHMARKS.md, "What grpcio itself costs").
+
+It keeps the ``Transport`` contract of ``GrpcTransport``: every call has a
+deadline (sent as ``grpc-timeout`` and kept by a timer here); any failure
+is a ``TransportError`` with a gRPC status name, ``UNAVAILABLE`` when the
+connection cannot be made or is lost; a lost connection is made again by
+the next call.  Calls run on the loop given by ``use_loop`` (the inbound
+server's), or on a loop thread of this transport's own.
+
+Limits: plain TCP only (no TLS, as ``GrpcTransport``); one connection per
+server; a reply over ``MAX_MESSAGE_BYTES`` ends its call with
+``RESOURCE_EXHAUSTED``.  Calls beyond the server's
+``SETTINGS_MAX_CONCURRENT_STREAMS`` wait for a stream to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional
+from urllib.parse import unquote
+
+from snailjob import http2
+from snailjob.address import split_target
+from snailjob.errors import TransportError
+from snailjob.transport import MAX_MESSAGE_BYTES, METHOD, Done, Reply, RequestEncoder, load_messages
+from snailjob.wire.codec import clean, decode_data
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+_STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+                 "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+
+
+class _Call:
+    """One call: its request, its deadline, and what has come back."""
+
+    __slots__ = ("uri", "request", "timeout", "done", "timer", "stream", "status", "message", "body", "ended")
+
+    def __init__(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
+        self.uri, self.request, self.timeout, self.done = uri, request, timeout, done
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.stream = 0
+        self.status: Optional[str] = None  # grpc-status, once the headers or trailers gave it
+        self.message = ""
+        self.body = bytearray()
+        self.ended = False
+
+    def end(self, reply: Optional[Reply], error: Optional[TransportError]) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.done(reply, error)
+
+    def fail(self, code: str, why: str) -> None:
+        self.end(None, TransportError(f"{self.uri}: {code}: {why}", code=code))
+
+
+class _Connection(http2.Connection):
+    """The client side of one connection: a stream per call."""
+
+    is_client = True
+
+    def __init__(self, authority: str, lost: Callable[[_Connection, str], None]) -> None:
+        super().__init__(receive_window=MAX_MESSAGE_BYTES + 1024)
+        self._lost = lost
+        self._next_stream = 1
+        self.calls: Dict[int, _Call] = {}
+        self.waiting: Deque[_Call] = deque()  # beyond the server's stream limit
+        self.draining = False  # GOAWAY received: no new streams
+        self._request_headers = http2.encode_headers([
+            (":method", "POST"), (":scheme", "http"), (":path", METHOD), (":authority", authority),
+            ("content-type", "application/grpc"), ("te", "trailers")])
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and not self.draining and self._next_stream < 2 ** 31 - 1
+
+    def start(self, call: _Call) -> None:
+        limit = self.peer_max_streams
+        if limit is not None and len(self.calls) >= limit:
+            self.waiting.append(call)
+            return
+        stream = self._next_stream
+        self._next_stream += 2
+        call.stream = stream
+        self.calls[stream] = call
+        self.open_stream(stream)
+        timeout_ms = max(1, min(int(call.timeout * 1000), 99_999_999))
+        self.send_headers(stream, self._request_headers + http2.encode_headers([("grpc-timeout", f"{timeout_ms}m")]))
+        request = call.request
+        self.send_data(stream, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
+        call.request = b""
+
+    def cancel(self, call: _Call) -> None:
+        """Stop waiting for ``call`` (its deadline passed)."""
+        if self.calls.pop(call.stream, None) is not None:
+            self.reset(call.stream, http2.CANCEL)
+            self._start_waiting()
+        elif call in self.waiting:
+            self.waiting.remove(call)
+
+    def _start_waiting(self) -> None:
+        while self.waiting and self.usable and (self.peer_max_streams is None
+                                                or len(self.calls) < self.peer_max_streams):
+            self.start(self.waiting.popleft())
+
+    def on_headers(self, stream: int, headers: http2.Headers, end_stream: bool) -> None:
+        call = self.calls.get(stream)
+        if call is None:
+            return
+        for name, value in headers:
+            if name == ":status" and value != "200":
+                self._finish(stream, "UNAVAILABLE", f"HTTP status {clean(value)}")
+                self.reset(stream, http2.CANCEL)
+                return
+            if name == "grpc-status":
+                code = int(value) if value.isdigit() else 2
+                call.status = _STATUS_NAMES[code] if code < len(_STATUS_NAMES) else "UNKNOWN"
+            elif name == "grpc-message":
+                call.message = unquote(value)
+        if end_stream:
+            self._finish(stream, call.status or "UNKNOWN", call.message or "the call ended without a status")
+
+    def on_data(self, stream: int, data: bytes, end_stream: bool) -> None:
+        call = self.calls.get(stream)
+        if call is None:
+            return
+        call.body += data
+        if len(call.body) > MAX_MESSAGE_BYTES + 5:
+            self.reset(stream, http2.CANCEL)
+            self._finish(stream, "RESOURCE_EXHAUSTED", f"a reply over {MAX_MESSAGE_BYTES} bytes")
+        elif end_stream:
+            self._finish(stream, "INTERNAL", "the reply ended without trailers")
+
+    def _finish(self, stream: int, status: str, why: str) -> None:
+        call = self.calls.pop(stream, None)
+        if call is None:
+            return
+        if self.draining and not self.calls:
+            self.close()  # GOAWAY came, and the last call it let finish has
+        else:
+            self._start_waiting()
+        if status != "OK":
+            call.fail(status, clean(why))
+            return
+        body = call.body
+        if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+            call.fail("INTERNAL", "the reply is not one uncompressed gRPC message")
+            return
+        try:
+            result = load_messages().GrpcResult.FromString(bytes(body[5:]))
+        except Exception as exc:  # protobuf's DecodeError
+            call.fail("INTERNAL", f"the reply does not decode: {type(exc).__name__}")
+            return
+        call.end(Reply(result.status, result.message, decode_data(result.data)), None)
+
+    def on_reset(self, stream: int, code: int) -> None:
+        self._finish(stream, "UNAVAILABLE" if code == http2.REFUSED_STREAM else "CANCELLED",
+                     f"the server reset the stream (HTTP/2 error {code})")
+
+    def on_goaway(self, last_stream: int, code: int, debug: str) -> None:
+        self.draining = True
+        why = f"the server is going away (GOAWAY {code} {clean(debug)})"
+        self._lost(self, "GOAWAY")  # the next call makes a new connection
+        waiting, self.waiting = self.waiting, deque()
+        for call in waiting:
+            call.fail("UNAVAILABLE", why)
+        for stream in [s for s in self.calls if s > last_stream]:
+            self._finish(stream, "UNAVAILABLE", why)
+        if not self.calls:
+            self.close()
+
+    def on_closed(self, reason: str) -> None:
+        for stream in list(self.calls):
+            self._finish(stream, "UNAVAILABLE", reason)
+        waiting, self.waiting = self.waiting, deque()
+        for call in waiting:
+            call.fail("UNAVAILABLE", reason)
+        self._lost(self, reason)
+
+
+class _Link:
+    """The connection to the server from one event loop, and the calls
+    waiting for it to be made.  Touched only on that loop's thread."""
+
+    def __init__(self) -> None:
+        self.conn: Optional[_Connection] = None
+        self.connecting = False
+        self.queued: List[_Call] = []
+
+    def fail_queued(self, why: str) -> None:
+        queued, self.queued = self.queued, []
+        for call in queued:
+            call.fail("UNAVAILABLE", why)
+
+
+class NativeTransport:
+    """Calls the server over one HTTP/2 connection of its own making;
+    ``headers`` are sent on every call.  The same methods as
+    ``GrpcTransport``: ``call`` (blocking, from any thread but the loop's),
+    ``call_async``, ``use_loop``, ``detach_loop``, ``watch``, ``close``."""
+
+    def __init__(self, target: str, headers: Callable[[], Dict[str, str]]) -> None:
+        http2.check_hpack()
+        self._target = target
+        self._host, self._port = split_target(target)
+        self._request = RequestEncoder(headers)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._own: Optional[asyncio.AbstractEventLoop] = None
+        self._own_thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._links: Dict[asyncio.AbstractEventLoop, _Link] = {}
+        self._watching = False
+        self._closed = False
+        self.failing = False
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    # --- loops --------------------------------------------------------------
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the connection and every call on ``loop`` (running in another thread)."""
+        self._loop = loop
+        if self._watching:
+            loop.call_soon_threadsafe(self._keep_connected)
+
+    def detach_loop(self) -> None:
+        """Undo ``use_loop`` before that loop stops: the connection on it is
+        closed (calls in flight end ``UNAVAILABLE``); later calls use this
+        transport's own loop."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            self._drop(loop, "the transport left its loop")
+
+    def _drop(self, loop: asyncio.AbstractEventLoop, why: str) -> None:
+        """Close ``loop``'s connection, on that loop, and wait (at most 2 s)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def drop() -> None:
+            link = self._links.pop(loop, None)
+            if link is not None:
+                if link.conn is not None:
+                    link.conn.close()
+                link.fail_queued(why)
+            done.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(drop)
+            done.result(2.0)
+        except (RuntimeError, concurrent.futures.TimeoutError) as exc:  # closed, or not answering
+            logger.debug("closing the connection to %s: %r", self._target, exc)
+
+    def _loop_for_calls(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None:
+            return loop
+        with self._lock:
+            if self._own is None:
+                own = asyncio.new_event_loop()
+                thread = threading.Thread(target=own.run_forever, name="snailjob-transport", daemon=True)
+                thread.start()
+                self._own, self._own_thread = own, thread
+            return self._own
+
+    # --- calls --------------------------------------------------------------
+
+    def call(self, uri: str, body: str, timeout: float) -> Reply:
+        """One call with a deadline; ``TransportError`` on any failure."""
+        if _on_loop(self._loop) or _on_loop(self._own):
+            raise TransportError(f"{uri}: INTERNAL: a blocking call on the transport's own loop", code="INTERNAL")
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._submit(uri, body, timeout, lambda reply, error: answer.set_result((reply, error)))
+        try:
+            reply, error = answer.result(timeout + 1.0)  # the loop's timer ends it first
+        except concurrent.futures.TimeoutError:
+            raise TransportError(f"{uri}: DEADLINE_EXCEEDED: no answer in {timeout:g} s (the loop is stuck)",
+                                 code="DEADLINE_EXCEEDED") from None
+        if error is not None:
+            raise error
+        return reply
+
+    def call_async(self, uri: str, body: str, timeout: float, done: Done) -> None:
+        """Start one call and return at once; ``done`` is called on the loop
+        when it ends (on this thread if it cannot start)."""
+        self._submit(uri, body, timeout, done)
+
+    def _submit(self, uri: str, body: str, timeout: float, done: Done) -> None:
+        call = _Call(uri, self._request(uri, body), timeout, done)
+        if self._closed:
+            call.fail("CANCELLED", "the transport is closed")
+            return
+        try:
+            self._loop_for_calls().call_soon_threadsafe(self._start, call)
+        except RuntimeError as exc:  # the loop is closed
+            call.fail("CANCELLED", str(exc))
+
+    def _link(self) -> _Link:
+        loop = asyncio.get_running_loop()
+        link = self._links.get(loop)
+        if link is None:
+            link = self._links[loop] = _Link()
+        return link
+
+    def _start(self, call: _Call) -> None:
+        if self._closed:
+            call.fail("CANCELLED", "the transport is closed")
+            return
+        link = self._link()
+        call.timer = asyncio.get_running_loop().call_later(call.timeout, self._expire, link, call)
+        if link.conn is not None and link.conn.usable:
+            link.conn.start(call)
+            return
+        link.queued.append(call)
+        self._connect(link)
+
+    def _expire(self, link: _Link, call: _Call) -> None:
+        call.timer = None
+        if link.conn is not None:
+            link.conn.cancel(call)
+        if call in link.queued:
+            link.queued.remove(call)
+        call.fail("DEADLINE_EXCEEDED", f"no answer in {call.timeout:g} s")
+
+    # --- the connection -----------------------------------------------------
+
+    def _connect(self, link: _Link) -> None:
+        if not link.connecting:
+            link.connecting = True
+            asyncio.get_running_loop().create_task(self._open(link))
+
+    async def _open(self, link: _Link) -> None:
+        loop = asyncio.get_running_loop()
+        authority = self._target
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(authority, self._lost_from(link)), self._host, self._port),
+                CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.failing = True
+            link.fail_queued(f"cannot connect to {self._target}: {clean(str(exc)) or type(exc).__name__}")
+            return
+        finally:
+            link.connecting = False
+        if conn.closed:  # the server broke the protocol before this coroutine went on
+            self.failing = True
+            link.fail_queued(f"{self._target}: {conn.close_reason}")
+            return
+        self.failing = False
+        if self._closed or self._links.get(loop) is not link:  # closed, or detached, meanwhile
+            conn.close()
+            link.fail_queued("the transport is closed")
+            return
+        link.conn = conn
+        queued, link.queued = link.queued, []
+        for call in queued:
+            if not call.ended:
+                conn.start(call)
+
+    def _lost_from(self, link: _Link) -> Callable[[_Connection, str], None]:
+        def lost(conn: _Connection, reason: str) -> None:
+            if link.conn is conn:
+                link.conn = None
+                logger.debug("connection to %s ended: %s", self._target, reason)
+                if self._watching and not self._closed:
+                    asyncio.get_running_loop().call_later(1.0, self._keep_connected)
+        return lost
+
+    def watch(self) -> None:
+        """Keep a connection open in the background (standby servers are
+        health-checked this way): ``failing`` tells whether it can be made."""
+        self._watching = True
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._keep_connected)
+
+    def _keep_connected(self) -> None:
+        if self._closed:
+            return
+        link = self._link()
+        if link.conn is not None and link.conn.usable:
+            return
+        self._connect(link)
+        asyncio.get_running_loop().call_later(5.0, self._keep_connected)
+
+    def close(self) -> None:
+        """Close the connections; calls in flight end ``UNAVAILABLE`` or ``CANCELLED``."""
+        if self._closed:
+            return
+        self._closed = True
+        self.detach_loop()
+        with self._lock:
+            own, thread = self._own, self._own_thread
+        if own is not None and thread is not None:
+            self._drop(own, "the transport is closed")
+            own.call_soon_threadsafe(own.stop)
+            thread.join(2.0)
+            if not thread.is_alive():
+                own.close()
+
+
+def _on_loop(loop: Optional[asyncio.AbstractEventLoop]) -> bool:
+    try:
+        return loop is not None and asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
