@@ -399,7 +399,7 @@ class Connection(asyncio.Protocol):
             room = min(self._send_window, window)
             if room <= 0 and data:
                 break
-            size = min(len(data), room)
+            size = max(0, min(len(data), room))  # a window can be negative after SETTINGS shrank it
             for at in range(0, size, self._peer_max_frame):
                 chunk = bytes(data[at:min(size, at + self._peer_max_frame)])
                 last = at + len(chunk) >= len(data)
