@@ -26,7 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from snailjob._version import __version__
 from snailjob.errors import ConfigurationError
@@ -37,6 +37,7 @@ BUILTIN_KINDS = ("http", "shell", "cmd", "powershell")  # SNAIL_BUILTIN_EXECUTOR
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_FILE_NAME = ".env"
 _SECRET_SETTINGS = ("SNAIL_TOKEN", "SNAIL_MAIL_PASSWORD")  # their values never go into an error message
+_CHOICES = {"snail_when_busy": ("queue", "refuse"), "snail_transport": ("grpc", "native")}  # case-insensitive
 
 
 class Settings(BaseModel):
@@ -96,20 +97,13 @@ class Settings(BaseModel):
     snail_process_memory_limit_mb: Optional[int] = Field(None, ge=16)
     snail_process_kill_grace: float = Field(3.0, ge=0)
 
-    @field_validator("snail_when_busy")
+    @field_validator(*_CHOICES)
     @classmethod
-    def _when_busy(cls, value: str) -> str:
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip().lower()
-        if value not in ("queue", "refuse"):
-            raise ValueError(f"must be 'queue' or 'refuse', not {value!r}")
-        return value
-
-    @field_validator("snail_transport")
-    @classmethod
-    def _transport(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value not in ("grpc", "native"):
-            raise ValueError(f"must be 'grpc' or 'native', not {value!r}")
+        allowed = _CHOICES[str(info.field_name)]
+        if value not in allowed:
+            raise ValueError(f"must be {' or '.join(repr(a) for a in allowed)}, not {value!r}")
         return value
 
     @field_validator("snail_isolation")
