@@ -268,6 +268,9 @@ class NativeTransport:
         loop = self._loop
         if loop is not None:
             return loop
+        return self._own_loop()
+
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._own is None:
                 own = asyncio.new_event_loop()
@@ -279,11 +282,16 @@ class NativeTransport:
     # --- calls --------------------------------------------------------------
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
-        """One call with a deadline; ``TransportError`` on any failure."""
-        if _on_loop(self._loop) or _on_loop(self._own):
+        """One call with a deadline; ``TransportError`` on any failure.  Made
+        on the loop of ``use_loop`` (coroutine jobs run there) it blocks that
+        loop, as grpcio's blocking call would, and goes over this transport's
+        own loop; made on that own loop (from a ``call_async`` callback) it
+        fails ``INTERNAL`` instead of waiting for itself forever."""
+        if _on_loop(self._own):
             raise TransportError(f"{uri}: INTERNAL: a blocking call on the transport's own loop", code="INTERNAL")
+        loop = self._own_loop() if _on_loop(self._loop) else None
         answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._submit(uri, body, timeout, lambda reply, error: answer.set_result((reply, error)))
+        self._submit(uri, body, timeout, lambda reply, error: answer.set_result((reply, error)), loop)
         try:
             reply, error = answer.result(timeout + 1.0)  # the loop's timer ends it first
         except concurrent.futures.TimeoutError:
@@ -298,13 +306,14 @@ class NativeTransport:
         when it ends (on this thread if it cannot start)."""
         self._submit(uri, body, timeout, done)
 
-    def _submit(self, uri: str, body: str, timeout: float, done: Done) -> None:
+    def _submit(self, uri: str, body: str, timeout: float, done: Done,
+                loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         call = _Call(uri, self._request(uri, body), timeout, done)
         if self._closed:
             call.fail("CANCELLED", "the transport is closed")
             return
         try:
-            self._loop_for_calls().call_soon_threadsafe(self._start, call)
+            (loop or self._loop_for_calls()).call_soon_threadsafe(self._start, call)
         except RuntimeError as exc:  # the loop is closed
             call.fail("CANCELLED", str(exc))
 

@@ -282,19 +282,34 @@ def test_close_ends_calls_in_flight_and_its_own_loop_thread(server: FakeServer) 
     assert not any(t.name == "snailjob-transport" for t in threading.enumerate())
 
 
-def test_a_blocking_call_on_the_loop_itself_is_refused_not_deadlocked(server: FakeServer, transports: Any) -> None:
-    transport = transports(server.target)
-    seen: List[Any] = []
-    ended = threading.Event()
+def test_a_blocking_call_from_its_loop_is_made_and_from_its_own_loop_refused(server: FakeServer) -> None:
+    """A coroutine job calling a blocking API runs on the loop of ``use_loop``:
+    its call must be made (over the transport's own loop), not deadlock."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
+    thread.start()
+    transport = NativeTransport(server.target, lambda: HEADERS)
+    try:
+        transport.use_loop(loop)
+        inner = asyncio.run_coroutine_threadsafe(_call_on_loop(transport, "/from-the-loop"), loop).result(10)
+        assert isinstance(inner, Reply) and inner.ok
+        transport.detach_loop()  # from now on its calls run on its own loop
+        seen: List[Any] = []
+        ended = threading.Event()
+        transport.call_async("/outer", "[]", 5, lambda reply, error: (seen.append(_outcome(transport, "/inner")),
+                                                                      ended.set()))
+        assert ended.wait(5)
+        assert isinstance(seen[0], TransportError) and seen[0].code == "INTERNAL"
+        assert transport.call("/after", "[]", 5).ok
+    finally:
+        transport.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
 
-    def on_the_loop(reply: Optional[Reply], error: Optional[TransportError]) -> None:
-        seen.append(_outcome(transport, "/inner"))
-        ended.set()
 
-    transport.call_async("/outer", "[]", 5, on_the_loop)
-    assert ended.wait(5)
-    assert isinstance(seen[0], TransportError) and seen[0].code == "INTERNAL"
-    assert transport.call("/after", "[]", 5).ok
+async def _call_on_loop(transport: NativeTransport, uri: str) -> Any:
+    return _outcome(transport, uri)
 
 
 def _outcome(transport: NativeTransport, uri: str) -> Any:
