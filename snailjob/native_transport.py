@@ -8,8 +8,12 @@ It keeps the ``Transport`` contract of ``GrpcTransport``: every call has a
 deadline (sent as ``grpc-timeout`` and kept by a timer here); any failure
 is a ``TransportError`` with a gRPC status name, ``UNAVAILABLE`` when the
 connection cannot be made or is lost; a lost connection is made again by
-the next call.  Calls run on the loop given by ``use_loop`` (the inbound
-server's), or on a loop thread of this transport's own.
+the next call.  Blocking calls (``call``: heartbeats, a lone result, map
+reports) run on a loop thread of this transport's own, so they do not
+depend on any other loop, as grpcio's blocking calls do not; calls that do
+not wait (``call_async``: results under load) run on the loop given by
+``use_loop`` (the inbound server's), or on that own loop.  Each loop has
+its own connection.
 
 Limits: plain TCP only (no TLS, as ``GrpcTransport``); one connection per
 server; a reply over ``MAX_MESSAGE_BYTES`` ends its call with
@@ -233,15 +237,16 @@ class NativeTransport:
     # --- loops --------------------------------------------------------------
 
     def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run the connection and every call on ``loop`` (running in another thread)."""
+        """Make ``call_async`` run its calls on ``loop`` (running in another
+        thread), over a connection of that loop's."""
         self._loop = loop
         if self._watching:
             loop.call_soon_threadsafe(self._keep_connected)
 
     def detach_loop(self) -> None:
         """Undo ``use_loop`` before that loop stops: the connection on it is
-        closed (calls in flight end ``UNAVAILABLE``); later calls use this
-        transport's own loop."""
+        closed (calls in flight end ``UNAVAILABLE``); later ``call_async``
+        calls use this transport's own loop."""
         loop, self._loop = self._loop, None
         if loop is not None:
             self._drop(loop, "the transport left its loop")
@@ -282,16 +287,15 @@ class NativeTransport:
     # --- calls --------------------------------------------------------------
 
     def call(self, uri: str, body: str, timeout: float) -> Reply:
-        """One call with a deadline; ``TransportError`` on any failure.  Made
-        on the loop of ``use_loop`` (coroutine jobs run there) it blocks that
-        loop, as grpcio's blocking call would, and goes over this transport's
-        own loop; made on that own loop (from a ``call_async`` callback) it
-        fails ``INTERNAL`` instead of waiting for itself forever."""
+        """One call with a deadline, on this transport's own loop;
+        ``TransportError`` on any failure.  Made on the loop of ``use_loop``
+        (coroutine jobs run there) it blocks that loop, as grpcio's blocking
+        call would; made on the own loop (from a ``call_async`` callback
+        there) it fails ``INTERNAL`` instead of waiting for itself forever."""
         if _on_loop(self._own):
             raise TransportError(f"{uri}: INTERNAL: a blocking call on the transport's own loop", code="INTERNAL")
-        loop = self._own_loop() if _on_loop(self._loop) else None
         answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._submit(uri, body, timeout, lambda reply, error: answer.set_result((reply, error)), loop)
+        self._submit(uri, body, timeout, lambda reply, error: answer.set_result((reply, error)), self._own_loop())
         try:
             reply, error = answer.result(timeout + 1.0)  # the loop's timer ends it first
         except concurrent.futures.TimeoutError:

@@ -331,7 +331,7 @@ def test_failover_moves_to_the_live_server(server: FakeServer) -> None:
         failover.close()
 
 
-def test_the_calls_run_on_the_loop_given_to_it(server: FakeServer) -> None:
+def test_calls_without_waiting_run_on_the_given_loop_blocking_ones_on_its_own(server: FakeServer) -> None:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
     thread.start()
@@ -343,10 +343,18 @@ def test_the_calls_run_on_the_loop_given_to_it(server: FakeServer) -> None:
         transport.call_async("/x", "[]", 5, lambda reply, error: (seen.append(threading.current_thread().name),
                                                                   done.set()))
         assert done.wait(5) and seen == ["given-loop"]
-        assert transport.call("/y", "[]", 5).ok
         assert not any(t.name == "snailjob-transport" for t in threading.enumerate())
+        # a blocking call runs on a loop of the transport's own: it never waits for the given one
+        blocked = threading.Event()
+        loop.call_soon_threadsafe(lambda: blocked.wait(5))
+        assert transport.call("/while-that-loop-is-blocked", "[]", 2).ok
+        blocked.set()
+        assert any(t.name == "snailjob-transport" for t in threading.enumerate())
         transport.detach_loop()
-        assert transport.call("/z", "[]", 5).ok  # now on a loop of its own
+        done.clear()
+        transport.call_async("/z", "[]", 5, lambda reply, error: (seen.append(threading.current_thread().name),
+                                                                  done.set()))
+        assert done.wait(5) and seen[-1] == "snailjob-transport"  # now on its own loop
     finally:
         transport.close()
         loop.call_soon_threadsafe(loop.stop)
