@@ -48,11 +48,13 @@ _STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXC
 class _Call:
     """One call: its request, its deadline, and what has come back."""
 
-    __slots__ = ("uri", "request", "timeout", "done", "timer", "stream", "status", "message", "body", "ended")
+    __slots__ = ("uri", "request", "timeout", "done", "timer", "conn", "stream", "status", "message", "body",
+                 "ended")
 
     def __init__(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
         self.uri, self.request, self.timeout, self.done = uri, request, timeout, done
         self.timer: Optional[asyncio.TimerHandle] = None
+        self.conn: Optional[_Connection] = None  # the connection it is on (stream ids repeat across them)
         self.stream = 0
         self.status: Optional[str] = None  # grpc-status, once the headers or trailers gave it
         self.message = ""
@@ -63,6 +65,7 @@ class _Call:
         if self.ended:
             return
         self.ended = True
+        self.conn = None
         if self.timer is not None:
             self.timer.cancel()
         self.done(reply, error)
@@ -92,6 +95,7 @@ class _Connection(http2.Connection):
         return not self.closed and not self.draining and self._next_stream < 2 ** 31 - 1
 
     def start(self, call: _Call) -> None:
+        call.conn = self
         limit = self.peer_max_streams
         if limit is not None and len(self.calls) >= limit:
             self.waiting.append(call)
@@ -111,9 +115,17 @@ class _Connection(http2.Connection):
         """Stop waiting for ``call`` (its deadline passed)."""
         if self.calls.pop(call.stream, None) is not None:
             self.reset(call.stream, http2.CANCEL)
-            self._start_waiting()
+            self._stream_ended()
         elif call in self.waiting:
             self.waiting.remove(call)
+
+    def _stream_ended(self) -> None:
+        """A stream ended: after a GOAWAY the last one closes the connection,
+        before it a call waiting for a stream may start."""
+        if self.draining and not self.calls:
+            self.close()
+        else:
+            self._start_waiting()
 
     def _start_waiting(self) -> None:
         while self.waiting and self.usable and (self.peer_max_streams is None
@@ -152,10 +164,7 @@ class _Connection(http2.Connection):
         call = self.calls.pop(stream, None)
         if call is None:
             return
-        if self.draining and not self.calls:
-            self.close()  # GOAWAY came, and the last call it let finish has
-        else:
-            self._start_waiting()
+        self._stream_ended()
         if status != "OK":
             call.fail(status, clean(why))
             return
@@ -342,9 +351,9 @@ class NativeTransport:
 
     def _expire(self, link: _Link, call: _Call) -> None:
         call.timer = None
-        if link.conn is not None:
-            link.conn.cancel(call)
-        if call in link.queued:
+        if call.conn is not None:  # its own connection: another may use the same stream id
+            call.conn.cancel(call)
+        elif call in link.queued:
             link.queued.remove(call)
         call.fail("DEADLINE_EXCEEDED", f"no answer in {call.timeout:g} s")
 

@@ -174,6 +174,38 @@ def test_a_server_that_retires_connections_loses_no_call(transports: Any) -> Non
         server.stop()
 
 
+def test_a_deadline_on_a_retiring_connection_cancels_only_its_own_call(transports: Any) -> None:
+    # A (stream 1 of the first connection) is still running when GOAWAY retires that connection;
+    # B goes over a new connection, as its stream 1 too. A's deadline must end A, not B.
+    def slow(req: Any, ctx: Any) -> Any:
+        time.sleep({"/a": 2.0, "/b": 1.0}.get(req.metadata.uri, 0))
+        return pb.GrpcResult(reqId=req.reqId, status=1, data="true")
+
+    # the first connection retires at about 0.5 s, B's at about 1.2 s; A's deadline falls between
+    server = FakeServer(behaviour=slow, **{"grpc.max_connection_age_ms": 500,
+                                           "grpc.max_connection_age_grace_ms": 5000})
+    try:
+        transport = transports(server.target)
+        outcomes: Dict[str, Any] = {}
+        a = threading.Thread(target=lambda: outcomes.update(a=_outcome_of(transport, "/a", 0.9)))
+        a.start()
+        time.sleep(0.7)  # past the first connection's age: GOAWAY has come
+        outcomes["b"] = _outcome_of(transport, "/b", 5.0)
+        a.join(5)
+        assert isinstance(outcomes["a"], TransportError) and outcomes["a"].code == "DEADLINE_EXCEEDED"
+        assert isinstance(outcomes["b"], Reply) and outcomes["b"].ok, outcomes["b"]
+        assert len(set(server.peers)) == 2
+    finally:
+        server.stop()
+
+
+def _outcome_of(transport: NativeTransport, uri: str, timeout: float) -> Any:
+    try:
+        return transport.call(uri, "[]", timeout)
+    except TransportError as exc:
+        return exc
+
+
 def test_large_messages_both_ways_keep_to_the_windows(server: FakeServer, transports: Any) -> None:
     # 5 MB up, 3 MB down: far beyond the 64 KB windows both sides start with
     server.behaviour = lambda req, ctx: pb.GrpcResult(reqId=req.reqId, status=1,
