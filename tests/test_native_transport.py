@@ -86,6 +86,18 @@ def transports() -> Iterator[Callable[[str], NativeTransport]]:
         transport.close()
 
 
+@pytest.fixture
+def given_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread named ``given-loop`` (as the inbound server's)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
 def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -187,23 +199,16 @@ def test_a_deadline_on_a_retiring_connection_cancels_only_its_own_call(transport
     try:
         transport = transports(server.target)
         outcomes: Dict[str, Any] = {}
-        a = threading.Thread(target=lambda: outcomes.update(a=_outcome_of(transport, "/a", 0.9)))
+        a = threading.Thread(target=lambda: outcomes.update(a=_outcome(transport, "/a", 0.9)))
         a.start()
         time.sleep(0.7)  # past the first connection's age: GOAWAY has come
-        outcomes["b"] = _outcome_of(transport, "/b", 5.0)
+        outcomes["b"] = _outcome(transport, "/b", 5.0)
         a.join(5)
         assert isinstance(outcomes["a"], TransportError) and outcomes["a"].code == "DEADLINE_EXCEEDED"
         assert isinstance(outcomes["b"], Reply) and outcomes["b"].ok, outcomes["b"]
         assert len(set(server.peers)) == 2
     finally:
         server.stop()
-
-
-def _outcome_of(transport: NativeTransport, uri: str, timeout: float) -> Any:
-    try:
-        return transport.call(uri, "[]", timeout)
-    except TransportError as exc:
-        return exc
 
 
 def test_large_messages_both_ways_keep_to_the_windows(server: FakeServer, transports: Any) -> None:
@@ -314,12 +319,11 @@ def test_close_ends_calls_in_flight_and_its_own_loop_thread(server: FakeServer) 
     assert not any(t.name == "snailjob-transport" for t in threading.enumerate())
 
 
-def test_a_blocking_call_from_its_loop_is_made_and_from_its_own_loop_refused(server: FakeServer) -> None:
+def test_a_blocking_call_from_its_loop_is_made_and_from_its_own_loop_refused(
+        server: FakeServer, given_loop: asyncio.AbstractEventLoop) -> None:
     """A coroutine job calling a blocking API runs on the loop of ``use_loop``:
     its call must be made (over the transport's own loop), not deadlock."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
-    thread.start()
+    loop = given_loop
     transport = NativeTransport(server.target, lambda: HEADERS)
     try:
         transport.use_loop(loop)
@@ -335,18 +339,16 @@ def test_a_blocking_call_from_its_loop_is_made_and_from_its_own_loop_refused(ser
         assert transport.call("/after", "[]", 5).ok
     finally:
         transport.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 async def _call_on_loop(transport: NativeTransport, uri: str) -> Any:
     return _outcome(transport, uri)
 
 
-def _outcome(transport: NativeTransport, uri: str) -> Any:
+def _outcome(transport: NativeTransport, uri: str, timeout: float = 10.0) -> Any:
+    """The reply of a blocking call, or its ``TransportError``."""
     try:
-        return transport.call(uri, "[]", 10)
+        return transport.call(uri, "[]", timeout)
     except TransportError as exc:
         return exc
 
@@ -363,10 +365,9 @@ def test_failover_moves_to_the_live_server(server: FakeServer) -> None:
         failover.close()
 
 
-def test_calls_without_waiting_run_on_the_given_loop_blocking_ones_on_its_own(server: FakeServer) -> None:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
-    thread.start()
+def test_calls_without_waiting_run_on_the_given_loop_blocking_ones_on_its_own(
+        server: FakeServer, given_loop: asyncio.AbstractEventLoop) -> None:
+    loop = given_loop
     transport = NativeTransport(server.target, lambda: HEADERS)
     try:
         transport.use_loop(loop)
@@ -389,9 +390,6 @@ def test_calls_without_waiting_run_on_the_given_loop_blocking_ones_on_its_own(se
         assert done.wait(5) and seen[-1] == "snailjob-transport"  # now on its own loop
     finally:
         transport.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def test_without_hpack_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
