@@ -105,7 +105,15 @@ class ProcessPool:
         worker: Optional[_Worker] = None
         try:
             worker = self._take()
-            return worker.execute(task, services, self)
+            try:
+                return worker.execute(task, services, self)
+            except _Undelivered:
+                # The idle worker died before it got the task (is_alive() lags
+                # behind the death under forkserver): a fresh one runs it.
+                self._give_back(worker)
+                worker = None
+                worker = self._take(fresh=True)
+                return worker.execute(task, services, self)
         except Exception as exc:  # a broken pipe or a bad message must fail the task, not lose it
             if worker is not None:
                 worker.broken = True
@@ -117,11 +125,11 @@ class ProcessPool:
                 self._give_back(worker)
             self._slots.release()
 
-    def _take(self) -> _Worker:
+    def _take(self, fresh: bool = False) -> _Worker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the process pool is closed")
-            while self._idle:
+            while self._idle and not fresh:
                 worker = self._idle.pop()
                 if worker.alive():
                     return worker
@@ -165,6 +173,10 @@ class ProcessPool:
             worker.end(grace=1.0)
 
 
+class _Undelivered(Exception):
+    """The task could not be sent to the worker; it has not started."""
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
@@ -199,6 +211,10 @@ class _Worker:
             return _failed("ProcessJobError", text), ProcessJobError(text)
         try:
             self.conn.send_bytes(payload)
+        except OSError as exc:  # the worker is gone: nothing of the task ran
+            self.broken = True
+            raise _Undelivered(str(exc)) from exc
+        try:
             return self._serve(task, services, pool)
         except TaskInterrupted:
             self._interrupt(task, pool)

@@ -189,6 +189,29 @@ def test_an_idle_worker_killed_is_replaced_for_the_next_task(emu: ServerEmulator
         client.stop(grace=0)
 
 
+def test_a_dead_worker_that_still_looks_alive_does_not_fail_the_task(emu: ServerEmulator) -> None:
+    """Under forkserver ``is_alive()`` can say yes for a moment after the
+    worker died (the fork server has not reaped it yet): the task that meets
+    the broken pipe goes to a fresh worker instead of failing."""
+    client = start(emu, [jobs.pid], snail_process_pool_size=1)
+    try:
+        first = emu.trigger("procPid")
+        assert first.wait(30) == SUCCESS
+        idle = int(first.tasks[0].result)
+        pool = client._pool
+        assert pool is not None
+        (worker,) = pool._idle
+        os.kill(idle, signal.SIGKILL)
+        wait_for(lambda: not alive(idle), timeout=10)
+        worker.alive = lambda: True  # type: ignore[method-assign]  # the lag, made to last
+        second = emu.trigger("procPid")
+        assert second.wait(30) == SUCCESS, second.tasks[0].result
+        assert int(second.tasks[0].result) not in (idle, os.getpid())
+        assert client.stats()["process_workers_started"] == 2
+    finally:
+        client.stop(grace=0)
+
+
 def _spans(batch: Any) -> list:
     return sorted((tuple(float(x) for x in t.result.split()) for t in batch.tasks), key=lambda s: s[1])
 
