@@ -35,27 +35,37 @@ run on a pool of up to ``workers`` threads (the retry calls run user code).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import importlib
 import logging
 import threading
-import time
 from collections import OrderedDict
-from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
 from snailjob.address import is_loopback, join_host_port
 from snailjob.errors import TransportError
 from snailjob.inbound_accept import Acceptors
+from snailjob.inbound_calls import (  # noqa: F401  (importable from here as before)
+    TOKEN_HEADER,
+    Abort,
+    Calls,
+    Envelope,
+    EnvelopeError,
+    InboundHandler,
+    RefusalLog,
+    Work,
+    peer_host,
+    read_envelope,
+    reply_message,
+    token_of,
+    token_refusal,
+)
 from snailjob.settings import DEFAULT_TOKEN
-from snailjob.wire.codec import dumps, short
 
 if TYPE_CHECKING:
     import grpc
     import grpc.aio
 
-    from snailjob.transport import Reply
     from snailjob.wire import snailjob_pb2 as pb
 else:
     grpc = pb = None  # set by _load_grpc()
@@ -64,8 +74,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE, METHOD_NAME = "UnaryRequest", "unaryRequest"
 MiB = 1024 * 1024
-_MAX_REPLY_MESSAGE = 2000
-TOKEN_HEADER = "SJ-TOKEN"
 
 
 @dataclass(frozen=True)
@@ -116,147 +124,7 @@ def _load_grpc() -> None:
         globals()["pb"] = importlib.import_module("snailjob.wire.snailjob_pb2")
 
 
-# --- the request envelope, read without decoding the body -------------------
-
-
-class EnvelopeError(ValueError):
-    """The bytes are not a ``GrpcSnailJobRequest``."""
-
-
-@dataclass
-class Envelope:
-    req_id: int
-    uri: str
-    headers: Dict[str, str]
-    body: memoryview  # UTF-8 bytes, decoded only once the token is checked
-
-
-def _read_varint(data: memoryview, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise EnvelopeError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise EnvelopeError("varint longer than 10 bytes")
-
-
-def read_envelope(raw: bytes) -> Envelope:
-    """The fields of a serialized ``GrpcSnailJobRequest`` (reqId 1,
-    metadata 2, body 3), with protobuf's rules: unknown fields skipped, the
-    last scalar wins, repeated ``metadata`` fields merge.  Only the metadata
-    is parsed; the body stays a slice of ``raw``."""
-    _load_grpc()
-    data = memoryview(raw)
-    req_id, metadata, body = 0, [], data[0:0]
-    pos = 0
-    while pos < len(data):
-        key, pos = _read_varint(data, pos)
-        number, kind = key >> 3, key & 7
-        if number == 0:
-            raise EnvelopeError("field number 0")
-        if kind == 0:
-            value, pos = _read_varint(data, pos)
-            if number == 1:
-                req_id = value - (1 << 64) if value >= 1 << 63 else value
-        elif kind == 2:
-            length, pos = _read_varint(data, pos)
-            end = pos + length
-            if end > len(data):
-                raise EnvelopeError("truncated field")
-            if number == 2:
-                metadata.append(data[pos:end])
-            elif number == 3:
-                body = data[pos:end]
-            elif number == 1:
-                raise EnvelopeError("reqId is not a varint")
-            pos = end
-        elif kind in (1, 5):
-            if number in (1, 2, 3):
-                raise EnvelopeError(f"field {number} has the wrong wire type")
-            pos += 8 if kind == 1 else 4
-            if pos > len(data):
-                raise EnvelopeError("truncated field")
-        else:
-            raise EnvelopeError(f"wire type {kind} is not allowed here")
-    try:
-        meta = pb.Metadata.FromString(b"".join(bytes(m) for m in metadata))
-    except Exception as exc:  # google.protobuf.message.DecodeError, invalid UTF-8
-        raise EnvelopeError(f"metadata: {exc}") from None
-    return Envelope(req_id, meta.uri, dict(meta.headers), body)
-
-
-def token_of(headers: Dict[str, str]) -> Optional[str]:
-    """``SJ-TOKEN`` as the server spells it; any case is accepted."""
-    token = headers.get(TOKEN_HEADER)
-    if token is None:
-        token = next((v for k, v in headers.items() if k.lower() == "sj-token"), None)
-    return token
-
-
-def token_refusal(headers: Dict[str, str], expected: str) -> Optional[str]:
-    """Why the call's token is refused, or None (constant-time compare)."""
-    token = token_of(headers)
-    if token is None:
-        return "SJ-TOKEN header missing"
-    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode("utf-8", "replace")):
-        return "SJ-TOKEN does not match this client's token"
-    return None
-
-
-# --- refusals, logged once a minute per peer ----------------------------------
-
-
-class RefusalLog:
-    """Logs refusals at WARNING at most once per ``interval`` per key (a
-    peer's address, or a reason: ``per`` names it), with the count of those
-    not logged since.  Remembers at most ``keys`` keys (the least recently
-    refused are forgotten)."""
-
-    def __init__(self, log: logging.Logger, interval: float = 60.0, keys: int = 1024,
-                 clock: Callable[[], float] = time.monotonic, per: str = "peer") -> None:
-        self._log = log
-        self._per = per
-        self._interval = interval
-        self._keys = keys
-        self._clock = clock
-        self._seen: OrderedDict[str, List[float]] = OrderedDict()  # key -> [last logged, not logged since]
-        self._lock = threading.Lock()
-
-    def refused(self, key: str, what: str) -> bool:
-        """Note one refusal; log it unless ``key`` was logged within the
-        interval.  ``what`` must already be quoted.  True when logged."""
-        now = self._clock()
-        with self._lock:
-            entry = self._seen.get(key)
-            if entry is not None and now - entry[0] < self._interval:
-                entry[1] += 1
-                self._seen.move_to_end(key)
-                return False
-            skipped = int(entry[1]) if entry is not None else 0
-            self._seen[key] = [now, 0]
-            self._seen.move_to_end(key)
-            while len(self._seen) > self._keys:
-                self._seen.popitem(last=False)
-        more = f" ({skipped} more like it since the last line)" if skipped else ""
-        self._log.warning("refused %s%s; at most one line a minute per %s", what, more, self._per)
-        return True
-
-
-def peer_host(peer: str) -> str:
-    """``ipv4:10.0.0.1:5000`` / ``ipv6:[::1]:5000`` -> the address without the port."""
-    host = peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
-    return host.split(":", 1)[1] if ":" in host else host
-
-
 # --- the server ----------------------------------------------------------------
-
-InboundHandler = Callable[[str, Dict[str, str], str], "Reply"]
 
 
 class InboundServer:
@@ -273,21 +141,15 @@ class InboundServer:
                  token: Optional[str] = None, inline: Callable[[str], bool] = lambda path: False,
                  limits: Optional[InboundLimits] = None, acceptors: int = 16) -> None:
         _load_grpc()
-        self._handler = handler
-        self._token = token
-        self._inline = inline
+        self._calls = Calls(handler, workers, token, inline, logger)
         self.limits = limits or InboundLimits()
-        self._workers = workers
         self._acceptor_count = acceptors
         self.acceptors: Optional[Acceptors] = None
         """The extra requests for new calls (``inbound_accept``), when this grpcio allows them."""
-        self._pool: Optional[futures.ThreadPoolExecutor] = None
-        self._refusals = RefusalLog(logger)
         self._waiting: OrderedDict[asyncio.Task[Any], None] = OrderedDict()  # calls waiting for their message
         self._ended: Dict[asyncio.Task[Any], str] = {}  # why a waiting call was cancelled
         self.evicted = 0  # calls ended because newer ones needed their place
         self.timed_out = 0  # calls ended because their message did not come in time
-        self.refused = 0  # calls refused for their token
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="snailjob-inbound", daemon=True)
         self._thread.start()
@@ -299,6 +161,11 @@ class InboundServer:
         except Exception:
             self._close_loop()
             raise
+
+    @property
+    def refused(self) -> int:
+        """Calls refused for their token."""
+        return self._calls.refused
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -378,47 +245,12 @@ class InboundServer:
 
     async def _serve(self, request_iterator: Any, context: Any) -> Any:
         data = await self._receive(context)
-        try:
-            envelope = read_envelope(data)
-        except EnvelopeError as exc:
-            self._note_refusal(context, "", f"not a SnailJob request ({exc})")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a SnailJob request: {exc}")
-        uri = envelope.uri
-        if self._token is not None:
-            refusal = token_refusal(envelope.headers, self._token)
-            if refusal is not None:
-                self.refused += 1
-                self._note_refusal(context, uri, refusal)
-                return pb.GrpcResult(reqId=envelope.req_id, status=0, message=refusal, data="false")
-        try:
-            body = str(envelope.body, "utf-8")
-        except UnicodeDecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body is not UTF-8: {exc.reason}")
-        envelope.body = memoryview(b"")
-        if self._inline(uri.split("?", 1)[0]):
-            reply = self._call(uri, envelope.headers, body)
-        else:
-            reply = await self._loop.run_in_executor(self._executor(), self._call, uri, envelope.headers, body)
-        return reply_message(envelope.req_id, *reply)
-
-    def _note_refusal(self, context: Any, uri: str, reason: str) -> None:
-        peer = peer_host(context.peer() or "unknown")
-        where = f" {short(uri)}" if uri else ""
-        self._refusals.refused(peer, f"call{where} from {short(peer)}: {reason}")
-
-    def _call(self, uri: str, headers: Dict[str, str], body: str) -> Tuple[int, str, Any]:
-        try:
-            reply = self._handler(uri, headers, body)
-            return reply.status, reply.message, reply.data
-        except Exception as exc:  # the inbound server must never fail a call
-            logger.exception("inbound handler failed for %s", short(uri))
-            return 0, f"client error: {type(exc).__name__}", None
-
-    def _executor(self) -> futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = futures.ThreadPoolExecutor(max_workers=self._workers,
-                                                    thread_name_prefix="snailjob-inbound-call")
-        return self._pool
+        step = self._calls.prepare(data, peer_host(context.peer() or "unknown"))
+        if isinstance(step, Abort):
+            await context.abort(getattr(grpc.StatusCode, step.code), step.message)
+        if isinstance(step, pb.GrpcResult):
+            return step
+        return await self._calls.answer(cast(Work, step), self._loop)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -447,23 +279,13 @@ class InboundServer:
         except Exception as exc:  # a loop that cannot stop in time still gets closed
             logger.debug("inbound server stop: %r", exc)
         self._close_loop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._calls.close()
 
     def _close_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
             self._loop.close()
-
-
-def reply_message(req_id: int, status: int, message: str, data: Any) -> Any:
-    """The ``GrpcResult`` of a reply; a long message is cut, never echoed whole."""
-    message = message or ""
-    if len(message) > _MAX_REPLY_MESSAGE:
-        message = message[:_MAX_REPLY_MESSAGE] + "... (cut)"
-    text = "true" if data is True else "null" if data is None else dumps(data)
-    return pb.GrpcResult(reqId=req_id, status=status, message=message, data=text)
 
 
 def default_token_warning(token: str, bind_host: str) -> Optional[str]:
