@@ -28,6 +28,7 @@ from snailjob.executors import Executor, ExecutorRegistry
 from snailjob.heartbeat import Heartbeat
 from snailjob.inbound import InboundLimits, InboundServer, default_token_warning, raise_fd_limit
 from snailjob.log import install_remote_handler
+from snailjob.native_inbound import NativeInboundServer
 from snailjob.native_transport import NativeTransport
 from snailjob.observe import TaskObserver
 from snailjob.reporting import Reports, delivery_stats
@@ -110,7 +111,7 @@ class Client:
         self._heartbeat.on_connected = self._config_sync.pull_soon
         # built by start(): the port, the channel, the outbound queues and their users
         self._transport: Optional[Transport] = None
-        self._inbound: Optional[InboundServer] = None
+        self._inbound: Optional[Union[InboundServer, NativeInboundServer]] = None
         self._store: Optional[OutboxStore] = None
         self._reports: Optional[Reports] = None
         self._router: Optional[Router] = None
@@ -187,7 +188,7 @@ class Client:
         logger.info("snailjob client %s listening on %s (%s), advertised as %s (%s), server %s%s, group %s",
                     self.host_id, join_host_port(bind.host, self.host_port), bind.why,
                     join_host_port(self.host_ip, self.host_port), choice.how, s.server_target,
-                    " (native transport)" if self._transport_factory is NativeTransport else "",
+                    _natives(self._transport_factory is NativeTransport, isinstance(inbound, NativeInboundServer)),
                     s.snail_group_name)
         for warning in (choice.warning, bind.warning, default_token_warning(s.snail_token, bind.host)):
             if warning:
@@ -209,10 +210,10 @@ class Client:
         self.host_ip = choice.host
         bind = choose_bind(s.snail_bind_host, choice)
         raise_fd_limit(InboundLimits().max_connections + 256)
-        self._inbound = InboundServer(bind.host, s.snail_host_port, self._route,
-                                      workers=s.snail_inbound_workers, acceptors=s.snail_inbound_acceptors,
-                                      token=s.snail_token,
-                                      inline=INLINE_URIS.__contains__)
+        server = NativeInboundServer if s.snail_inbound == "native" else InboundServer
+        self._inbound = server(bind.host, s.snail_host_port, self._route, workers=s.snail_inbound_workers,
+                               acceptors=s.snail_inbound_acceptors, token=s.snail_token,
+                               inline=INLINE_URIS.__contains__)
         self.host_port = self._inbound.port
         self._headers = self._build_headers()
         targets = s.server_targets
@@ -547,3 +548,9 @@ def _describe_pool(pool: Optional[ProcessPool]) -> Dict[str, int]:
     from snailjob.processes import describe_pool
 
     return describe_pool(pool)
+
+
+def _natives(transport: bool, inbound: bool) -> str:
+    """The start-up line's note of what runs on ``snailjob.http2``."""
+    parts = ["native transport"] * transport + ["native inbound server"] * inbound
+    return f" ({' and '.join(parts)})" if parts else ""

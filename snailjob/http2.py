@@ -3,10 +3,9 @@ calls need: frames, settings, both directions of flow control, header
 blocks, PING, RST_STREAM and GOAWAY.  The native transport
 (``snailjob.native_transport``) builds its calls on ``Connection``.
 
-Header blocks from the peer are decoded with the ``hpack`` package (an
-optional dependency, imported with the first connection).  Headers this
-side sends are encoded without the dynamic table ("literal without
-indexing"), so what the peer must remember never depends on us.
+Header blocks are encoded and decoded by ``snailjob.http2_headers``; the
+blocks this side sends do not use the dynamic table, so what the peer must
+remember never depends on us.
 
 What a peer cannot make a connection do (each is a connection error: a
 GOAWAY naming it, then the connection is closed):
@@ -17,7 +16,12 @@ GOAWAY naming it, then the connection is closed):
 - grow a send window past 2^31-1, or open a window by zero;
 - send more than ``MAX_CONTROL_FRAMES`` SETTINGS and PING frames in one
   second (each of them makes this side write an answer);
-- push streams (this side turns server push off).
+- push streams (this side turns server push off);
+- as a server (``is_client = False``): open a stream with an even id or
+  one not above the last it opened, send DATA on a stream it never opened,
+  or reset more than ``MAX_PEER_RESETS`` streams in one second (the
+  "rapid reset" attack).  Streams beyond ``max_streams`` are refused
+  with ``REFUSED_STREAM`` by the subclass.
 
 Frames of unknown types are ignored, as the RFC says.  This module knows
 nothing of gRPC: message framing and status are the caller's.
@@ -26,11 +30,12 @@ nothing of gRPC: message framing and status are the caller's.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import struct
 import time
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Optional, Tuple
+
+from snailjob.http2_headers import HeaderDecoder, HeaderError, Headers, encode_headers  # noqa: F401
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM = ACK = 0x1
@@ -45,8 +50,7 @@ MAX_WINDOW = 2 ** 31 - 1
 MAX_FRAME = 16384  # the default SETTINGS_MAX_FRAME_SIZE; this side never raises it
 MAX_HEADER_BLOCK = 64 * 1024
 MAX_CONTROL_FRAMES = 200  # SETTINGS and PING frames a peer may send in one second
-
-Headers = List[Tuple[str, str]]
+MAX_PEER_RESETS = 1000  # RST_STREAM frames a client may send a server in one second
 
 
 class H2Error(Exception):
@@ -60,63 +64,6 @@ class H2Error(Exception):
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     """One frame: the 9-byte header and ``payload``."""
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
-
-
-# --- header encoding (RFC 7541), without the dynamic table ------------------
-
-_STATIC_PAIRS = {(":method", "POST"): 3, (":scheme", "http"): 6, (":scheme", "https"): 7, (":status", "200"): 8}
-_STATIC_NAMES = {":authority": 1, ":method": 2, ":path": 4, ":scheme": 6, ":status": 8, "content-type": 31,
-                 "user-agent": 58}
-
-
-def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _hpack_string(text: str) -> bytes:
-    data = text.encode("latin-1")  # header values are ASCII; callers check
-    return _hpack_int(len(data), 7, 0) + data
-
-
-def encode_headers(headers: Iterable[Tuple[str, str]]) -> bytes:
-    """A header block of ``(name, value)`` pairs (names in lower case)."""
-    out = bytearray()
-    for name, value in headers:
-        index = _STATIC_PAIRS.get((name, value))
-        if index is not None:
-            out += _hpack_int(index, 7, 0x80)
-            continue
-        name_index = _STATIC_NAMES.get(name)
-        if name_index is not None:
-            out += _hpack_int(name_index, 4, 0) + _hpack_string(value)
-        else:
-            out += b"\x00" + _hpack_string(name) + _hpack_string(value)
-    return bytes(out)
-
-
-def _decoder() -> Any:
-    try:
-        hpack = importlib.import_module("hpack")
-    except ImportError:
-        raise ImportError("SNAIL_TRANSPORT=native needs the hpack package: "
-                          "pip install 'snail-job-python[native]' (or pip install hpack)") from None
-    decoder = hpack.Decoder()
-    decoder.max_header_list_size = MAX_HEADER_BLOCK * 2
-    return decoder
-
-
-def check_hpack() -> None:
-    """Raise ``ImportError`` with the fix when ``hpack`` is not installed."""
-    _decoder()
 
 
 # --- the connection ---------------------------------------------------------
@@ -135,13 +82,13 @@ class Connection(asyncio.Protocol):
 
     is_client = True
 
-    def __init__(self, receive_window: int = 16 * 1024 * 1024 + 1024) -> None:
+    def __init__(self, receive_window: int = 16 * 1024 * 1024 + 1024, max_streams: Optional[int] = None) -> None:
         self.transport: Any = None
         self.closed = False
         self.close_reason = ""
         self._input = bytearray()
         self._awaiting_preface = not self.is_client
-        self._decoder = _decoder()
+        self._decoder = HeaderDecoder(max_table=4096, max_list=MAX_HEADER_BLOCK * 2)
         self._block: Optional[Tuple[int, int, bytearray]] = None  # a header block awaiting CONTINUATION
         self._receive_window = receive_window
         self._connection_receive = DEFAULT_WINDOW
@@ -155,6 +102,9 @@ class Connection(asyncio.Protocol):
         self._pending: Deque[Tuple[int, bytearray, bool, bytes]] = deque()  # (stream, data, end, trailer)
         self._control_second = 0
         self._control_count = 0
+        self._reset_second = 0
+        self._reset_count = 0
+        self._max_streams = max_streams
         self.last_peer_stream = 0
 
     # --- asyncio.Protocol ---------------------------------------------------
@@ -163,6 +113,8 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         settings = struct.pack(">HIHIHI", ENABLE_PUSH, 0, INITIAL_WINDOW_SIZE, self._receive_window,
                                HEADER_TABLE_SIZE, 4096)
+        if self._max_streams is not None:
+            settings += struct.pack(">HI", MAX_CONCURRENT_STREAMS, self._max_streams)
         opening = frame(SETTINGS, 0, 0, settings)
         if self._receive_window > DEFAULT_WINDOW:
             opening += frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._receive_window - DEFAULT_WINDOW))
@@ -241,6 +193,8 @@ class Connection(asyncio.Protocol):
         elif kind == RST_STREAM:
             if stream == 0 or len(payload) != 4:
                 raise H2Error(PROTOCOL_ERROR, "a malformed RST_STREAM")
+            if not self.is_client:
+                self._count_reset()
             self._forget(stream)
             self.on_reset(stream, int.from_bytes(payload, "big"))
         elif kind == GOAWAY:
@@ -260,9 +214,19 @@ class Connection(asyncio.Protocol):
         if self._control_count > MAX_CONTROL_FRAMES:
             raise H2Error(ENHANCE_YOUR_CALM, f"more than {MAX_CONTROL_FRAMES} SETTINGS and PING frames in a second")
 
+    def _count_reset(self) -> None:
+        second = int(time.monotonic())
+        if second != self._reset_second:
+            self._reset_second, self._reset_count = second, 0
+        self._reset_count += 1
+        if self._reset_count > MAX_PEER_RESETS:
+            raise H2Error(ENHANCE_YOUR_CALM, f"more than {MAX_PEER_RESETS} streams reset in a second")
+
     def _data(self, flags: int, stream: int, payload: bytes) -> None:
         if stream == 0:
             raise H2Error(PROTOCOL_ERROR, "DATA on stream 0")
+        if not self.is_client and stream > self.last_peer_stream:
+            raise H2Error(PROTOCOL_ERROR, f"DATA on stream {stream}, which was never opened")
         size = len(payload)
         self._connection_receive -= size
         if self._connection_receive < 0:
@@ -289,6 +253,10 @@ class Connection(asyncio.Protocol):
     def _headers(self, flags: int, stream: int, payload: bytes) -> None:
         if stream == 0:
             raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
+        if not self.is_client and stream not in self._stream_receive:  # a new stream
+            if not stream % 2 or stream <= self.last_peer_stream:
+                raise H2Error(PROTOCOL_ERROR, f"HEADERS opening stream {stream} (after {self.last_peer_stream})")
+            self.last_peer_stream = stream
         if flags & PADDED:
             payload = _unpad(payload)
         if flags & PRIORITY_FLAG:
@@ -311,10 +279,9 @@ class Connection(asyncio.Protocol):
 
     def _header_block(self, stream: int, flags: int, block: bytes) -> None:
         try:
-            headers = [(str(name, "latin-1"), str(value, "latin-1"))
-                       for name, value in self._decoder.decode(block, raw=True)]
-        except Exception as exc:  # hpack's errors: the decoder's state is lost, so is the connection
-            raise H2Error(COMPRESSION_ERROR, f"a header block that does not decode: {type(exc).__name__}") from None
+            headers = self._decoder.decode(block)
+        except HeaderError as exc:  # the decoder's state is lost, so is the connection
+            raise H2Error(COMPRESSION_ERROR, f"a header block that does not decode: {exc}") from None
         end = bool(flags & END_STREAM)
         if end:
             self._stream_receive.pop(stream, None)

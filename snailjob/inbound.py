@@ -88,6 +88,7 @@ class InboundLimits:
     max_connections: int = 4096  # open connections; the fd limit is raised to fit at start
     pending_calls: int = 4096  # calls waiting for their request message; beyond: the oldest is ended
     receive_timeout: float = 10.0  # seconds a call may take to send its request message
+    buffered_bytes: int = 256 * MiB  # messages still coming in, over all calls (native server only)
     connection_idle: float = 300.0  # seconds without a call before a connection is closed
     connection_age: float = 3600.0  # seconds before a connection is asked to reconnect
     connection_age_grace: float = 30.0  # ... and then given to finish its calls

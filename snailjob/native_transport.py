@@ -226,7 +226,6 @@ class NativeTransport:
     ``call_async``, ``use_loop``, ``detach_loop``, ``watch``, ``close``."""
 
     def __init__(self, target: str, headers: Callable[[], Dict[str, str]]) -> None:
-        http2.check_hpack()
         self._target = target
         self._host, self._port = split_target(target)
         self._request = RequestEncoder(headers)

@@ -37,7 +37,8 @@ BUILTIN_KINDS = ("http", "shell", "cmd", "powershell")  # SNAIL_BUILTIN_EXECUTOR
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_FILE_NAME = ".env"
 _SECRET_SETTINGS = ("SNAIL_TOKEN", "SNAIL_MAIL_PASSWORD")  # their values never go into an error message
-_CHOICES = {"snail_when_busy": ("queue", "refuse"), "snail_transport": ("grpc", "native")}  # case-insensitive
+_CHOICES = {"snail_when_busy": ("queue", "refuse"), "snail_transport": ("grpc", "native"),
+            "snail_inbound": ("grpc", "native")}  # case-insensitive
 
 
 class Settings(BaseModel):
@@ -79,6 +80,7 @@ class Settings(BaseModel):
     snail_inbound_workers: int = Field(16, ge=2, le=512)
     snail_inbound_acceptors: int = Field(16, ge=0, le=256)  # 0: grpcio's one request at a time
     snail_transport: str = "grpc"  # the client's calls to the server: grpc (grpcio) or native (snailjob.http2)
+    snail_inbound: str = "grpc"  # the port the server calls: grpc (grpcio) or native (snailjob.http2)
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
     snail_interrupt_delay: float = Field(1.0, ge=0)

@@ -105,6 +105,25 @@ def make_client() -> Iterator[Callable[..., Tuple[Client, RecordingTransport]]]:
         client.stop(grace=0)
 
 
+@pytest.fixture(params=("grpc", "native"))
+def inbound_kind(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once per inbound server: ``SNAIL_INBOUND`` for the
+    clients it starts, and ``inbound_server`` for bare servers."""
+    monkeypatch.setenv("SNAIL_INBOUND", request.param)
+    return str(request.param)
+
+
+def inbound_server(*args: Any, **kwargs: Any) -> Any:
+    """A bare inbound server of the kind ``SNAIL_INBOUND`` names (grpcio's unless native)."""
+    import os
+
+    from snailjob.inbound import InboundServer
+    from snailjob.native_inbound import NativeInboundServer
+
+    kind = NativeInboundServer if os.environ.get("SNAIL_INBOUND", "").lower() == "native" else InboundServer
+    return kind(*args, **kwargs)
+
+
 def call_inbound(port: int, uri: str, body: str, token: Optional[str] = TOKEN,
                  headers: Optional[Dict[str, str]] = None, timeout: float = 3.0) -> pb.GrpcResult:
     """Call a client's inbound server the way the SnailJob server does."""

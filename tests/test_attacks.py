@@ -31,16 +31,16 @@ import grpc
 import pytest
 
 import snailjob as sj
-from snailjob.inbound import InboundLimits, InboundServer, RefusalLog, read_envelope
+from snailjob.inbound import InboundLimits, RefusalLog, read_envelope
 from snailjob.ops.health import HealthServer
 from snailjob.transport import Reply
 from snailjob.wire import snailjob_pb2 as pb
 
-from .conftest import TOKEN, dispatch_body, wait_for
+from .conftest import TOKEN, dispatch_body, inbound_server, wait_for
 
 # heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
 # so they never compete with each other for the 2 cores
-pytestmark = pytest.mark.xdist_group("heavy")
+pytestmark = [pytest.mark.xdist_group("heavy"), pytest.mark.usefixtures("inbound_kind")]  # both inbound servers
 
 ATTACKER = Path(__file__).parent / "programs" / "attacker.py"
 METHOD = "/UnaryRequest/unaryRequest"
@@ -197,13 +197,13 @@ class socket_get:
         self.sock.close()
 
 
-def echo_server(**limits: Any) -> InboundServer:
+def echo_server(**limits: Any) -> Any:
     """A bare inbound server with the test token and small limits."""
     def handler(uri: str, headers: Dict[str, str], body: str) -> Reply:
         return Reply(1, "", True)
 
-    server = InboundServer("127.0.0.1", 0, handler, token=TOKEN, inline=lambda path: True,
-                           limits=InboundLimits(**limits))
+    server = inbound_server("127.0.0.1", 0, handler, token=TOKEN, inline=lambda path: True,
+                            limits=InboundLimits(**limits))
     server.start()
     return server
 

@@ -11,6 +11,8 @@ import snailjob as sj
 
 from .conftest import TOKEN, call_inbound, dispatch, dispatch_body, wait_for
 
+pytestmark = pytest.mark.usefixtures("inbound_kind")  # each test against both inbound servers
+
 REPORT = "/report/dispatch/result"
 
 

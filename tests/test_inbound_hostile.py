@@ -48,7 +48,7 @@ from .conftest import dispatch, dispatch_body, wait_for
 
 # heavy or timing-bound: these modules share one pytest-xdist worker (make test: --dist loadgroup),
 # so they never compete with each other for the 2 cores
-pytestmark = pytest.mark.xdist_group("heavy")
+pytestmark = [pytest.mark.xdist_group("heavy"), pytest.mark.usefixtures("inbound_kind")]  # both inbound servers
 
 # A distinctive token, so that any trace of it in logs or replies is found.
 TOKEN = "SJ_h0st1le-T0KEN_5f9d2c7e"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 import threading
 import time
 from concurrent import futures
@@ -22,8 +21,6 @@ from snailjob.errors import TransportError
 from snailjob.native_transport import NativeTransport
 from snailjob.transport import FailoverTransport, Reply
 from snailjob.wire import snailjob_pb2 as pb
-
-pytest.importorskip("hpack", reason="the native transport decodes headers with hpack (the native extra)")
 
 BATCH_SUCCESS = 3
 HEADERS = {"host-id": "node-1", "token": "SJ_token", "namespace": "ns"}
@@ -390,12 +387,6 @@ def test_calls_without_waiting_run_on_the_given_loop_blocking_ones_on_its_own(
         assert done.wait(5) and seen[-1] == "snailjob-transport"  # now on its own loop
     finally:
         transport.close()
-
-
-def test_without_hpack_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "hpack", None)
-    with pytest.raises(ImportError, match=r"snail-job-python\[native\]"):
-        NativeTransport("127.0.0.1:1", lambda: HEADERS)
 
 
 def test_the_setting_names_its_values() -> None:
