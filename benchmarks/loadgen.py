@@ -318,8 +318,8 @@ class LoadGen:
             env["BENCH_CENSUS_FILE"] = str(self.workdir / "census.jsonl")
         if self.kind in ("ours", "ours_native"):
             env["PYTHONPATH"] = self.pythonpath
-        if self.kind == "ours_native":
-            env["SNAIL_TRANSPORT"] = "native"
+        if self.kind == "ours_native":  # both native parts: the client's calls and the inbound port
+            env["SNAIL_TRANSPORT"] = env["SNAIL_INBOUND"] = "native"
         if self.kind == "go":  # SnailJob's Go client: our program on it (go_peer.py), built or found in the cache
             cmd = [str(go_peer.build())]
         elif self.kind == "floor_h2":

@@ -50,7 +50,7 @@ HPACK_PIN = "hpack==4.2.0"
 RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "python-dotenv")
 RESULTS = BENCH_DIR / "results"
 KINDS = ("ours", "ours_native", "v013", "floor", "floor_aio", "floor_h2", "java110", "java202", "go")
-LABELS = {"ours": "this client", "ours_native": "this client, native transport", "v013": "0.1.3",
+LABELS = {"ours": "this client", "ours_native": "this client, native", "v013": "0.1.3",
           "floor": "floor", "floor_aio": "floor (aio)",
           "floor_h2": "floor without grpcio",
           "java110": "Java 1.10.0", "java202": "Java 2.0.2", "go": f"Go client ({go_peer.VERSION})"}
@@ -118,8 +118,7 @@ def ensure_venv_ours() -> Path:
     """
     from importlib import metadata
 
-    # with hpack, for SNAIL_TRANSPORT=native (the ours_native column); imported by nothing else
-    return _pinned_venv(VENV_OURS, sorted([f"{d}=={metadata.version(d)}" for d in RUNTIME_DEPS] + [HPACK_PIN]))
+    return _pinned_venv(VENV_OURS, sorted(f"{d}=={metadata.version(d)}" for d in RUNTIME_DEPS))
 
 
 def ensure_venv_h2() -> Path:

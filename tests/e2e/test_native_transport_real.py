@@ -1,11 +1,13 @@
 # mypy: allow-untyped-defs
-"""The native transport (``SNAIL_TRANSPORT=native``) against the real server, in every
-run of the suite: a node whose own calls (heartbeats, executor registration, results,
-map reports, logs) go over the client's HTTP/2 connection instead of grpcio's channel
-runs cluster, map and logging jobs, and the server has their results and logs.
+"""The native transport (``SNAIL_TRANSPORT=native``) and the native inbound server
+(``SNAIL_INBOUND=native``) against the real server, in every run of the suite: a node
+whose own calls (heartbeats, executor registration, results, map reports, logs) go over
+the client's HTTP/2 connection instead of grpcio's channel, or whose port the server
+calls is served by the client's HTTP/2 code instead of grpcio's server, or both, runs
+cluster, map and logging jobs, and the server has their results and logs.
 
-The whole suite also passes with every node on it:
-``SNAILJOB_E2E_CLIENT_ENV=SNAIL_TRANSPORT=native`` (docs/e2e.md).
+The whole suite also passes with every node on both:
+``SNAILJOB_E2E_CLIENT_ENV=SNAIL_TRANSPORT=native,SNAIL_INBOUND=native`` (docs/e2e.md).
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ from tests.e2e.test_real_server import uid
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-def test_a_node_on_the_native_transport_runs_jobs_and_ships_logs(run):
+NATIVES = {
+    "transport": ({"SNAIL_TRANSPORT": "native"}, "(native transport)"),
+    "inbound": ({"SNAIL_INBOUND": "native"}, "(native inbound server)"),
+    "both": ({"SNAIL_TRANSPORT": "native", "SNAIL_INBOUND": "native"}, "(native transport and native inbound server)"),
+}
+
+
+@pytest.mark.parametrize("which", list(NATIVES))
+def test_a_node_on_the_native_parts_runs_jobs_and_ships_logs(run, which):
     srv = run.srv
+    settings, banner = NATIVES[which]
     group, token = new_group(srv, "native")
-    node = start_node(run, "native", group, token, SNAIL_TRANSPORT="native")
-    assert "(native transport)" in node.output(), node.output()[-3000:]
+    node = start_node(run, "native", group, token, **settings)
+    assert banner in node.output(), node.output()[-3000:]
     tag = f"tag-{uid()}"
     jobs = {
         "cluster": srv.create_job(f"native-cluster-{uid()}", "e2eCluster", TaskType.CLUSTER, group=group,
@@ -42,5 +53,6 @@ def test_a_node_on_the_native_transport_runs_jobs_and_ships_logs(run):
                           timeout=30)
     assert {ln["message"] for ln in lines if tag in (ln.get("message") or "")} == {
         f"log probe info {tag}", f"log probe warning {tag}", f"log probe caught {tag}"}
-    run.note(f"SNAIL_TRANSPORT=native: a cluster job, a map of 320 sub-tasks and a logging job SUCCESS, "
+    names = " and ".join(f"{name}=native" for name in settings)
+    run.note(f"{names}: a cluster job, a map of 320 sub-tasks and a logging job SUCCESS, "
              f"{len(lines)} log lines in the server")
