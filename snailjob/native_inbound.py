@@ -26,9 +26,10 @@ what a stranger can hold bounded:
 * A connection that does not take this side's replies (its flow-control
   window stays shut, or the socket stops draining) for ``receive_timeout``
   is closed, so replies cannot pile up for a peer that never reads.
-* A connection without calls for ``connection_idle`` is closed; one older
-  than ``connection_age`` gets a GOAWAY and ``connection_age_grace`` to
-  finish its calls.
+* A connection that has not sent its preface, or has left a header block
+  unfinished, for ``receive_timeout`` is closed; one without calls for
+  ``connection_idle`` is closed; one older than ``connection_age`` gets a
+  GOAWAY and ``connection_age_grace`` to finish its calls.
 
 Limits: plain TCP only (as the grpcio server here); no keepalive pings of
 its own (a dead peer's calls end by ``receive_timeout``, then the
@@ -41,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -90,6 +92,7 @@ class _ServerConnection(http2.Connection):
         self.draining_since: Optional[float] = None  # GOAWAY sent for its age
         self.stalled: Optional[Tuple[int, float]] = None  # (the reply that waits for the window, since when)
         self.paused_since: Optional[float] = None  # the socket stopped draining
+        self.block_since: Optional[Tuple[Any, float]] = None  # (a header block awaiting CONTINUATION, since when)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -212,6 +215,20 @@ class _ServerConnection(http2.Connection):
             if not self.closed:
                 self.transport.write(http2.frame(http2.RST_STREAM, 0, stream, b"\x00\x00\x00\x00"))
 
+    def _unfinished_block(self, now: float) -> bool:
+        block = self._block
+        if block is None:
+            self.block_since = None
+        elif self.block_since is None or self.block_since[0] is not block:
+            self.block_since = (block, now)
+        return self.block_since is not None and now - self.block_since[1] > self.limits.receive_timeout
+
+    def go_away(self) -> None:
+        """GOAWAY without error: no new calls; those open are still answered."""
+        if self.draining_since is None and not self.closed:
+            self.draining_since = time.monotonic()
+            self.transport.write(http2.frame(http2.GOAWAY, 0, 0, struct.pack(">II", self.last_peer_stream, 0)))
+
     # --- for the timers -----------------------------------------------------
 
     def check(self, now: float) -> None:
@@ -221,10 +238,12 @@ class _ServerConnection(http2.Connection):
         limits = self.limits
         if not self.streams and not self._pending and now - self.active > limits.connection_idle:
             self.close()
+        elif self._awaiting_preface and now - self.started > limits.receive_timeout:
+            self.fail(http2.PROTOCOL_ERROR, f"no connection preface within {limits.receive_timeout:g} s")
+        elif self._unfinished_block(now):
+            self.fail(http2.PROTOCOL_ERROR, f"a header block not finished within {limits.receive_timeout:g} s")
         elif self.draining_since is None and now - self.started > limits.connection_age:
-            self.draining_since = now
-            self.transport.write(http2.frame(http2.GOAWAY, 0, 0, self.last_peer_stream.to_bytes(4, "big")
-                                             + b"\x00\x00\x00\x00"))
+            self.go_away()
         elif self.draining_since is not None and (not self.streams and not self._pending
                                                   or now - self.draining_since > limits.connection_age_grace):
             self.close()
@@ -357,7 +376,13 @@ class NativeInboundServer:
             future.add_done_callback(lambda done: _answered(conn, call.id, done))
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        try:
+            self._expire(time.monotonic())
+        except Exception:  # a bug here must not end the timers of every call
+            logger.exception("inbound server timers")
+        self._sweeper = self._loop.call_later(_SWEEP, self._sweep)
+
+    def _expire(self, now: float) -> None:
         deadline = now - self.limits.receive_timeout
         while self._waiting:
             oldest = next(iter(self._waiting))
@@ -368,7 +393,6 @@ class NativeInboundServer:
                           f"no request message within {self.limits.receive_timeout:g} s")
         for conn in list(self._connections):
             conn.check(now)
-        self._sweeper = self._loop.call_later(_SWEEP, self._sweep)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -395,7 +419,7 @@ class NativeInboundServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self._connections):
-            conn.draining_since = time.monotonic()
+            conn.go_away()
         until = time.monotonic() + grace
         while time.monotonic() < until and any(c.streams for c in self._connections):
             await asyncio.sleep(0.02)

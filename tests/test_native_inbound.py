@@ -377,3 +377,53 @@ def test_stop_answers_calls_in_flight_within_the_grace(serve: Any) -> None:
             gate.set()
             stopping.result(10)
         assert call.result(5).status == 1
+
+
+def test_a_connection_that_never_sends_the_preface_is_closed(serve: Any) -> None:
+    server = serve(receive_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(http2.PREFACE[:10])  # a start, then nothing
+        started = time.monotonic()
+        received = b""
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                break
+            received += data
+        assert time.monotonic() - started < 2.5
+        assert b"no connection preface within 0.5 s" in received  # the GOAWAY's text
+    assert not server.connections()
+
+
+def test_stop_tells_peers_to_go_away_and_still_answers_their_open_calls(serve: Any) -> None:
+    server = serve()
+    raw = Raw(server.port)
+    message = request()
+    try:
+        raw.call(1, message[:12], end=False)  # a call in progress when the node stops
+        time.sleep(0.2)
+        with futures.ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(server.stop, 5.0)
+            started = time.monotonic()
+            assert raw.goaway(timeout=3) == (http2.NO_ERROR, "")
+            assert time.monotonic() - started < 1.0  # at once, not after the grace
+            raw.data(1, message[12:])
+            assert raw.status(1) == {"grpc-status": "0"}
+            stopping.result(5)
+        assert time.monotonic() - started < 3.0  # the stop ended with its last call, not at the grace
+    finally:
+        raw.close()
+
+
+def test_a_header_block_left_unfinished_closes_the_connection(serve: Any) -> None:
+    server = serve(receive_timeout=0.5)
+    raw = Raw(server.port)
+    try:
+        block = encode_headers([(":method", "POST"), (":path", METHOD)])
+        raw.send(http2.frame(http2.HEADERS, 0, 1, block))  # no END_HEADERS, and no CONTINUATION after it
+        started = time.monotonic()
+        code, text = raw.goaway(timeout=4) or (None, "")
+        assert code == http2.PROTOCOL_ERROR and "header block not finished within 0.5 s" in text
+        assert time.monotonic() - started < 2.5
+    finally:
+        raw.close()
