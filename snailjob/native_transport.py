@@ -225,6 +225,11 @@ class NativeTransport:
     ``GrpcTransport``: ``call`` (blocking, from any thread but the loop's),
     ``call_async``, ``use_loop``, ``detach_loop``, ``watch``, ``close``."""
 
+    # A lone result goes by call_async too: a blocking call from the worker costs a second
+    # thread hand-off here (to the own loop) and a wake-up of the worker for the answer;
+    # measured at K=1 (BENCHMARKS.md, "The native inbound server").
+    lone_call_blocking = False
+
     def __init__(self, target: str, headers: Callable[[], Dict[str, str]]) -> None:
         self._target = target
         self._host, self._port = split_target(target)

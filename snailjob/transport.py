@@ -306,6 +306,7 @@ class FailoverTransport:
         self._current = 0
         self._lock = threading.Lock()
         self.can_call_async = all(callable(getattr(m, "call_async", None)) for m in self._members)
+        self.lone_call_blocking = all(getattr(m, "lone_call_blocking", True) for m in self._members)
 
     @property
     def target(self) -> str:

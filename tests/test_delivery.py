@@ -296,6 +296,20 @@ def test_a_result_offered_alone_with_wait_is_delivered_by_the_offering_thread():
     outbox.close(1)
 
 
+def test_a_transport_whose_lone_calls_do_not_block_gets_even_a_lone_result_without_waiting():
+    """The native transport: a call on the loop is cheaper than the
+    offering thread's blocking call, so ``wait`` never blocks."""
+    from snailjob.delivery import ResultOutbox
+
+    transport = _CallOrStart()
+    transport.lone_call_blocking = False
+    outbox = ResultOutbox(transport, rpc_timeout=1)
+    outbox.offer(1, REPORT, "a", expires=time.time() + 60, wait=True)
+    assert transport.blocking == [] and transport.calls == ["a"]
+    assert outbox.flush(5) and outbox.delivered == 1
+    outbox.close(1)
+
+
 def test_a_result_offered_with_wait_while_another_is_in_flight_does_not_wait():
     from snailjob.delivery import ResultOutbox
 

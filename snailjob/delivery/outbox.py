@@ -82,6 +82,9 @@ class ResultOutbox:
         self._call_async: Optional[Callable[..., None]] = \
             call_async if callable(call_async) and getattr(transport, "can_call_async", True) else None
         self._max_in_flight = max_in_flight if self._call_async is not None else senders
+        # offer(wait=True) delivers a lone result by its thread's blocking call where that is
+        # cheaper than a call on the loop (grpcio); the native transport says it is not
+        self._alone_blocking = bool(getattr(transport, "lone_call_blocking", True))
         self._rpc_timeout = rpc_timeout
         self._queue: Deque[_Pending] = collections.deque()
         self._waiting: List[_Pending] = []  # heap of items in backoff
@@ -157,8 +160,10 @@ class ResultOutbox:
         ``wait``: the calling thread may deliver the result itself when no
         other result is in flight, with one blocking call (at most the RPC
         timeout; a failure goes the usual way of backoff and retry).  Sent
-        alone, that is cheaper and quicker than a call started in the
-        background, and the result is at the server when ``offer`` returns.
+        alone on grpcio, that is cheaper and quicker than a call started in
+        the background, and the result is at the server when ``offer``
+        returns.  A transport with ``lone_call_blocking = False`` (the native
+        one, where the call on the loop is the cheaper) never takes that path.
         Only for a thread that may block: never an event loop's."""
         row = self._store.add(key, uri, body, expires, describe) if self._store is not None else None
         self._enqueue(_Pending(time.monotonic() + delay, 0, key, uri, body, expires, describe=describe, row=row,
@@ -185,7 +190,8 @@ class ResultOutbox:
                                 "results waiting for the server")
             if self._call_async is not None:
                 starts = self._take_ready()
-                alone = wait and self._in_flight == 1 and len(starts) == 1 and starts[0] is item
+                alone = (self._alone_blocking and wait and self._in_flight == 1 and len(starts) == 1
+                         and starts[0] is item)
                 if delayed or self._flushing:
                     self._cond.notify_all()
             elif self._flushing:  # a flush() waiter must not take the wake-up meant for a sender
