@@ -410,3 +410,24 @@ def test_a_client_on_the_native_transport_runs_jobs_for_the_emulator(run_client:
     assert [batch.wait(timeout=10) for batch in batches] == [BATCH_SUCCESS] * 20
     snailjob_emulator.wait_until(lambda: sum("ran " in str(log) for log in snailjob_emulator.logs) >= 20,
                                  timeout=5, message="the 20 jobs' remote logs")
+
+
+def test_a_lone_result_is_sent_without_blocking_its_thread(transports: Any) -> None:
+    """On the native transport a call on the loop is the cheaper path, so
+    ``offer(wait=True)`` returns before the server has answered."""
+    from snailjob.delivery import ResultOutbox
+
+    def slow(request: Any, context: Any) -> Any:
+        time.sleep(0.5)
+        return pb.GrpcResult(reqId=request.reqId, status=1, message="", data="true")
+
+    fake = FakeServer(behaviour=slow)
+    try:
+        outbox = ResultOutbox(transports(fake.target), rpc_timeout=5)
+        started = time.monotonic()
+        outbox.offer(1, "/report/dispatch/result", "[]", expires=time.time() + 60, wait=True)
+        assert time.monotonic() - started < 0.3 and outbox.delivered == 0  # not waited for
+        assert outbox.flush(5) and outbox.delivered == 1
+        outbox.close(1)
+    finally:
+        fake.stop()
