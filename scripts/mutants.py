@@ -156,7 +156,7 @@ MUTANTS: List[Mutant] = [
            "    lone_call_blocking = False\n", "    lone_call_blocking = True\n",
            ("tests/test_native_transport.py::test_a_lone_result_is_sent_without_blocking_its_thread",)),
     Mutant("native-rapid-reset", "a client may reset streams without limit",
-           "            if not self.is_client:\n                self._count_reset()\n", "",
+           "            if not self.is_client:\n                self._resets.count()\n", "",
            ("tests/test_native_inbound.py::test_rapid_reset_ends_the_connection_and_others_are_served",)),
     Mutant("native-streams-unlimited", "the native server takes streams beyond the advertised limit",
            "if len(self.streams) >= self.limits.max_streams or self.draining_since is not None:",

@@ -100,10 +100,8 @@ class Connection(asyncio.Protocol):
         self.peer_max_streams: Optional[int] = None
         self._stream_send: Dict[int, int] = {}
         self._pending: Deque[Tuple[int, bytearray, bool, bytes]] = deque()  # (stream, data, end, trailer)
-        self._control_second = 0
-        self._control_count = 0
-        self._reset_second = 0
-        self._reset_count = 0
+        self._controls = _PerSecond(MAX_CONTROL_FRAMES, "SETTINGS and PING frames")
+        self._resets = _PerSecond(MAX_PEER_RESETS, "streams reset")
         self._max_streams = max_streams
         self.last_peer_stream = 0
 
@@ -188,13 +186,13 @@ class Connection(asyncio.Protocol):
             if stream != 0 or len(payload) != 8:
                 raise H2Error(PROTOCOL_ERROR if stream else FRAME_SIZE_ERROR, "a malformed PING")
             if not flags & ACK:
-                self._count_control()
+                self._controls.count()
                 self.transport.write(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
             if stream == 0 or len(payload) != 4:
                 raise H2Error(PROTOCOL_ERROR, "a malformed RST_STREAM")
             if not self.is_client:
-                self._count_reset()
+                self._resets.count()
             self._forget(stream)
             self.on_reset(stream, int.from_bytes(payload, "big"))
         elif kind == GOAWAY:
@@ -205,22 +203,6 @@ class Connection(asyncio.Protocol):
         elif kind == PUSH_PROMISE:
             raise H2Error(PROTOCOL_ERROR, "server push is off")
         # PRIORITY and unknown types: ignored
-
-    def _count_control(self) -> None:
-        second = int(time.monotonic())
-        if second != self._control_second:
-            self._control_second, self._control_count = second, 0
-        self._control_count += 1
-        if self._control_count > MAX_CONTROL_FRAMES:
-            raise H2Error(ENHANCE_YOUR_CALM, f"more than {MAX_CONTROL_FRAMES} SETTINGS and PING frames in a second")
-
-    def _count_reset(self) -> None:
-        second = int(time.monotonic())
-        if second != self._reset_second:
-            self._reset_second, self._reset_count = second, 0
-        self._reset_count += 1
-        if self._reset_count > MAX_PEER_RESETS:
-            raise H2Error(ENHANCE_YOUR_CALM, f"more than {MAX_PEER_RESETS} streams reset in a second")
 
     def _data(self, flags: int, stream: int, payload: bytes) -> None:
         if stream == 0:
@@ -294,7 +276,7 @@ class Connection(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise H2Error(FRAME_SIZE_ERROR, "a SETTINGS frame of a bad size")
-        self._count_control()
+        self._controls.count()
         for at in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, at)
             if key == INITIAL_WINDOW_SIZE:
@@ -435,6 +417,24 @@ class Connection(asyncio.Protocol):
 
     def on_closed(self, reason: str) -> None:
         raise NotImplementedError
+
+
+class _PerSecond:
+    """A count of something a peer does, at most ``limit`` in one second."""
+
+    __slots__ = ("limit", "what", "second", "seen")
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit, self.what = limit, what
+        self.second = self.seen = 0
+
+    def count(self) -> None:
+        second = int(time.monotonic())
+        if second != self.second:
+            self.second, self.seen = second, 0
+        self.seen += 1
+        if self.seen > self.limit:
+            raise H2Error(ENHANCE_YOUR_CALM, f"more than {self.limit} {self.what} in a second")
 
 
 def _unpad(payload: bytes) -> bytes:

@@ -52,6 +52,7 @@ from snailjob.inbound_calls import (  # noqa: F401  (importable from here as bef
     Envelope,
     EnvelopeError,
     InboundHandler,
+    LoopServer,
     RefusalLog,
     Work,
     peer_host,
@@ -128,7 +129,7 @@ def _load_grpc() -> None:
 # --- the server ----------------------------------------------------------------
 
 
-class InboundServer:
+class InboundServer(LoopServer):
     """The gRPC server the SnailJob server calls (dispatch, stop, ...).
 
     ``handler(uri, headers, body)`` returns a ``Reply``; an exception in it
@@ -142,7 +143,7 @@ class InboundServer:
                  token: Optional[str] = None, inline: Callable[[str], bool] = lambda path: False,
                  limits: Optional[InboundLimits] = None, acceptors: int = 16) -> None:
         _load_grpc()
-        self._calls = Calls(handler, workers, token, inline, logger)
+        super().__init__(Calls(handler, workers, token, inline, logger))
         self.limits = limits or InboundLimits()
         self._acceptor_count = acceptors
         self.acceptors: Optional[Acceptors] = None
@@ -151,9 +152,6 @@ class InboundServer:
         self._ended: Dict[asyncio.Task[Any], str] = {}  # why a waiting call was cancelled
         self.evicted = 0  # calls ended because newer ones needed their place
         self.timed_out = 0  # calls ended because their message did not come in time
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="snailjob-inbound", daemon=True)
-        self._thread.start()
         self._stopped = threading.Event()
         self._started = False
         self.address = join_host_port(bind_host, port)
@@ -162,23 +160,6 @@ class InboundServer:
         except Exception:
             self._close_loop()
             raise
-
-    @property
-    def refused(self) -> int:
-        """Calls refused for their token."""
-        return self._calls.refused
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the server runs on (in its own thread)."""
-        return self._loop
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
-
-    def _on_loop(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _create(self, address: str) -> Tuple[Any, int]:
         server = grpc.aio.server(options=self.limits.options())
@@ -282,11 +263,6 @@ class InboundServer:
         self._close_loop()
         self._calls.close()
 
-    def _close_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
 
 
 def default_token_warning(token: str, bind_host: str) -> Optional[str]:

@@ -53,7 +53,7 @@ from snailjob import http2
 from snailjob.address import join_host_port
 from snailjob.errors import TransportError
 from snailjob.inbound import InboundLimits
-from snailjob.inbound_calls import Abort, Calls, InboundHandler, Work
+from snailjob.inbound_calls import Abort, Calls, InboundHandler, LoopServer, Work
 from snailjob.transport import METHOD
 
 logger = logging.getLogger(__name__)
@@ -268,14 +268,14 @@ def _ok_trailers(stream: int) -> bytes:
     return http2.frame(http2.HEADERS, http2.END_HEADERS | http2.END_STREAM, stream, _OK_TRAILERS)
 
 
-class NativeInboundServer:
+class NativeInboundServer(LoopServer):
     """The inbound port on ``snailjob.http2``; the interface of
     ``snailjob.inbound.InboundServer`` (``acceptors`` is always None)."""
 
     def __init__(self, bind_host: str, port: int, handler: InboundHandler, workers: int = 16, *,
                  token: Optional[str] = None, inline: Any = lambda path: False,
                  limits: Optional[InboundLimits] = None, acceptors: int = 0) -> None:
-        self._calls = Calls(handler, workers, token, inline, logging.getLogger("snailjob.inbound"))
+        super().__init__(Calls(handler, workers, token, inline, logging.getLogger("snailjob.inbound")))
         self.limits = limits or InboundLimits()
         self.acceptors = None
         self._waiting: OrderedDict[_Stream, None] = OrderedDict()  # calls waiting for their message
@@ -285,9 +285,6 @@ class NativeInboundServer:
         self.timed_out = 0  # calls ended because their message did not come in time
         self.refused_connections = 0  # connections closed at once: max_connections
         self._sweeper: Optional[asyncio.TimerHandle] = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="snailjob-inbound", daemon=True)
-        self._thread.start()
         self._stopped = threading.Event()
         self.address = join_host_port(bind_host, port)
         try:
@@ -295,18 +292,6 @@ class NativeInboundServer:
         except Exception:
             self._close_loop()
             raise
-
-    @property
-    def refused(self) -> int:
-        """Calls refused for their token."""
-        return self._calls.refused
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def _on_loop(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _create(self, host: str, port: int) -> Tuple[asyncio.AbstractServer, int]:
         try:
@@ -426,11 +411,6 @@ class NativeInboundServer:
         for conn in list(self._connections):
             conn.close()
 
-    def _close_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
 
     def connections(self) -> List[str]:
         """The peers connected now (for tests and diagnostics)."""
