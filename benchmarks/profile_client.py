@@ -86,7 +86,7 @@ def _child_of(parent: int) -> Optional[int]:
 
 
 _OURS = BENCH_DIR / ".venv-ours" / "bin" / "python"
-PYTHONS = {"ours": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS, "floor_aio": _OURS}
+PYTHONS = {"ours": _OURS, "ours_native": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS, "floor_aio": _OURS}
 
 
 def start_load(kind: str, k: int, seconds: float, pythonpath: str, work: Path) -> Union[Tuple[Any, int], int]:
@@ -128,7 +128,7 @@ def start_load(kind: str, k: int, seconds: float, pythonpath: str, work: Path) -
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the load, sample the client, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", default="ours", choices=("ours", "v013", "floor"))
+    parser.add_argument("--kind", default="ours", choices=("ours", "ours_native", "v013", "floor"))
     parser.add_argument("--k", type=int, default=64, help="tasks in flight")
     parser.add_argument("--seconds", type=float, default=15.0, help="sampling time")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")

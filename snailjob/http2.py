@@ -328,6 +328,24 @@ class Connection(asyncio.Protocol):
         if end_stream:
             self._stream_send.pop(stream, None)
 
+    def send_message(self, stream: int, block: bytes, data: bytes, end_stream: bool, trailer: bytes = b"") -> None:
+        """``send_headers`` then ``send_data``, in one write when ``data`` fits
+        in one frame and in the windows (a call's whole request or reply)."""
+        window = self._stream_send.get(stream)
+        size = len(data)
+        if (window is None or self._pending or size > self._peer_max_frame or size > window
+                or size > self._send_window or self.closed):
+            self.send_headers(stream, block)
+            self.send_data(stream, data, end_stream, trailer)
+            return
+        self._send_window -= size
+        if end_stream or trailer:
+            del self._stream_send[stream]
+        else:
+            self._stream_send[stream] = window - size
+        self.transport.write(frame(HEADERS, END_HEADERS, stream, block)
+                             + frame(DATA, END_STREAM if end_stream else 0, stream, data) + trailer)
+
     def send_data(self, stream: int, data: bytes, end_stream: bool, trailer: bytes = b"") -> None:
         """``data`` on ``stream`` within the windows, then ``trailer`` (already
         framed bytes, e.g. a trailing HEADERS); what does not fit waits for

@@ -188,9 +188,8 @@ class _ServerConnection(http2.Connection):
         if self.streams.pop(stream, None) is None or self.closed:
             return  # reset by the peer, or the connection is gone
         self.active = time.monotonic()
-        self.send_headers(stream, _REPLY_HEADERS)
-        self.send_data(stream, b"\x00" + len(message).to_bytes(4, "big") + message, end_stream=False,
-                       trailer=_ok_trailers(stream))
+        self.send_message(stream, _REPLY_HEADERS, b"\x00" + len(message).to_bytes(4, "big") + message,
+                          end_stream=False, trailer=_ok_trailers(stream))
         self._stop_receiving(stream)
 
     def respond_error(self, stream: int, code: str, message: str) -> None:

@@ -106,9 +106,9 @@ class _Connection(http2.Connection):
         self.calls[stream] = call
         self.open_stream(stream)
         timeout_ms = max(1, min(int(call.timeout * 1000), 99_999_999))
-        self.send_headers(stream, self._request_headers + http2.encode_headers([("grpc-timeout", f"{timeout_ms}m")]))
         request = call.request
-        self.send_data(stream, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
+        self.send_message(stream, self._request_headers + http2.encode_headers([("grpc-timeout", f"{timeout_ms}m")]),
+                          b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
         call.request = b""
 
     def cancel(self, call: _Call) -> None:
