@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/profile_client.py                 # this client, K=64, 15 s of samples
     .venv/bin/python benchmarks/profile_client.py --kind v013     # snail-job-python 0.1.3
+    .venv/bin/python benchmarks/profile_client.py --kind ours_native --k 1   # both native parts, one task at a time
     .venv/bin/python benchmarks/profile_client.py --pythonpath /tmp/patched   # a patched copy of snailjob/
 
 It installs py-spy into ``benchmarks/.venv-tools`` on first use, runs the
@@ -86,7 +87,8 @@ def _child_of(parent: int) -> Optional[int]:
 
 
 _OURS = BENCH_DIR / ".venv-ours" / "bin" / "python"
-PYTHONS = {"ours": _OURS, "ours_native": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS, "floor_aio": _OURS}
+PYTHONS = {"ours": _OURS, "ours_native": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS,
+           "floor_aio": _OURS}
 
 
 def start_load(kind: str, k: int, seconds: float, pythonpath: str, work: Path) -> Union[Tuple[Any, int], int]:

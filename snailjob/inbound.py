@@ -45,22 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, ca
 from snailjob.address import is_loopback, join_host_port
 from snailjob.errors import TransportError
 from snailjob.inbound_accept import Acceptors
-from snailjob.inbound_calls import (  # noqa: F401  (importable from here as before)
-    TOKEN_HEADER,
-    Abort,
-    Calls,
-    Envelope,
-    EnvelopeError,
-    InboundHandler,
-    LoopServer,
-    RefusalLog,
-    Work,
-    peer_host,
-    read_envelope,
-    reply_message,
-    token_of,
-    token_refusal,
-)
+from snailjob.inbound_calls import Abort, Calls, InboundHandler, LoopServer, Work, peer_host
 from snailjob.settings import DEFAULT_TOKEN
 
 if TYPE_CHECKING:

@@ -108,7 +108,7 @@ class ProcessPool:
             try:
                 return worker.execute(task, services, self)
             except _Undelivered:
-                # The idle worker died before it got the task (is_alive() lags
+                # The idle worker died before it took the task (is_alive() lags
                 # behind the death under forkserver): a fresh one runs it.
                 self._give_back(worker)
                 worker = None
@@ -174,7 +174,8 @@ class ProcessPool:
 
 
 class _Undelivered(Exception):
-    """The task could not be sent to the worker; it has not started."""
+    """The worker died before it took the task (the pipe broke, or it ended
+    before saying ``started``): nothing of the task ran."""
 
 
 class _Worker:
@@ -221,7 +222,7 @@ class _Worker:
             raise
 
     def _serve(self, task: Any, services: Any, pool: ProcessPool) -> Tuple[ExecuteResult, Optional[BaseException]]:
-        stop_sent = False
+        stop_sent = started = False
         while True:
             try:
                 ready = self.conn.poll(_POLL)
@@ -231,13 +232,18 @@ class _Worker:
                 self.process.join(1.0)
             if message is None:
                 if not self.process.is_alive():
+                    if not started:  # it died before it took the task: nothing of the task ran
+                        self.broken = True
+                        raise _Undelivered("the worker process died before it took the task")
                     return self._died(pool)
                 if not stop_sent and task.context.stop_event.is_set():
                     self._send(("stop",))
                     stop_sent = True
                 continue
             kind = message[0]
-            if kind == "log":
+            if kind == "started":
+                started = True
+            elif kind == "log":
                 services.queue_log(message[1])
             elif kind == "map":
                 self._send(("map_reply", _report_map(services, task.context, message[1], message[2])))
@@ -410,6 +416,7 @@ def worker_main(conn: Any, memory_limit_mb: Optional[int], log_level: str) -> No
             if message[0] == "exit":
                 return
             if message[0] == "run":
+                link.send(("started",))  # the parent may give a task to another worker until this comes
                 _run_one(link, message[1], message[2], message[3])
     except TaskInterrupted:
         return  # SIGTERM between tasks (a stop that came as the job ended): just go

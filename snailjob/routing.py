@@ -26,7 +26,7 @@ from snailjob.builtin import Builtins, is_builtin
 from snailjob.context import TaskContext
 from snailjob.dispatcher import Dispatcher, DispatcherFull
 from snailjob.executors import ExecutorRegistry, UnknownTask, isolation_of
-from snailjob.inbound import RefusalLog
+from snailjob.inbound_calls import RefusalLog
 from snailjob.log import build_entry
 from snailjob.observe import TaskObserver
 from snailjob.reporting import Reports

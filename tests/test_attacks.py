@@ -31,7 +31,8 @@ import grpc
 import pytest
 
 import snailjob as sj
-from snailjob.inbound import InboundLimits, RefusalLog, read_envelope
+from snailjob.inbound import InboundLimits
+from snailjob.inbound_calls import RefusalLog, read_envelope
 from snailjob.ops.health import HealthServer
 from snailjob.transport import Reply
 from snailjob.wire import snailjob_pb2 as pb
