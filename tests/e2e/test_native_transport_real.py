@@ -30,7 +30,7 @@ def test_a_node_on_the_native_parts_runs_jobs_and_ships_logs(run, which):
     srv = run.srv
     settings = {name: "native" for name in NATIVES[which]}
     group, token = new_group(srv, "native")
-    node = start_node(run, "native", group, token, **settings)
+    node = start_node(run, f"native-{which}", group, token, **settings)  # a log of its own
     started = next((line for line in node.output().splitlines() if "listening on" in line), "")
     assert all(NOTE[name] in started for name in settings), node.output()[-3000:]
     tag = f"tag-{uid()}"
