@@ -335,7 +335,8 @@ class NativeInboundServer(LoopServer):
         self.end_call(oldest, "RESOURCE_EXHAUSTED", "too many calls wait for their request; this one waited longest")
 
     def forget(self, call: _Stream) -> None:
-        if self._waiting.pop(call, 0) is None:
+        if call in self._waiting:  # its bytes count against buffered_bytes only while it waits
+            del self._waiting[call]
             self._buffered -= len(call.buffer)
         call.buffer = bytearray()
 
@@ -355,9 +356,9 @@ class NativeInboundServer(LoopServer):
             conn.respond(call.id, step.SerializeToString())
         elif step.inline:
             conn.respond(call.id, self._calls.run(step).SerializeToString())
-        else:
-            future = self._loop.run_in_executor(self._calls._executor(), self._calls.run, step)
-            future.add_done_callback(lambda done: _answered(conn, call.id, done))
+        else:  # on a worker thread, as the grpcio server's calls (Calls.answer)
+            task = self._loop.create_task(self._calls.answer(step, self._loop))
+            task.add_done_callback(lambda done: _answered(conn, call.id, done))
 
     def _sweep(self) -> None:
         try:
