@@ -42,8 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import grpc
-import grpc.aio
+# The client process is started with a preexec_fn, so by fork(): grpcio's fork handlers would then run in
+# the child before its exec and sometimes abort it ("epoll_wait error: Bad file descriptor", exit -6).
+# This process never uses grpc in a forked child, so it does not need them.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
+import grpc  # noqa: E402
+import grpc.aio  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -25,12 +25,20 @@ GOAWAY naming it, then the connection is closed):
 
 Frames of unknown types are ignored, as the RFC says.  This module knows
 nothing of gRPC: message framing and status are the caller's.
+
+A connection is driven by its event loop, with one exception: ``send_now``
+lets another thread write a whole message straight to the socket (a
+result, from the worker that made it, without waking the loop).  Every
+write and every change to the send windows and to ``closed`` holds
+``send_lock``, so the bytes of both keep their order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
+import threading
 import time
 from collections import deque
 from typing import Any, Deque, Dict, Optional, Tuple
@@ -104,11 +112,22 @@ class Connection(asyncio.Protocol):
         self._resets = _PerSecond(MAX_PEER_RESETS, "streams reset")
         self._max_streams = max_streams
         self.last_peer_stream = 0
+        # Sending, from the loop and from ``send_now``'s threads: the send windows, the stream ids a
+        # subclass hands out, ``closed``, and the order of the bytes on the socket.  Re-entrant: a
+        # frame handler that holds it writes its answer.
+        self.send_lock = threading.RLock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._fd = -1  # the socket's descriptor, for send_now; -1: not available
+        self._backlog: Optional[bytearray] = None  # the rest of a send_now the socket did not take
 
     # --- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self._loop = asyncio.get_running_loop()
+        sock = transport.get_extra_info("socket")
+        if isinstance(self._loop, asyncio.selector_events.BaseSelectorEventLoop) and sock is not None:
+            self._fd = sock.fileno()
         settings = struct.pack(">HIHIHI", ENABLE_PUSH, 0, INITIAL_WINDOW_SIZE, self._receive_window,
                                HEADER_TABLE_SIZE, 4096)
         if self._max_streams is not None:
@@ -160,9 +179,11 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        was_closed = self.closed
-        self.closed = True
-        self._pending.clear()
+        with self.send_lock:  # the transport closes the descriptor after this returns
+            was_closed = self.closed
+            self.closed = True
+            self._pending.clear()
+            self._backlog = None
         if not was_closed:
             self.close_reason = f"connection lost: {exc}" if exc else "connection closed by the peer"
             self.on_closed(self.close_reason)
@@ -187,7 +208,7 @@ class Connection(asyncio.Protocol):
                 raise H2Error(PROTOCOL_ERROR if stream else FRAME_SIZE_ERROR, "a malformed PING")
             if not flags & ACK:
                 self._controls.count()
-                self.transport.write(frame(PING, ACK, 0, payload))
+                self._write(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
             if stream == 0 or len(payload) != 4:
                 raise H2Error(PROTOCOL_ERROR, "a malformed RST_STREAM")
@@ -215,7 +236,7 @@ class Connection(asyncio.Protocol):
             raise H2Error(FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
         self._consumed += size
         if self._consumed >= self._receive_window // 2:
-            self.transport.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._consumed)))
+            self._write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._consumed)))
             self._connection_receive += self._consumed
             self._consumed = 0
         window = self._stream_receive.get(stream)
@@ -277,41 +298,46 @@ class Connection(asyncio.Protocol):
         if len(payload) % 6:
             raise H2Error(FRAME_SIZE_ERROR, "a SETTINGS frame of a bad size")
         self._controls.count()
-        for at in range(0, len(payload), 6):
-            key, value = struct.unpack_from(">HI", payload, at)
-            if key == INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise H2Error(FLOW_CONTROL_ERROR, "an initial window over 2^31-1")
-                delta = value - self._peer_initial_window
-                self._peer_initial_window = value
-                for sid in self._stream_send:
-                    self._stream_send[sid] += delta
-            elif key == MAX_FRAME_SIZE:
-                if not MAX_FRAME <= value <= 2 ** 24 - 1:
-                    raise H2Error(PROTOCOL_ERROR, f"a max frame size of {value}")
-                self._peer_max_frame = value
-            elif key == MAX_CONCURRENT_STREAMS:
-                self.peer_max_streams = value
-        self.transport.write(frame(SETTINGS, ACK, 0))
-        self._flush()
+        with self.send_lock:
+            for at in range(0, len(payload), 6):
+                key, value = struct.unpack_from(">HI", payload, at)
+                if key == INITIAL_WINDOW_SIZE:
+                    if value > MAX_WINDOW:
+                        raise H2Error(FLOW_CONTROL_ERROR, "an initial window over 2^31-1")
+                    delta = value - self._peer_initial_window
+                    self._peer_initial_window = value
+                    for sid in self._stream_send:
+                        self._stream_send[sid] += delta
+                elif key == MAX_FRAME_SIZE:
+                    if not MAX_FRAME <= value <= 2 ** 24 - 1:
+                        raise H2Error(PROTOCOL_ERROR, f"a max frame size of {value}")
+                    self._peer_max_frame = value
+                elif key == MAX_CONCURRENT_STREAMS:
+                    self.peer_max_streams = value
+            self._write(frame(SETTINGS, ACK, 0))
+            self._flush()
 
     def _window_update(self, stream: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise H2Error(FRAME_SIZE_ERROR, "a WINDOW_UPDATE of a bad size")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
-        if stream == 0:
-            if increment == 0:
-                raise H2Error(PROTOCOL_ERROR, "a connection window opened by 0")
-            self._send_window += increment
-            if self._send_window > MAX_WINDOW:
-                raise H2Error(FLOW_CONTROL_ERROR, "the connection's window over 2^31-1")
-        elif stream in self._stream_send:
-            self._stream_send[stream] += increment
-            if increment == 0 or self._stream_send[stream] > MAX_WINDOW:
-                self.reset(stream, PROTOCOL_ERROR if increment == 0 else FLOW_CONTROL_ERROR)
-                self.on_reset(stream, CANCEL)
-                return
-        self._flush()
+        broken = False
+        with self.send_lock:
+            if stream == 0:
+                if increment == 0:
+                    raise H2Error(PROTOCOL_ERROR, "a connection window opened by 0")
+                self._send_window += increment
+                if self._send_window > MAX_WINDOW:
+                    raise H2Error(FLOW_CONTROL_ERROR, "the connection's window over 2^31-1")
+            elif stream in self._stream_send:
+                self._stream_send[stream] += increment
+                if increment == 0 or self._stream_send[stream] > MAX_WINDOW:
+                    self.reset(stream, PROTOCOL_ERROR if increment == 0 else FLOW_CONTROL_ERROR)
+                    broken = True
+            if not broken:
+                self._flush()
+        if broken:
+            self.on_reset(stream, CANCEL)
 
     # --- frames out ---------------------------------------------------------
 
@@ -321,40 +347,97 @@ class Connection(asyncio.Protocol):
         self._stream_send[stream] = self._peer_initial_window
         self._stream_receive[stream] = self._receive_window
 
+    def _write(self, data: bytes) -> None:
+        """Hand ``data`` to the transport, after what ``send_now`` left over (on the loop)."""
+        with self.send_lock:
+            if self._backlog is not None:
+                data, self._backlog = bytes(self._backlog) + data, None
+            self.transport.write(data)
+
+    def _write_backlog(self) -> None:
+        if self._backlog is not None and not self.closed:
+            self._write(b"")
+
     def send_headers(self, stream: int, block: bytes, end_stream: bool = False) -> None:
         """A header block (at most the peer's frame size: this side's blocks are small)."""
         flags = END_HEADERS | (END_STREAM if end_stream else 0)
-        self.transport.write(frame(HEADERS, flags, stream, block))
-        if end_stream:
-            self._stream_send.pop(stream, None)
+        with self.send_lock:
+            self._write(frame(HEADERS, flags, stream, block))
+            if end_stream:
+                self._stream_send.pop(stream, None)
 
-    def send_message(self, stream: int, block: bytes, data: bytes, end_stream: bool, trailer: bytes = b"") -> None:
-        """``send_headers`` then ``send_data``, in one write when ``data`` fits
-        in one frame and in the windows (a call's whole request or reply)."""
+    def _message_frames(self, stream: int, block: bytes, data: bytes, end_stream: bool,
+                        trailer: bytes) -> Optional[bytes]:
+        """A call's headers, one DATA frame and ``trailer``, taken from the
+        windows; None when ``data`` does not fit in one frame and in the
+        windows (caller holds ``send_lock``)."""
         window = self._stream_send.get(stream)
         size = len(data)
         if (window is None or self._pending or size > self._peer_max_frame or size > window
                 or size > self._send_window or self.closed):
-            self.send_headers(stream, block)
-            self.send_data(stream, data, end_stream, trailer)
-            return
+            return None
         self._send_window -= size
         if end_stream or trailer:
             del self._stream_send[stream]
         else:
             self._stream_send[stream] = window - size
-        self.transport.write(frame(HEADERS, END_HEADERS, stream, block)
-                             + frame(DATA, END_STREAM if end_stream else 0, stream, data) + trailer)
+        return (frame(HEADERS, END_HEADERS, stream, block)
+                + frame(DATA, END_STREAM if end_stream else 0, stream, data) + trailer)
+
+    def send_message(self, stream: int, block: bytes, data: bytes, end_stream: bool, trailer: bytes = b"") -> None:
+        """``send_headers`` then ``send_data``, in one write when ``data`` fits
+        in one frame and in the windows (a call's whole request or reply)."""
+        with self.send_lock:
+            out = self._message_frames(stream, block, data, end_stream, trailer)
+            if out is not None:
+                self._write(out)
+                return
+            self.send_headers(stream, block)
+            self.send_data(stream, data, end_stream, trailer)
+
+    def can_send_now(self) -> bool:
+        """Whether ``send_now`` may write (caller holds ``send_lock``): the
+        connection is open on a selector loop and nothing waits to be written
+        before what it would write."""
+        return (self._fd >= 0 and not self.closed and self._backlog is None and not self._pending
+                and not self.transport.get_write_buffer_size())
+
+    def send_now(self, stream: int, block: bytes, data: bytes) -> bool:
+        """``send_message`` (the whole message, ending the stream) written to
+        the socket by the calling thread, not the loop's: one thread hand-off
+        less for a result.  Only when ``can_send_now`` holds and the message
+        fits in the windows; False (nothing sent) otherwise.  What the socket
+        does not take at once goes to the transport, on the loop, before
+        anything written after it (caller holds ``send_lock``)."""
+        if not self.can_send_now():
+            return False
+        out = self._message_frames(stream, block, data, True, b"")
+        if out is None:
+            return False
+        try:
+            sent = os.write(self._fd, out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # the connection is broken: the loop sees it, and its calls end as lost
+            return True
+        if sent < len(out):
+            assert self._loop is not None
+            self._backlog = bytearray(out[sent:])
+            self._loop.call_soon_threadsafe(self._write_backlog)
+        return True
 
     def send_data(self, stream: int, data: bytes, end_stream: bool, trailer: bytes = b"") -> None:
         """``data`` on ``stream`` within the windows, then ``trailer`` (already
         framed bytes, e.g. a trailing HEADERS); what does not fit waits for
         the peer's WINDOW_UPDATE."""
-        self._pending.append((stream, bytearray(data), end_stream, trailer))
-        if len(self._pending) == 1:
-            self._flush()
+        with self.send_lock:
+            self._pending.append((stream, bytearray(data), end_stream, trailer))
+            if len(self._pending) == 1:
+                self._flush()
 
     def _flush(self) -> None:
+        """What waits in ``_pending`` that the windows now allow (caller holds ``send_lock``)."""
         pending = self._pending
         out = bytearray()
         while pending and not self.closed:
@@ -383,13 +466,14 @@ class Connection(asyncio.Protocol):
             if end or trailer:
                 self._stream_send.pop(stream, None)
         if out:
-            self.transport.write(bytes(out))
+            self._write(bytes(out))
 
     def reset(self, stream: int, code: int = CANCEL) -> None:
         """End ``stream`` from this side (RST_STREAM)."""
-        self._forget(stream)
-        if not self.closed:
-            self.transport.write(frame(RST_STREAM, 0, stream, struct.pack(">I", code)))
+        with self.send_lock:
+            self._forget(stream)
+            if not self.closed:
+                self._write(frame(RST_STREAM, 0, stream, struct.pack(">I", code)))
 
     def _forget(self, stream: int) -> None:
         self._stream_send.pop(stream, None)
@@ -399,25 +483,27 @@ class Connection(asyncio.Protocol):
 
     def fail(self, code: int, message: str) -> None:
         """A connection error: GOAWAY with ``message``, then close."""
-        if self.closed:
-            return
-        self.closed = True
-        self._pending.clear()
         detail = message.encode("utf-8", "replace")[:200]
-        self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_peer_stream, code) + detail))
-        self.transport.close()
-        self.close_reason = f"protocol error: {message}"
-        self.on_closed(self.close_reason)
+        if self._end(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_peer_stream, code) + detail)):
+            self.close_reason = f"protocol error: {message}"
+            self.on_closed(self.close_reason)
 
     def close(self) -> None:
         """Close politely (GOAWAY, no error)."""
-        if not self.closed:
-            self.closed = True
-            self._pending.clear()
-            self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_peer_stream, NO_ERROR)))
-            self.transport.close()
+        if self._end(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_peer_stream, NO_ERROR))):
             self.close_reason = "closed by this side"
             self.on_closed(self.close_reason)
+
+    def _end(self, goaway: bytes) -> bool:
+        """Write ``goaway`` and close the transport; False if already closed."""
+        with self.send_lock:
+            if self.closed:
+                return False
+            self._write(goaway)  # after any backlog
+            self.closed = True
+            self._pending.clear()
+            self.transport.close()
+            return True
 
     # --- for subclasses -----------------------------------------------------
 

@@ -11,9 +11,17 @@ connection cannot be made or is lost; a lost connection is made again by
 the next call.  Blocking calls (``call``: heartbeats, a lone result, map
 reports) run on a loop thread of this transport's own, so they do not
 depend on any other loop, as grpcio's blocking calls do not; calls that do
-not wait (``call_async``: results under load) run on the loop given by
-``use_loop`` (the inbound server's), or on that own loop.  Each loop has
-its own connection.
+not wait (``call_async``: results) run on the loop given by ``use_loop``
+(the inbound server's), or on that own loop.  Each loop has its own
+connection.
+
+A ``call_async`` made off the given loop (a worker reporting its result)
+is written to that loop's connection by the calling thread itself when
+nothing waits to be written before it (``http2.Connection.send_now``):
+the loop is not woken to send it, only to read the answer.  Such a call
+has no timer; a sweep on the loop, every ``SWEEP_INTERVAL`` while any are
+in flight, ends those whose deadline has passed, so their deadline may be
+seen up to that much late.
 
 Limits: plain TCP only (no TLS, as ``GrpcTransport``); one connection per
 server; a reply over ``MAX_MESSAGE_BYTES`` ends its call with
@@ -27,6 +35,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 from urllib.parse import unquote
@@ -40,6 +49,7 @@ from snailjob.wire.codec import clean, decode_data
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+SWEEP_INTERVAL = 0.25  # how late a call started off the loop may see its deadline pass
 _STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
                  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
                  "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
@@ -48,12 +58,13 @@ _STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXC
 class _Call:
     """One call: its request, its deadline, and what has come back."""
 
-    __slots__ = ("uri", "request", "timeout", "done", "timer", "conn", "stream", "status", "message", "body",
-                 "ended")
+    __slots__ = ("uri", "request", "timeout", "done", "timer", "deadline", "conn", "stream", "status", "message",
+                 "body", "ended")
 
     def __init__(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
         self.uri, self.request, self.timeout, self.done = uri, request, timeout, done
         self.timer: Optional[asyncio.TimerHandle] = None
+        self.deadline = 0.0  # time.monotonic(), kept by the link's sweep when there is no timer
         self.conn: Optional[_Connection] = None  # the connection it is on (stream ids repeat across them)
         self.stream = 0
         self.status: Optional[str] = None  # grpc-status, once the headers or trailers gave it
@@ -95,21 +106,50 @@ class _Connection(http2.Connection):
         return not self.closed and not self.draining and self._next_stream < 2 ** 31 - 1
 
     def start(self, call: _Call) -> None:
-        call.conn = self
-        limit = self.peer_max_streams
-        if limit is not None and len(self.calls) >= limit:
-            self.waiting.append(call)
-            return
+        """Start ``call`` on this connection, or queue it for a free stream (on the loop)."""
+        with self.send_lock:
+            call.conn = self
+            limit = self.peer_max_streams
+            if limit is not None and len(self.calls) >= limit:
+                self.waiting.append(call)
+                return
+            stream = self._take_stream(call)
+            self.send_message(stream, self._call_headers(call), _message(call), end_stream=True)
+            call.request = b""
+
+    def start_now(self, call: _Call) -> bool:
+        """Start ``call`` from the calling thread, writing its request to the
+        socket itself (``send_now``); False, and nothing done, when it cannot
+        go at once (then the loop must start it)."""
+        with self.send_lock:
+            limit = self.peer_max_streams
+            if (not self.usable or self.waiting or (limit is not None and len(self.calls) >= limit)
+                    or not self.can_send_now()):
+                return False
+            # registered before it is written: the loop may read the answer before send_now returns
+            call.conn = self
+            stream = self._take_stream(call)
+            if not self.send_now(stream, self._call_headers(call), _message(call)):
+                del self.calls[stream]
+                self._forget(stream)
+                self._next_stream = stream  # never sent: the id is still free
+                call.conn = None
+                return False
+            call.request = b""
+            return True
+
+    def _take_stream(self, call: _Call) -> int:
+        """The next stream id, for ``call`` (caller holds ``send_lock``)."""
         stream = self._next_stream
         self._next_stream += 2
         call.stream = stream
         self.calls[stream] = call
         self.open_stream(stream)
+        return stream
+
+    def _call_headers(self, call: _Call) -> bytes:
         timeout_ms = max(1, min(int(call.timeout * 1000), 99_999_999))
-        request = call.request
-        self.send_message(stream, self._request_headers + http2.encode_headers([("grpc-timeout", f"{timeout_ms}m")]),
-                          b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
-        call.request = b""
+        return self._request_headers + http2.encode_headers([("grpc-timeout", f"{timeout_ms}m")])
 
     def cancel(self, call: _Call) -> None:
         """Stop waiting for ``call`` (its deadline passed)."""
@@ -184,7 +224,8 @@ class _Connection(http2.Connection):
                      f"the server reset the stream (HTTP/2 error {code})")
 
     def on_goaway(self, last_stream: int, code: int, debug: str) -> None:
-        self.draining = True
+        with self.send_lock:
+            self.draining = True
         why = f"the server is going away (GOAWAY {code} {clean(debug)})"
         self._lost(self, "GOAWAY")  # the next call makes a new connection
         waiting, self.waiting = self.waiting, deque()
@@ -212,6 +253,11 @@ class _Link:
         self.conn: Optional[_Connection] = None
         self.connecting = False
         self.queued: List[_Call] = []
+        # calls started off the loop (``start_now``) have no timer: a sweep on the loop keeps
+        # their deadlines while any are in flight; ``started`` counts them, under ``lock``
+        self.lock = threading.Lock()
+        self.sweeping = False
+        self.started = 0
 
     def fail_queued(self, why: str) -> None:
         queued, self.queued = self.queued, []
@@ -329,10 +375,53 @@ class NativeTransport:
         if self._closed:
             call.fail("CANCELLED", "the transport is closed")
             return
+        if loop is None and self._start_now(call):
+            return
         try:
             (loop or self._loop_for_calls()).call_soon_threadsafe(self._start, call)
         except RuntimeError as exc:  # the loop is closed
             call.fail("CANCELLED", str(exc))
+
+    def _start_now(self, call: _Call) -> bool:
+        """Start ``call`` from this thread on the ``use_loop`` loop's open
+        connection, without waking the loop (a result's report, from the
+        worker that ran it); False when it must go through the loop."""
+        loop = self._loop
+        if loop is None or _on_loop(loop):
+            return False
+        link = self._links.get(loop)
+        conn = link.conn if link is not None else None
+        if link is None or conn is None:
+            return False
+        call.deadline = time.monotonic() + call.timeout
+        if not conn.start_now(call):
+            return False
+        with link.lock:
+            link.started += 1
+            arm, link.sweeping = not link.sweeping, True
+        if arm:
+            try:
+                loop.call_soon_threadsafe(self._sweep, link)
+            except RuntimeError:  # the loop is closed, and the connection's calls ended with it
+                pass
+        return True
+
+    def _sweep(self, link: _Link) -> None:
+        """End the calls started off the loop whose deadline has passed; again
+        in ``SWEEP_INTERVAL`` while any are in flight."""
+        with link.lock:
+            seen = link.started
+        conn = link.conn
+        untimed = [c for c in list(conn.calls.values()) if c.timer is None] if conn is not None else []
+        now = time.monotonic()
+        for call in untimed:
+            if call.deadline <= now:
+                self._expire(link, call)
+        with link.lock:
+            again = not self._closed and (link.started != seen or any(not c.ended for c in untimed))
+            link.sweeping = again
+        if again:
+            asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep, link)
 
     def _link(self) -> _Link:
         loop = asyncio.get_running_loop()
@@ -436,6 +525,11 @@ class NativeTransport:
             thread.join(2.0)
             if not thread.is_alive():
                 own.close()
+
+
+def _message(call: _Call) -> bytes:
+    """The call's request as one uncompressed gRPC message."""
+    return b"\x00" + len(call.request).to_bytes(4, "big") + call.request
 
 
 def _on_loop(loop: Optional[asyncio.AbstractEventLoop]) -> bool:
