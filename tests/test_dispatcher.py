@@ -233,3 +233,32 @@ def test_a_worker_with_nothing_queued_next_may_wait_to_deliver():
         assert seen == {"first": False, "second": True, "coroutine": False}
     finally:
         dispatcher.close()
+
+
+def test_a_parked_worker_is_woken_at_once_for_the_next_batch():
+    """A worker with nothing left parks for ``linger`` seconds; a batch that
+    comes meanwhile is run by it at once, not when its wait times out."""
+    dispatcher = Dispatcher(linger=5.0)
+    ran = []
+
+    def note(batch):
+        def record():
+            ran.append((batch, threading.get_ident(), time.monotonic()))
+        return _Note(record, batch)
+
+    try:
+        dispatcher.submit(note(1), lambda work, outcome: None)
+        wait_for(lambda: len(ran) == 1 and len(dispatcher._idle) == 1)
+        time.sleep(0.05)  # into its wait
+        submitted = time.monotonic()
+        dispatcher.submit(note(2), lambda work, outcome: None)
+        wait_for(lambda: len(ran) == 2, timeout=8)
+        assert ran[1][1] == ran[0][1]  # the same thread
+        assert ran[1][2] - submitted < 1.0  # woken, not timed out (linger is 5 s)
+        # and again once it has parked a second time
+        wait_for(lambda: len(dispatcher._idle) == 1)
+        dispatcher.submit(note(3), lambda work, outcome: None)
+        wait_for(lambda: len(ran) == 3)
+        assert ran[2][1] == ran[0][1]
+    finally:
+        dispatcher.close()
