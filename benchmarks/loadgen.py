@@ -71,7 +71,7 @@ from common import (  # noqa: E402
     proc_status,
 )
 
-KINDS = ("ours", "ours_native", "v013", "floor", "floor_aio", "floor_h2", "java110", "java202", "go")
+KINDS = ("ours", "ours_grpc", "v013", "floor", "floor_aio", "floor_h2", "java110", "java202", "go")
 JAVA_VERSIONS = {"java110": "1.10.0", "java202": "2.0.2"}
 """Kinds played by SnailJob's own Java client (``java_peer.py``): the version of each."""
 JAVA_EXECUTORS = {"bench": "echoExecutor"}
@@ -321,10 +321,10 @@ class LoadGen:
         })
         if self.census:
             env["BENCH_CENSUS_FILE"] = str(self.workdir / "census.jsonl")
-        if self.kind in ("ours", "ours_native"):
+        if self.kind in ("ours", "ours_grpc"):
             env["PYTHONPATH"] = self.pythonpath
-        if self.kind == "ours_native":  # both native parts: the client's calls and the inbound port
-            env["SNAIL_TRANSPORT"] = env["SNAIL_INBOUND"] = "native"
+        if self.kind == "ours_grpc":  # grpcio for the client's calls and the inbound port (the default: native)
+            env["SNAIL_TRANSPORT"] = env["SNAIL_INBOUND"] = "grpc"
         if self.kind == "go":  # SnailJob's Go client: our program on it (go_peer.py), built or found in the cache
             cmd = [str(go_peer.build())]
         elif self.kind == "floor_h2":

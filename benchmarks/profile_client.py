@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_client.py                 # this client, K=64, 15 s of samples
     .venv/bin/python benchmarks/profile_client.py --kind v013     # snail-job-python 0.1.3
-    .venv/bin/python benchmarks/profile_client.py --kind ours_native --k 1   # both native parts, one task at a time
+    .venv/bin/python benchmarks/profile_client.py --kind ours_grpc --k 1   # on grpcio, one task at a time
     .venv/bin/python benchmarks/profile_client.py --pythonpath /tmp/patched   # a patched copy of snailjob/
 
 It installs py-spy into ``benchmarks/.venv-tools`` on first use, runs the
@@ -87,7 +87,7 @@ def _child_of(parent: int) -> Optional[int]:
 
 
 _OURS = BENCH_DIR / ".venv-ours" / "bin" / "python"
-PYTHONS = {"ours": _OURS, "ours_native": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS,
+PYTHONS = {"ours": _OURS, "ours_grpc": _OURS, "v013": BENCH_DIR / ".venv013" / "bin" / "python", "floor": _OURS,
            "floor_aio": _OURS}
 
 
@@ -130,7 +130,7 @@ def start_load(kind: str, k: int, seconds: float, pythonpath: str, work: Path) -
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the load, sample the client, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", default="ours", choices=("ours", "ours_native", "v013", "floor"))
+    parser.add_argument("--kind", default="ours", choices=("ours", "ours_grpc", "v013", "floor"))
     parser.add_argument("--k", type=int, default=64, help="tasks in flight")
     parser.add_argument("--seconds", type=float, default=15.0, help="sampling time")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")

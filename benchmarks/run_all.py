@@ -49,13 +49,13 @@ VENV_H2 = BENCH_DIR / ".venv-h2"
 HPACK_PIN = "hpack==4.2.0"
 RUNTIME_DEPS = ("grpcio", "protobuf", "pydantic", "python-dotenv")
 RESULTS = BENCH_DIR / "results"
-KINDS = ("ours", "ours_native", "v013", "floor", "floor_aio", "floor_h2", "java110", "java202", "go")
-LABELS = {"ours": "this client", "ours_native": "this client, native", "v013": "0.1.3",
+KINDS = ("ours", "ours_grpc", "v013", "floor", "floor_aio", "floor_h2", "java110", "java202", "go")
+LABELS = {"ours": "this client", "ours_grpc": "this client on grpcio", "v013": "0.1.3",
           "floor": "floor", "floor_aio": "floor (aio)",
           "floor_h2": "floor without grpcio",
           "java110": "Java 1.10.0", "java202": "Java 2.0.2", "go": f"Go client ({go_peer.VERSION})"}
 JAVA_KINDS = {"java110": "1.10.0", "java202": "2.0.2"}
-ON_REQUEST = ("ours_native", "floor_aio", "floor_h2")  # measured only when named in --kinds
+ON_REQUEST = ("ours_grpc", "floor_aio", "floor_h2")  # measured only when named in --kinds
 LEAK_TYPES = ["CLUSTER", "BROADCAST", "SHARDING", "MAP_ROOT", "MR_REDUCE"]
 GO_NOT_RUN = {"logs": "the logging phase measures the Python clients' logging handlers (SnailLog with and "
                       "without the console handler); the Go client logs through logrus, with no such modes"}
@@ -436,7 +436,7 @@ def render(s: Dict[str, Any], cfg: Dict[str, Any]) -> str:
         lambda d: d["leak"]["growth_mb"] if "leak" in d else None, 1)
     row(f"then {cfg['leak']['nostop_batches']} broadcast batches, no stop: threads, RSS",
         lambda d: _nostop_cell(d))
-    both = ("ours", "ours_native", "v013")
+    both = ("ours", "ours_grpc", "v013")
     for mode, label in (("default", "default handlers"), ("remote", "remote handler only")):
         row(f"log call mean us ({label})", lambda d, m=mode: _get(d, "logs", m, "mean_us"), 1, kinds=both)
         row(f"log call p99 us ({label})", lambda d, m=mode: _get(d, "logs", m, "p99_us"), 1, kinds=both)
@@ -493,7 +493,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     # the Java kinds ignore the interpreter (their client is the JVM)
     python_h2 = str(ensure_venv_h2()) if "floor_h2" in selected else python_ours
-    pythons = {"ours": python_ours, "ours_native": python_ours, "v013": python_013, "floor": python_ours,
+    pythons = {"ours": python_ours, "ours_grpc": python_ours, "v013": python_013, "floor": python_ours,
                "floor_aio": python_ours, "floor_h2": python_h2, "java110": python_ours, "java202": python_ours,
                "go": python_ours}
     info = machine_info(python_ours, python_013)
@@ -546,14 +546,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 go(kind, "throughput", {"throughput": java_tp if kind in JAVA_KINDS else cfg["throughput"]})
     if "leak" in parts:
         print(f"resources ({cfg['leak']['batches']} batches of each type):")
-        for kind in [k for k in ("ours", "ours_native", "v013", "go") if k in selected]:
+        for kind in [k for k in ("ours", "ours_grpc", "v013", "go") if k in selected]:
             go(kind, "leak", {"leak": cfg["leak"]})
         # the floor has no task types (every dispatch gets one report): one type is enough
         if "floor" in selected:
             go("floor", "leak", {"leak": dict(cfg["leak"], types=["CLUSTER"])})
-    if parts & {"logs", "map"} and {"ours", "ours_native", "v013", "go"} & set(selected):
+    if parts & {"logs", "map"} and {"ours", "ours_grpc", "v013", "go"} & set(selected):
         print("remote logging and map fan-out:")
-    for kind in [k for k in ("ours", "ours_native", "v013", "go") if k in selected]:
+    for kind in [k for k in ("ours", "ours_grpc", "v013", "go") if k in selected]:
         if "logs" in parts and kind != "go":
             for mode in ("default", "remote"):
                 go(kind, "logs", {"logs": cfg["logs"]}, log_level="INFO", log_mode=mode)

@@ -424,7 +424,10 @@ class Connection(asyncio.Protocol):
         if sent < len(out):
             assert self._loop is not None
             self._backlog = bytearray(out[sent:])
-            self._loop.call_soon_threadsafe(self._write_backlog)
+            try:
+                self._loop.call_soon_threadsafe(self._write_backlog)
+            except RuntimeError:  # the loop is closed: so is the connection, and its calls end with it
+                pass
         return True
 
     def send_data(self, stream: int, data: bytes, end_stream: bool, trailer: bytes = b"") -> None:

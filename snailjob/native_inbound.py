@@ -1,4 +1,4 @@
-"""The native inbound server (``SNAIL_INBOUND=native``): the port the
+"""The native inbound server (``SNAIL_INBOUND=native``, the default): the port the
 SnailJob server calls back into, as gRPC over HTTP/2 this module serves
 itself (``snailjob.http2``) on one asyncio event loop, instead of grpcio's
 server.  What a call does once its request is in is shared with the grpcio

@@ -1,4 +1,4 @@
-"""The native transport (``SNAIL_TRANSPORT=native``): the client's calls to
+"""The native transport (``SNAIL_TRANSPORT=native``, the default): the client's calls to
 the server as gRPC unary calls over one HTTP/2 connection this module
 writes itself (``snailjob.http2``), on an asyncio event loop, instead of
 through grpcio's channel.  It does the same work with a fraction of the

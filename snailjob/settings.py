@@ -79,8 +79,8 @@ class Settings(BaseModel):
     snail_map_report_timeout: float = Field(60.0, gt=0)
     snail_inbound_workers: int = Field(16, ge=2, le=512)
     snail_inbound_acceptors: int = Field(16, ge=0, le=256)  # 0: grpcio's one request at a time
-    snail_transport: str = "grpc"  # the client's calls to the server: grpc (grpcio) or native (snailjob.http2)
-    snail_inbound: str = "grpc"  # the port the server calls: grpc (grpcio) or native (snailjob.http2)
+    snail_transport: str = "native"  # the client's calls to the server: native (snailjob.http2) or grpc (grpcio)
+    snail_inbound: str = "native"  # the port the server calls: native (snailjob.http2) or grpc (grpcio)
     snail_log_remote_max_buffer: int = Field(10000, ge=1)
     snail_shutdown_grace: float = Field(30.0, ge=0)
     snail_interrupt_delay: float = Field(1.0, ge=0)

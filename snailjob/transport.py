@@ -1,11 +1,13 @@
-"""gRPC transport: one long-lived channel to the server (the inbound server
-the SnailJob server calls back into is ``snailjob.inbound``).
+"""gRPC transport on grpcio (``SNAIL_TRANSPORT=grpc``): one long-lived
+channel to the server (grpcio's inbound server, ``SNAIL_INBOUND=grpc``, is
+``snailjob.inbound``).
 
 Both directions use the single method ``/UnaryRequest/unaryRequest``.  Every
 outbound call carries a deadline.  ``Transport`` is the seam tests can swap:
 anything with ``call`` and ``close`` will do; ``snailjob.native_transport``
-is the other implementation (``SNAIL_TRANSPORT=native``: HTTP/2 of its own,
-no grpcio), and builds its requests with the same ``RequestEncoder``.
+is the other implementation, and the default (``SNAIL_TRANSPORT=native``:
+HTTP/2 of its own, no grpcio), and builds its requests with the same
+``RequestEncoder``.  ``FailoverTransport`` and ``Reply`` serve both.
 
 grpcio and the generated messages (about 20 MB of RSS and the largest part
 of the import time) are imported when the first channel or server is made,

@@ -230,7 +230,7 @@ def test_the_client_takes_the_setting_and_reports_it(setting: int) -> None:
     from .conftest import client_for
 
     with ServerEmulator() as emu:
-        client = client_for(emu, [], snail_inbound_acceptors=setting).start()
+        client = client_for(emu, [], snail_inbound="grpc", snail_inbound_acceptors=setting).start()
         try:
             assert client.stats()["inbound_acceptors"] == setting
             inbound = client._inbound

@@ -402,7 +402,7 @@ def test_a_client_on_the_native_transport_runs_jobs_for_the_emulator(run_client:
         sj.SnailLog.REMOTE.info("ran %s", args.job_params)
         return "ran"
 
-    client = run_client([native], snail_transport="native")
+    client = run_client([native], snail_transport="native", snail_inbound="grpc")
     assert isinstance(client._transport, NativeTransport)
     assert any("(native transport)" in r.getMessage() for r in caplog.records if "listening on" in r.getMessage())
     snailjob_emulator.wait_for_clients(1)

@@ -456,7 +456,7 @@ def test_a_lone_result_is_delivered_by_its_worker_and_a_busy_node_uses_the_loop(
             together.wait(10)
         return "ok"
 
-    client = run_client([where])
+    client = run_client([where], snail_transport="grpc")  # on the native transport: test_native_transport.py
     snailjob_emulator.wait_for_clients(1)
     blocking = []
     plain_call = client._transport.call
