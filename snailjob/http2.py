@@ -119,6 +119,7 @@ class Connection(asyncio.Protocol):
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._fd = -1  # the socket's descriptor, for send_now; -1: not available
         self._backlog: Optional[bytearray] = None  # the rest of a send_now the socket did not take
+        self.last_received = 0.0  # time.monotonic() of the last bytes from the peer
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -139,6 +140,7 @@ class Connection(asyncio.Protocol):
         transport.write((PREFACE if self.is_client else b"") + opening)
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
         buf = self._input
         buf += data
         pos = 0
@@ -483,6 +485,25 @@ class Connection(asyncio.Protocol):
         self._stream_receive.pop(stream, None)
         if self._pending:
             self._pending = deque(p for p in self._pending if p[0] != stream)
+
+    def ping(self) -> None:
+        """Ask the peer for a PING answer (any bytes it sends move ``last_received``)."""
+        with self.send_lock:
+            if not self.closed:
+                self._write(frame(PING, 0, 0, b"\x00" * 8))
+
+    def abandon(self, reason: str) -> None:
+        """Give up on a peer that stopped answering: closed at once, without
+        waiting for what is queued for it to drain (it never would)."""
+        with self.send_lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._pending.clear()
+            self._backlog = None
+            self.transport.abort()
+        self.close_reason = reason
+        self.on_closed(reason)
 
     def fail(self, code: int, message: str) -> None:
         """A connection error: GOAWAY with ``message``, then close."""

@@ -8,7 +8,7 @@ It keeps the ``Transport`` contract of ``GrpcTransport``: every call has a
 deadline (sent as ``grpc-timeout`` and kept by a timer here); any failure
 is a ``TransportError`` with a gRPC status name, ``UNAVAILABLE`` when the
 connection cannot be made or is lost; a lost connection is made again by
-the next call.  Blocking calls (``call``: heartbeats, a lone result, map
+the next call.  Blocking calls (``call``: heartbeats, registration, map
 reports) run on a loop thread of this transport's own, so they do not
 depend on any other loop, as grpcio's blocking calls do not; calls that do
 not wait (``call_async``: results) run on the loop given by ``use_loop``
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 SWEEP_INTERVAL = 0.25  # how late a call started off the loop may see its deadline pass
+# A connection on which a call's deadline passed with nothing at all received meanwhile is sent a
+# PING; without an answer in this many seconds it is given up, and the next call makes a new one.
+PROBE_TIMEOUT = 10.0
 _STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
                  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
                  "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
@@ -58,13 +61,14 @@ _STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXC
 class _Call:
     """One call: its request, its deadline, and what has come back."""
 
-    __slots__ = ("uri", "request", "timeout", "done", "timer", "deadline", "conn", "stream", "status", "message",
-                 "body", "ended")
+    __slots__ = ("uri", "request", "timeout", "done", "timer", "made", "deadline", "conn", "stream", "status",
+                 "message", "body", "ended")
 
     def __init__(self, uri: str, request: bytes, timeout: float, done: Done) -> None:
         self.uri, self.request, self.timeout, self.done = uri, request, timeout, done
         self.timer: Optional[asyncio.TimerHandle] = None
-        self.deadline = 0.0  # time.monotonic(), kept by the link's sweep when there is no timer
+        self.made = time.monotonic()
+        self.deadline = self.made + timeout  # kept by a timer, or by the link's sweep (start_now)
         self.conn: Optional[_Connection] = None  # the connection it is on (stream ids repeat across them)
         self.stream = 0
         self.status: Optional[str] = None  # grpc-status, once the headers or trailers gave it
@@ -97,6 +101,7 @@ class _Connection(http2.Connection):
         self.calls: Dict[int, _Call] = {}
         self.waiting: Deque[_Call] = deque()  # beyond the server's stream limit
         self.draining = False  # GOAWAY received: no new streams
+        self.probing = False  # a PING is out to learn whether the server still answers
         self._request_headers = http2.encode_headers([
             (":method", "POST"), (":scheme", "http"), (":path", METHOD), (":authority", authority),
             ("content-type", "application/grpc"), ("te", "trailers")])
@@ -393,7 +398,6 @@ class NativeTransport:
         conn = link.conn if link is not None else None
         if link is None or conn is None:
             return False
-        call.deadline = time.monotonic() + call.timeout
         if not conn.start_now(call):
             return False
         with link.lock:
@@ -444,11 +448,33 @@ class NativeTransport:
 
     def _expire(self, link: _Link, call: _Call) -> None:
         call.timer = None
-        if call.conn is not None:  # its own connection: another may use the same stream id
-            call.conn.cancel(call)
+        conn = call.conn
+        if conn is not None:  # its own connection: another may use the same stream id
+            conn.cancel(call)
+            if not conn.closed and conn.last_received < call.made:  # not a byte since the call was made
+                self._probe(conn)
         elif call in link.queued:
             link.queued.remove(call)
         call.fail("DEADLINE_EXCEEDED", f"no answer in {call.timeout:g} s")
+
+    def _probe(self, conn: _Connection) -> None:
+        """The server let a call's deadline pass without sending anything:
+        PING it, and give the connection up if that is not answered either
+        (a silent dead peer would otherwise hold it until TCP gives up)."""
+        if conn.probing:
+            return
+        conn.probing = True
+        asked = time.monotonic()
+        conn.ping()
+
+        def judge() -> None:
+            conn.probing = False
+            if not conn.closed and conn.last_received < asked:
+                logger.warning("the connection to %s is given up: no answer to a call or a PING in %g s",
+                               self._target, PROBE_TIMEOUT)
+                conn.abandon(f"no answer from {self._target} to a call or a PING")
+
+        asyncio.get_running_loop().call_later(PROBE_TIMEOUT, judge)
 
     # --- the connection -----------------------------------------------------
 
