@@ -3,6 +3,7 @@ tests) and helpers that call a client's inbound server over real gRPC."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -215,3 +216,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         from tests.e2e.conftest import OFF
 
         terminalreporter.write_line(OFF)
+
+
+@pytest.fixture
+def given_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread named ``given-loop`` (as the inbound server's)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()

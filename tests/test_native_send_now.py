@@ -28,15 +28,9 @@ Outcome = Tuple[Optional[Reply], Optional[TransportError]]
 
 
 @pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
+def loop(given_loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
     """An event loop on a thread of its own, as the inbound server's."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    return given_loop
 
 
 @pytest.fixture

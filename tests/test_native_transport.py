@@ -83,18 +83,6 @@ def transports() -> Iterator[Callable[[str], NativeTransport]]:
         transport.close()
 
 
-@pytest.fixture
-def given_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """An event loop running in a thread named ``given-loop`` (as the inbound server's)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="given-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
-
-
 def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
