@@ -407,12 +407,10 @@ class Connection(asyncio.Protocol):
     def send_now(self, stream: int, block: bytes, data: bytes) -> bool:
         """``send_message`` (the whole message, ending the stream) written to
         the socket by the calling thread, not the loop's: one thread hand-off
-        less for a result.  Only when ``can_send_now`` holds and the message
-        fits in the windows; False (nothing sent) otherwise.  What the socket
-        does not take at once goes to the transport, on the loop, before
-        anything written after it (caller holds ``send_lock``)."""
-        if not self.can_send_now():
-            return False
+        less for a result.  The caller holds ``send_lock`` and has found
+        ``can_send_now``; False (nothing sent) when the message does not fit
+        in the windows.  What the socket does not take at once goes to the
+        transport, on the loop, before anything written after it."""
         out = self._message_frames(stream, block, data, True, b"")
         if out is None:
             return False

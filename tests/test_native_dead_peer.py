@@ -18,11 +18,7 @@ from snailjob import http2, native_transport
 from snailjob.errors import TransportError
 from snailjob.native_transport import NativeTransport
 
-from .test_native_transport import HEADERS
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+from .test_native_transport import HEADERS, _frame
 
 
 class _Mute:

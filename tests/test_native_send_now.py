@@ -22,7 +22,7 @@ from snailjob.native_transport import NativeTransport
 from snailjob.transport import Reply
 from snailjob.wire import snailjob_pb2 as pb
 
-from .test_native_transport import HEADERS, FakeServer
+from .test_native_transport import HEADERS, FakeServer, _frame
 
 Outcome = Tuple[Optional[Reply], Optional[TransportError]]
 
@@ -163,10 +163,6 @@ class _Stalled:
         if self.conn is not None:
             self.conn.close()
         self.listener.close()
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
 
 
 def _requests(data: bytes) -> List[Tuple[int, Any]]:
