@@ -546,20 +546,25 @@ class Connection(asyncio.Protocol):
 
 
 class _PerSecond:
-    """A count of something a peer does, at most ``limit`` in one second."""
+    """A count of something a peer does, at most ``limit`` in any second:
+    the last second's count weighs in by the part of it still inside the
+    window, so a burst that straddles the turn of a second is not split
+    into two that each pass."""
 
-    __slots__ = ("limit", "what", "second", "seen")
+    __slots__ = ("limit", "what", "second", "seen", "before")
 
     def __init__(self, limit: int, what: str) -> None:
         self.limit, self.what = limit, what
-        self.second = self.seen = 0
+        self.second = self.seen = self.before = 0
 
     def count(self) -> None:
-        second = int(time.monotonic())
+        now = time.monotonic()
+        second = int(now)
         if second != self.second:
+            self.before = self.seen if second == self.second + 1 else 0
             self.second, self.seen = second, 0
         self.seen += 1
-        if self.seen > self.limit:
+        if self.seen + self.before * (1.0 - (now - second)) > self.limit:
             raise H2Error(ENHANCE_YOUR_CALM, f"more than {self.limit} {self.what} in a second")
 
 

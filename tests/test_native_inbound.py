@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+import types
 from concurrent import futures
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -164,7 +165,7 @@ def test_rapid_reset_ends_the_connection_and_others_are_served(serve: Any) -> No
         block = encode_headers([(":method", "POST"), (":path", METHOD), ("content-type", "application/grpc")])
         burst = b"".join(http2.frame(http2.HEADERS, http2.END_HEADERS, sid, block)
                          + http2.frame(http2.RST_STREAM, 0, sid, struct.pack(">I", http2.CANCEL))
-                         for sid in range(1, 2 * (http2.MAX_PEER_RESETS + 50), 2))
+                         for sid in range(1, 4 * http2.MAX_PEER_RESETS, 2))  # twice the limit
         raw.send(burst)
         code, text = raw.goaway() or (None, "")
         assert code == http2.ENHANCE_YOUR_CALM and "reset in a second" in text
@@ -427,3 +428,18 @@ def test_a_header_block_left_unfinished_closes_the_connection(serve: Any) -> Non
         assert time.monotonic() - started < 2.5
     finally:
         raw.close()
+
+
+def test_a_burst_straddling_the_turn_of_a_second_is_counted_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.99]
+    monkeypatch.setattr(http2, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))  # http2's clock only
+    resets = http2._PerSecond(1000, "streams reset")
+    for _ in range(600):
+        resets.count()
+    clock[0] = 101.01  # the same burst, 20 ms later, in the next calendar second
+    with pytest.raises(http2.H2Error, match="more than 1000 streams reset in a second"):
+        for _ in range(600):
+            resets.count()
+    clock[0] = 103.5  # a quiet second later the count starts afresh
+    for _ in range(1000):
+        resets.count()

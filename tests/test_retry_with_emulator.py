@@ -77,9 +77,13 @@ def test_local_failure_is_replayed_until_success_and_called_back(run_client, sna
     assert done == [sj.RetryCall("ship", ship.executor_name, (Parcel(7, 1.5),), {}, retry.callback_id,
                                  retry.callback_tasks[0].id, FINISH)]
     # the replays' logs are the retry's logs, per attempt
-    logged = {e["retryTaskId"] for e in emu.retry_logs
-              if any(f["value"] == "shipping parcel 7" for f in e["fieldList"])}
-    assert logged == {t.id for t in retry.retry_tasks}
+    # (a log parcel and the attempt's result travel apart: the result may arrive first)
+    def logged() -> set:
+        return {e["retryTaskId"] for e in emu.retry_logs
+                if any(f["value"] == "shipping parcel 7" for f in e["fieldList"])}
+
+    wait_for(lambda: logged() == {t.id for t in retry.retry_tasks}, timeout=10)
+    assert logged() == {t.id for t in retry.retry_tasks}
 
 
 def test_max_count_calls_the_give_up_callback(run_client, snailjob_emulator):
